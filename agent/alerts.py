@@ -1,0 +1,97 @@
+"""Alert texts for a person at the ops console: what happened, which order, why, and what to do. Pure code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.models import Order
+from agent.states import ErrorClass
+
+ACTIONS: dict[ErrorClass, str] = {
+    ErrorClass.OUTAGE: (
+        "The POS did not take the order. Check the POS device is switched on, awake, online and the POS app is"
+        " open; then re-submit the order. If it still fails, enter it in the POS by hand as paid: the kitchen"
+        " has a fallback ticket."
+    ),
+    ErrorClass.AUTH: (
+        "The POS connection has expired or was revoked: re-authorise the POS connection. Orders keep printing"
+        " as fallback tickets until then; re-submit this one afterwards."
+    ),
+    ErrorClass.MENU: (
+        "An item's SKU is not in the POS menu: check the SKUs match between the ordering platform and the POS"
+        " (and that the item exists and is active), then re-submit, or enter the order by hand."
+    ),
+    ErrorClass.UNAVAILABLE: (
+        "An item is sold out or restricted in the POS: offer the customer a substitute or refund the item,"
+        " then enter the order in the POS by hand. The item is snoozed until 08:00 tomorrow."
+    ),
+    ErrorClass.REJECTED: (
+        "The POS refused the order (see reason): fix the cause in the POS setup (e.g. taxes, order profiles,"
+        " payment method), then re-submit, or enter the order by hand."
+    ),
+    ErrorClass.UNCONFIRMED: (
+        "The POS accepted the order but never confirmed it reached the till: check the POS device is on, not"
+        " asleep, online and the POS app is open in the foreground. If the order is not on the POS, enter it by"
+        " hand: the kitchen has a fallback ticket."
+    ),
+}
+
+
+def order_summary(order: Order, *, display_code: str) -> dict[str, Any]:
+    """Return the order as an alert shows it: id, code, customer, items in one line, total."""
+    items = ", ".join(f"{item.quantity} x {item.name}" for item in order.items)
+    return {
+        "id": order.id,
+        "display_code": display_code,
+        "customer": order.customer.name if order.customer and order.customer.name else None,
+        "items": items if len(items) <= 300 else items[:297] + "...",
+        "total": order.total,
+        "currency": order.payment.currency,
+        "fulfillment": order.fulfillment.type.value,
+        "requested_at": order.requested_at.isoformat() if order.requested_at else None,
+    }
+
+
+def order_failed(order: Order, *, display_code: str, error_class: ErrorClass, reason: str) -> dict[str, Any]:
+    """Return the ``order_failed`` alert payload."""
+    return {
+        "order": order_summary(order, display_code=display_code),
+        "error_class": error_class.value,
+        "reason": reason,
+        "action": ACTIONS[error_class],
+    }
+
+
+def fallback_printed(order: Order, *, display_code: str, reason: str, after_print: str) -> dict[str, Any]:
+    """Return the ``fallback_printed`` alert payload."""
+    then = {
+        "inject_marked": "it will still be sent to the POS, marked ALREADY PRINTED, once the POS takes orders",
+        "inject": "it will still be sent to the POS once the POS takes orders",
+        "skip": "it will not be sent to the POS: enter it by hand if the POS must have it",
+    }[after_print]
+    return {
+        "order": order_summary(order, display_code=display_code),
+        "reason": reason,
+        "action": f"The kitchen has a printed ticket for this order; {then}.",
+    }
+
+
+def pos_down(driver: str, reason: str) -> dict[str, Any]:
+    """Return the ``pos_down`` alert payload (one per outage, not one per order)."""
+    return {
+        "order": None,
+        "reason": f"the {driver} POS is not taking orders: {reason}",
+        "action": (
+            "Check the POS device is switched on, awake, online and the POS app is open. Orders wait in the"
+            " outbox and go in order when it is back; due orders print as fallback tickets meanwhile."
+        ),
+    }
+
+
+def pos_auth_required(driver: str, reason: str) -> dict[str, Any]:
+    """Return the ``pos_auth_required`` alert payload."""
+    return {
+        "order": None,
+        "reason": f"the {driver} POS refused our credentials: {reason}",
+        "action": ACTIONS[ErrorClass.AUTH],
+    }

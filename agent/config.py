@@ -1,0 +1,569 @@
+"""The technician's configuration: one TOML file plus ``VENUE_AGENT_<SECTION>__<KEY>`` overrides (SPEC §3)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import platformdirs
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError, Problem
+
+ENV_PREFIX = "VENUE_AGENT_"
+SYSTEM_CONFIG = Path("/etc/venue-agent/agent.toml")
+APP_NAME = "venue-agent"
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "password",
+        "client_secret",
+        "refresh_token",
+        "hmac_secret",
+        "access_token",
+        "command_hmac_secret",
+        "webhook_password",
+    }
+)
+
+
+def _system_timezone() -> str:
+    """Return the IANA name of the system's zone, or UTC when it cannot be told."""
+    for candidate in (os.environ.get("TZ", "").lstrip(":"),):
+        if candidate:
+            return candidate
+    try:
+        target = Path("/etc/localtime").resolve()
+        marker = "zoneinfo/"
+        if marker in str(target):
+            return str(target).split(marker, 1)[1]
+    except OSError:
+        pass
+    try:
+        name = Path("/etc/timezone").read_text().strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    return "UTC"
+
+
+def _keyed(problems: dict[str, str]) -> ValueError:
+    """Return an error that ``config check`` splits into one problem per (relative) key."""
+    return ValueError("\n".join(f"@{key}: {message}" for key, message in problems.items()))
+
+
+def _read_secret(path_text: str, key: str) -> SecretStr:
+    path = Path(path_text)
+    if not path.is_absolute():
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds:
+            path = Path(creds) / path
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        msg = f"cannot read {key}_file {str(path)!r}: {exc.strerror or exc}"
+        raise ValueError(msg) from None
+    if not value:
+        msg = f"{key}_file {str(path)!r} is empty"
+        raise ValueError(msg)
+    return SecretStr(value)
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors (they are usually typos)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="after")
+    def _load_secret_files(self) -> Section:
+        for key in SECRET_KEYS:
+            file_key = f"{key}_file"
+            if file_key not in type(self).model_fields:
+                continue
+            file_value = getattr(self, file_key)
+            if file_value is None:
+                continue
+            if getattr(self, key) is not None:
+                raise _keyed({file_key: f"give {key} or {file_key}, not both"})
+            try:
+                object.__setattr__(self, key, _read_secret(file_value, key))
+            except ValueError as exc:
+                raise _keyed({file_key: str(exc)}) from None
+        return self
+
+
+class VenueSettings(Section):
+    """``[venue]``: who this box serves."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]
+    name: str = ""
+    timezone: str = Field(default_factory=_system_timezone)
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "GBP"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {value!r} (use an IANA name such as 'Europe/London')"
+            raise ValueError(msg) from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """Return the venue's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+def _default_db_path() -> Path:
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / "outbox.db"
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "outbox.db"
+
+
+class StorageSettings(Section):
+    """``[storage]``: the outbox database."""
+
+    path: Path = Field(default_factory=_default_db_path)
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    min_free_mb: Annotated[int, Field(ge=0)] = 50
+
+
+class IntakeSettings(Section):
+    """``[intake]``: the HTTP API the ordering platform posts to."""
+
+    listen: str = "127.0.0.1:8787"
+    token: SecretStr | None = None
+    token_file: str | None = None
+    max_body_kb: Annotated[int, Field(ge=1, le=65536)] = 256
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> IntakeSettings:
+        host, _ = split_listen(self.listen)
+        if not _is_loopback(host) and self.token is None and self.token_file is None:
+            msg = f"required when listening on {host} (not loopback): set token or token_file"
+            raise _keyed({"token": msg})
+        return self
+
+    @property
+    def host(self) -> str:
+        """Return the address to listen on."""
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """Return the port to listen on."""
+        return split_listen(self.listen)[1]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (IPv6 as ``[::1]:8787``) or raise ValueError saying what is wrong."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
+    if not match:
+        msg = f"{value!r} is not host:port (e.g. '127.0.0.1:8787' or '[::1]:8787')"
+        raise ValueError(msg)
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        msg = f"port {port} is out of range 1-65535"
+        raise ValueError(msg)
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class InjectionSettings(Section):
+    """``[injection]``: when and how hard orders are pushed into the POS."""
+
+    preorders: Literal["buffered", "immediate"] = "buffered"
+    buffer_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 20
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 6
+    backoff_base_seconds: Annotated[float, Field(gt=0, le=3600)] = 2
+    backoff_max_seconds: Annotated[float, Field(gt=0, le=86400)] = 300
+    hold_unpaid: bool = True
+    confirm_timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 120
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> InjectionSettings:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise _keyed({"backoff_max_seconds": "must not be below backoff_base_seconds"})
+        return self
+
+
+class FallbackSettings(Section):
+    """``[fallback]``: when a kitchen ticket is printed instead of (or before) the POS."""
+
+    enabled: bool = True
+    print_after_seconds: Annotated[float, Field(ge=0, le=86400)] = 60
+    print_when_pos_not_ready: bool = True
+    after_print: Literal["inject_marked", "inject", "skip"] = "inject_marked"
+    printers: list[str] | None = None
+
+
+class AccountProfiles(Section):
+    """K-Series order profile code per fulfilment type."""
+
+    pickup: str = "storekit"
+    delivery: str = "storekit"
+    dine_in: str = "storekit"
+
+
+class LightspeedKSettings(Section):
+    """``[pos.lightspeed_k]``: Lightspeed Restaurant K-Series (SPEC §7.1)."""
+
+    base_url: str = "https://api.lsk.lightspeed.app"
+    business_location_id: int | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_secret_file: str | None = None
+    refresh_token: SecretStr | None = None
+    refresh_token_file: str | None = None
+    endpoint_id: str | None = None
+    account_profiles: AccountProfiles = Field(default_factory=AccountProfiles)
+    delivery_fee_sku: str = "STOREKIT_DELIVERY"
+    discount_sku: str = "STOREKIT_DISCOUNT"
+    service_charge_sku: str = "STOREKIT_SERVICE_CHARGE"
+    payment_method: str = "STOREKIT"
+    native_discounts: bool = False
+    webhook_username: str | None = None
+    webhook_password: SecretStr | None = None
+    webhook_password_file: str | None = None
+    check_readiness: bool = True
+
+
+class SquareSettings(Section):
+    """``[pos.square]``: Square Orders API (SPEC §7.2)."""
+
+    base_url: str = "https://connect.squareup.com"
+    location_id: str | None = None
+    access_token: SecretStr | None = None
+    access_token_file: str | None = None
+    square_version: str = "2025-01-23"
+    catalog: dict[str, str] = Field(default_factory=dict)
+
+
+class HttpPosSettings(Section):
+    """``[pos.http]``: a POS terminal or in-house POS on the LAN (SPEC §7.3)."""
+
+    url: Annotated[str, Field(min_length=1)]
+    hmac_secret: SecretStr | None = None
+    hmac_secret_file: str | None = None
+    token: SecretStr | None = None
+    token_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_or_mdns(cls, value: str) -> str:
+        if not re.match(r"^(https?://[^\s/]+.*|mdns:\S.*)$", value):
+            msg = f"{value!r} is neither an http(s):// URL nor mdns:<instance name>"
+            raise ValueError(msg)
+        return value
+
+
+class SimulatorPosSettings(Section):
+    """``[pos.simulator]``: where ``venue-agent pos-sim`` listens."""
+
+    url: str = "http://127.0.0.1:8788/orders"
+    hmac_secret: SecretStr | None = None
+    hmac_secret_file: str | None = None
+
+
+PosDriverName = Literal["lightspeed_k", "square", "http", "simulator"]
+
+
+class PosSettings(Section):
+    """``[pos]``: which POS the orders go to and how gently."""
+
+    driver: PosDriverName
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
+    rate_limit_per_second: Annotated[float, Field(gt=0, le=10000)] = 5
+    lightspeed_k: LightspeedKSettings | None = None
+    square: SquareSettings | None = None
+    http: HttpPosSettings | None = None
+    simulator: SimulatorPosSettings | None = None
+
+    @model_validator(mode="after")
+    def _driver_table_present(self) -> PosSettings:
+        problems: dict[str, str] = {}
+        if self.driver == "http" and self.http is None:
+            problems["http.url"] = "required when driver = 'http'"
+        if self.driver == "lightspeed_k":
+            ls = self.lightspeed_k or LightspeedKSettings()
+            for k in ("business_location_id", "client_id", "client_secret", "refresh_token", "endpoint_id"):
+                if getattr(ls, k) is None:
+                    problems[f"lightspeed_k.{k}"] = "required when driver = 'lightspeed_k'"
+        if self.driver == "square":
+            sq = self.square or SquareSettings()
+            for k in ("location_id", "access_token"):
+                if getattr(sq, k) is None:
+                    problems[f"square.{k}"] = "required when driver = 'square'"
+        if problems:
+            raise _keyed(problems)
+        if self.driver == "simulator" and self.simulator is None:
+            self.simulator = SimulatorPosSettings()
+        return self
+
+
+PrinterRole = Literal["fallback", "kitchen", "reprint"]
+
+
+def _fallback_role() -> list[PrinterRole]:
+    return ["fallback"]
+
+
+BuzzerKind = Literal["none", "esc_b", "epson_fn48", "drawer_pin2", "drawer_pin5", "bel"]
+
+
+class PrinterSettings(Section):
+    """``[[printers]]``: one kitchen printer."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    connection: Literal["network", "serial", "usb", "file"]
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 9100
+    device: str | None = None
+    baudrate: Annotated[int, Field(ge=300, le=921600)] = 19200
+    usb_vendor: int | None = None
+    usb_product: int | None = None
+    path: Path | None = None
+    profile: str = "default"
+    columns: Literal[32, 42, 48] = 48
+    roles: list[PrinterRole] = Field(default_factory=_fallback_role)
+    categories: list[str] | None = None
+    buzzer: bool | BuzzerKind = True
+
+    @model_validator(mode="after")
+    def _connection_keys(self) -> PrinterSettings:
+        needs = {
+            "network": ["host"],
+            "serial": ["device"],
+            "usb": ["usb_vendor", "usb_product"],
+            "file": ["path"],
+        }
+        missing = [k for k in needs[self.connection] if getattr(self, k) is None]
+        if missing:
+            raise _keyed({k: f"required when connection = {self.connection!r}" for k in missing})
+        return self
+
+
+class MqttSettings(Section):
+    """``[mqtt]``: health and control over MQTT (SPEC §8)."""
+
+    enabled: bool = False
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+    topic_prefix: Annotated[str, Field(pattern=r"^[^#+\s]+$")] = "venues"
+    health_interval_seconds: Annotated[float, Field(ge=1, le=3600)] = 30
+    command_hmac_secret: SecretStr | None = None
+    command_hmac_secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _host_when_enabled(self) -> MqttSettings:
+        if self.enabled and not self.host:
+            raise _keyed({"host": "required when enabled = true"})
+        if self.port is None:
+            self.port = 8883 if self.tls else 1883
+        return self
+
+
+class DiscoverySettings(Section):
+    """``[discovery]``: mDNS browse and advertise."""
+
+    enabled: bool = True
+    advertise: bool = True
+
+
+def _default_log_format() -> Literal["json", "console"]:
+    return "json" if os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM") else "console"
+
+
+class LoggingSettings(Section):
+    """``[logging]``."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = Field(default_factory=_default_log_format)
+
+
+class Settings(BaseSettings):
+    """Everything the agent is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    venue: VenueSettings
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    injection: InjectionSettings = Field(default_factory=InjectionSettings)
+    fallback: FallbackSettings = Field(default_factory=FallbackSettings)
+    pos: PosSettings
+    printers: list[PrinterSettings] = Field(default_factory=list)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment overrides the file; nothing else is read."""
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _printer_references(self) -> Settings:
+        names = [p.name for p in self.printers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        problems: dict[str, str] = {}
+        if duplicates:
+            problems["printers"] = f"names must be unique, repeated: {', '.join(duplicates)}"
+        unknown = [n for n in (self.fallback.printers or []) if n not in names]
+        if unknown:
+            problems["fallback.printers"] = f"names printers that are not configured: {', '.join(unknown)}"
+        if problems:
+            raise _keyed(problems)
+        return self
+
+    def fallback_printers(self) -> list[PrinterSettings]:
+        """Return the printers fallback tickets go to, in failover order."""
+        if self.fallback.printers is not None:
+            by_name = {p.name: p for p in self.printers}
+            return [by_name[n] for n in self.fallback.printers]
+        return [p for p in self.printers if "fallback" in p.roles]
+
+
+def search_paths(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Return the config paths looked at, in order: --config, $VENUE_AGENT_CONFIG, /etc, the user dir."""
+    if explicit:
+        return [Path(explicit)]
+    env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if env:
+        return [Path(env)]
+    return [SYSTEM_CONFIG, Path(platformdirs.user_config_dir(APP_NAME)) / "agent.toml"]
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the config file to use, or raise ConfigError naming every path searched."""
+    paths = search_paths(explicit)
+    for path in paths:
+        if path.is_file():
+            return path
+    searched = ", ".join(str(p) for p in paths)
+    raise ConfigError([Problem("config", f"no config file found; searched: {searched}")])
+
+
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _problems(error: Any, source: str) -> list[Problem]:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "value_error" and message.startswith("@"):
+        base: tuple[str | int, ...] = tuple(error["loc"])
+        found = []
+        for line in message.splitlines():
+            key, _, text = line[1:].partition(": ")
+            loc = base + tuple(int(p) if p.isdigit() else p for p in key.split("."))
+            found.append(_problem({"loc": loc, "type": "value_error", "msg": text}, source))
+        return found
+    return [_problem(error, source)]
+
+
+def _problem(error: Any, source: str) -> Problem:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (is it misspelt?)"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if "input" in error and kind not in ("value_error", "model_type") and not _is_secret_loc(loc):
+            message += f" (got {error['input']!r})"
+    for depth in range(len(loc), 0, -1):
+        name = _env_name(loc[:depth])
+        if name in os.environ:
+            return Problem(key, message, f"environment {name}")
+    return Problem(key, message, source)
+
+
+def _is_secret_loc(loc: tuple[str | int, ...]) -> bool:
+    return any(str(p) in SECRET_KEYS for p in loc)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> tuple[Settings, Path]:
+    """Load and validate the config (file + environment), or raise ConfigError listing every problem."""
+    found = find_config(path)
+    source = str(found)
+    try:
+        raw = tomllib.loads(found.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem("(syntax)", f"not valid TOML: {exc}", source)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem("config", f"cannot read the file: {exc}", source)]) from None
+    return settings_from_dict(raw, source=source), found
+
+
+def settings_from_dict(raw: dict[str, Any], *, source: str = "") -> Settings:
+    """Validate an already parsed config (plus environment overrides)."""
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError([p for e in exc.errors(include_url=False) for p in _problems(e, source)]) from None
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Return the effective settings as plain data with every secret replaced by ``"***"``."""
+    data: dict[str, Any] = settings.model_dump(mode="json", exclude_none=True)
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ("***" if k in SECRET_KEYS and v is not None else scrub(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+
+    result: dict[str, Any] = scrub(data)
+    return result

@@ -1,0 +1,292 @@
+"""``venue-agent demo``: a newcomer's first command.
+
+Starts the POS simulator and the agent on loopback with ``config/demo.toml``, sends a handful of
+realistic orders, switches the POS off mid-way so fallback tickets print, brings it back, and ends with
+what happened to each order and where the tickets are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tomllib
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent import logs
+from agent.config import settings_from_dict
+from agent.service import Agent
+from drivers.pos.simulator import SimulatorState, serve_simulator
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _load_demo_config() -> dict[str, Any]:
+    if DEMO_CONFIG.is_file():
+        return tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
+    # Installed as a package (no source tree): the same file ships as package data.
+    return tomllib.loads(resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8"))
+
+
+def _order(order_id: str, *, now: datetime, **parts: Any) -> dict[str, Any]:
+    items = parts.pop("items")
+    charges = parts.pop("charges", {"delivery_fee": 0, "service_charge": 0, "tip": 0})
+    total = sum(
+        i["quantity"] * (i["unit_price"] + sum(m["quantity"] * m["unit_price"] for m in i.get("modifiers", [])))
+        for i in items
+    ) + sum(charges.values())
+    payment_status = parts.pop("payment_status", "paid")
+    return {
+        "schema_version": 1,
+        "id": order_id,
+        "source": parts.pop("source", "web"),
+        "created_at": now.isoformat(),
+        "items": items,
+        "charges": charges,
+        "payment": {"status": payment_status, "method": "card", "amount": total, "currency": "GBP"},
+        "total": total,
+        **parts,
+    }
+
+
+def _orders(now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    pizza = {
+        "name": "Margherita",
+        "sku": "PZ-MARG",
+        "quantity": 2,
+        "unit_price": 950,
+        "category": "Pizza",
+        "course": 1,
+        "allergens": ["gluten", "milk"],
+        "modifiers": [{"name": "Extra basil", "sku": "MOD-BASIL", "quantity": 1, "unit_price": 50}],
+    }
+    return [
+        (
+            "ASAP pickup from the web shop",
+            _order(
+                "demo-1001",
+                now=now,
+                fulfillment={"type": "pickup"},
+                customer={"name": "Sam Reed", "phone": "+447700900123"},
+                items=[pizza],
+                notes="No cutlery",
+            ),
+        ),
+        (
+            "Delivery with a tip and a note for the rider",
+            _order(
+                "demo-1002",
+                now=now,
+                source="app",
+                fulfillment={
+                    "type": "delivery",
+                    "address": {"line1": "12 Harbour Row", "city": "Bristol", "postcode": "BS1 4RN"},
+                    "instructions": "Ring the side door",
+                },
+                customer={"name": "Zoë Ødegård", "phone": "+447700900456"},
+                items=[
+                    {
+                        "name": "Spaghetti carbonara",
+                        "sku": "PA-CARB",
+                        "quantity": 1,
+                        "unit_price": 1250,
+                        "category": "Pasta",
+                        "allergens": ["egg", "gluten", "milk"],
+                    }
+                ],
+                charges={"delivery_fee": 299, "service_charge": 0, "tip": 150},
+            ),
+        ),
+        (
+            "Dine-in at table 12 (QR code)",
+            _order(
+                "demo-1003",
+                now=now,
+                source="qr_table",
+                fulfillment={"type": "dine_in", "table": "12", "covers": 2},
+                items=[
+                    {"name": "Burrata", "sku": "ST-BURR", "quantity": 1, "unit_price": 850, "course": 1},
+                    {
+                        "name": "Ribeye steak",
+                        "sku": "MN-RIBEYE",
+                        "quantity": 2,
+                        "unit_price": 2400,
+                        "course": 2,
+                        "notes": "one medium-rare, one well done",
+                    },
+                ],
+            ),
+        ),
+        (
+            "Pre-order for two hours from now (buffered until 20 min before)",
+            _order(
+                "demo-1004",
+                now=now,
+                requested_at=(now + timedelta(hours=2)).isoformat(),
+                fulfillment={"type": "pickup"},
+                customer={"name": "Ines García"},
+                items=[{"name": "Tiramisu", "sku": "DS-TIRA", "quantity": 4, "unit_price": 650}],
+            ),
+        ),
+        (
+            "An order with a dish the POS has sold out",
+            _order(
+                "demo-1005",
+                now=now,
+                source="kiosk",
+                fulfillment={"type": "pickup"},
+                customer={"name": "Lukas Müller"},
+                items=[{"name": "Lobster linguine", "sku": "PA-LOBSTER", "quantity": 1, "unit_price": 2800}],
+            ),
+        ),
+    ]
+
+
+async def _wait_for(client: httpx.AsyncClient, order_id: str, states: set[str], seconds: float) -> str:
+    state = "?"
+    for _ in range(int(seconds * 10)):
+        state = str((await client.get(f"/v1/orders/{order_id}")).json()["state"])
+        if state in states:
+            return state
+        await asyncio.sleep(0.1)
+    return state
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _demo(output: Path, fast: bool) -> int:
+    raw = _load_demo_config()
+    sim_port, agent_port = _free_port(), _free_port()
+    raw["storage"]["path"] = str(output / "outbox.db")
+    raw["intake"]["listen"] = f"127.0.0.1:{agent_port}"
+    raw["pos"]["simulator"]["url"] = f"http://127.0.0.1:{sim_port}/orders"
+    raw["printers"][0]["path"] = str(output / "tickets.txt")
+    settings = settings_from_dict(raw, source=str(DEMO_CONFIG))
+    pause = 0.2 if fast else 1.0
+
+    sim_state = SimulatorState()
+    sim_state.faults.update({"sold_out_skus": ["PA-LOBSTER"]})
+    sim_ready, sim_stop = asyncio.Event(), asyncio.Event()
+    sim_task = asyncio.create_task(
+        serve_simulator("127.0.0.1", sim_port, state=sim_state, ready=sim_ready, shutdown=sim_stop), name="demo pos-sim"
+    )
+    await sim_ready.wait()
+    _say(f"1. POS simulator listening on http://127.0.0.1:{sim_port} (it has sold out of PA-LOBSTER)")
+    agent = Agent(settings)
+    await agent.start()
+    _say(f"2. venue-agent ready on http://127.0.0.1:{agent_port}, outbox {settings.storage.path}")
+    now = datetime.now(UTC)
+    orders = _orders(now)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent_port}", trust_env=False) as client:
+        _say("3. Sending orders while the POS is up:")
+        for label, order in orders:
+            response = await client.post("/v1/orders", json=order)
+            _say(f"   {order['id']}  {label}: HTTP {response.status_code} {response.json()['state']}")
+            await asyncio.sleep(pause / 2)
+        for _, order in orders:
+            await _wait_for(client, order["id"], {"injected", "failed", "scheduled"}, 10)
+
+        _say("4. The POS goes down (simulator answers 503). Two more orders arrive:")
+        await client.post(f"http://127.0.0.1:{sim_port}/_sim/faults", json={"down": True})
+        late = [
+            (
+                "Pickup while the POS is down",
+                _order(
+                    "demo-1006",
+                    now=datetime.now(UTC),
+                    fulfillment={"type": "pickup"},
+                    customer={"name": "Priya Shah"},
+                    items=[
+                        {
+                            "name": "Quattro formaggi",
+                            "sku": "PZ-QF",
+                            "quantity": 1,
+                            "unit_price": 1150,
+                            "category": "Pizza",
+                            "allergens": ["milk", "gluten"],
+                        }
+                    ],
+                ),
+            ),
+            (
+                "Dine-in at table 4 while the POS is down",
+                _order(
+                    "demo-1007",
+                    now=datetime.now(UTC),
+                    source="qr_table",
+                    fulfillment={"type": "dine_in", "table": "4", "covers": 1},
+                    items=[{"name": "Caesar salad", "sku": "SA-CAES", "quantity": 1, "unit_price": 900}],
+                ),
+            ),
+        ]
+        for label, order in late:
+            response = await client.post("/v1/orders", json=order)
+            _say(f"   {order['id']}  {label}: HTTP {response.status_code} {response.json()['state']}")
+        _say("   ...retries back off, the circuit opens, the kitchen gets fallback tickets meanwhile")
+        for _, order in late:
+            for _ in range(200):
+                detail = (await client.get(f"/v1/orders/{order['id']}")).json()
+                if any(t["state"] == "printed" for t in detail["tickets"]):
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(pause)
+
+        _say("5. The POS is back: waiting orders go in, marked ALREADY PRINTED so nothing is made twice")
+        await client.post(f"http://127.0.0.1:{sim_port}/_sim/faults", json={"down": False})
+        for _, order in late:
+            await _wait_for(client, order["id"], {"injected", "failed"}, 90)
+        await asyncio.sleep(pause)
+
+        _say("\nWhat happened to each order:")
+        _say(f"   {'ORDER':<10} {'CODE':<8} {'STATE':<10} {'POS REF':<11} {'TICKETS':<18} WHY")
+        for _, order in [*orders, *late]:
+            detail = (await client.get(f"/v1/orders/{order['id']}")).json()
+            tickets = ", ".join(f"{t['kind']}" for t in detail["tickets"] if t["state"] == "printed") or "-"
+            why = detail.get("last_error") or ""
+            if detail["state"] == "scheduled":
+                due = datetime.fromisoformat(detail["due_at"]).astimezone(settings.venue.tz)
+                why = f"pre-order: goes to the POS at {due:%H:%M} ({settings.venue.timezone})"
+            elif detail["state"] == "injected" and detail["tickets"]:
+                why = "printed while the POS was down, then injected marked ALREADY PRINTED"
+            _say(
+                f"   {detail['order_id']:<10} {detail['display_code']:<8} {detail['state']:<10}"
+                f" {detail.get('pos_reference') or '-':<11} {tickets:<18} {why[:70]}"
+            )
+        sim_orders = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/orders")).json()
+        _say(f"\nThe simulated POS holds {len(sim_orders)} orders, one per idempotency key.")
+    await agent.stop()
+    sim_stop.set()
+    with contextlib.suppress(Exception):
+        await sim_task
+    _say(f"Kitchen tickets (plain text): {settings.printers[0].path}")
+    query = "select ts, type, order_id, state from events"
+    _say(f"The outbox with every event:  {settings.storage.path}  (try: sqlite3 {settings.storage.path} '{query}')")
+    _say(f"The agent's log (JSON lines): {output / 'agent.log'}")
+    return 0
+
+
+def run_demo(output: Path, *, fast: bool = False) -> int:
+    """Run the demo into ``output`` (emptied first); return the exit code."""
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    with (output / "agent.log").open("w", encoding="utf-8") as log_file:
+        logs.configure("info", "json", stream=log_file)
+        try:
+            return asyncio.run(_demo(output.resolve(), fast))
+        finally:
+            logs.configure("info", "console")

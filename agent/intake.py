@@ -1,0 +1,167 @@
+"""The intake HTTP API (SPEC §5): a Starlette app served inside the agent's own event loop."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agent.errors import FieldError, OrderConflict, OrderInvalid, OrderNotFound, StorageError
+from agent.openapi import openapi_document
+from agent.operations import Orders
+from agent.problems import problem
+from agent.states import State
+
+log = structlog.get_logger("venue_agent.intake")
+
+Handler = Callable[[Request], Awaitable[Response]]
+HealthFn = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+
+class BodyTooLarge(Exception):
+    """The request body is over ``intake.max_body_kb``."""
+
+
+def create_app(*, orders: Orders, health: HealthFn, token: str | None, max_body_bytes: int) -> Starlette:
+    """Build the intake app; ``token`` set means every ``/v1`` call needs ``Authorization: Bearer <token>``."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    def guarded(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            if expected is not None:
+                given = request.headers.get("authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    return problem(
+                        401,
+                        "a valid 'Authorization: Bearer <token>' header is required",
+                        headers={"WWW-Authenticate": 'Bearer realm="venue-agent"'},
+                    )
+            try:
+                return await handler(request)
+            except BodyTooLarge:
+                return problem(413, f"the body is over the limit of {max_body_bytes // 1024} KB")
+            except OrderInvalid as exc:
+                return problem(422, "the order is invalid: see errors", errors=exc.errors)
+            except OrderNotFound as exc:
+                return problem(404, str(exc))
+            except OrderConflict as exc:
+                return problem(409, exc.detail, state=exc.state)
+            except StorageError as exc:
+                log.error("intake_storage_unavailable", error=str(exc))
+                return problem(
+                    503,
+                    f"the order was not stored: {exc}",
+                    headers={"Retry-After": str(StorageError.retry_after_seconds)},
+                )
+
+        return endpoint
+
+    async def read_json(request: Request) -> object:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            raise BodyTooLarge
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+            raise OrderInvalid([FieldError(("body",), f"the body must be application/json, not {content_type}")])
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > max_body_bytes:
+                raise BodyTooLarge
+        try:
+            return json.loads(chunks.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise OrderInvalid([FieldError(("body",), "the body is not UTF-8")]) from None
+        except json.JSONDecodeError as exc:
+            message = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            raise OrderInvalid([FieldError(("body",), message)]) from None
+
+    async def post_order(request: Request) -> Response:
+        result = await orders.submit(await read_json(request))
+        body = {"order_id": result.order_id, "state": result.state.value, "duplicate": result.duplicate}
+        return JSONResponse(body, status_code=200 if result.duplicate else 202)
+
+    async def put_order(request: Request) -> Response:
+        record = await orders.replace(request.path_params["order_id"], await read_json(request))
+        return JSONResponse({"order_id": record.id, "state": record.state.value, "revision": record.revision})
+
+    async def pay(request: Request) -> Response:
+        record = await orders.pay(request.path_params["order_id"], await read_json(request))
+        return JSONResponse({"order_id": record.id, "state": record.state.value})
+
+    async def cancel(request: Request) -> Response:
+        record = await orders.cancel(request.path_params["order_id"])
+        return JSONResponse({"order_id": record.id, "state": record.state.value})
+
+    async def resubmit(request: Request) -> Response:
+        record = await orders.resubmit(request.path_params["order_id"])
+        return JSONResponse({"order_id": record.id, "state": record.state.value}, status_code=202)
+
+    async def reprint(request: Request) -> Response:
+        order_id = request.path_params["order_id"]
+        if not orders.printer.printers:
+            if await orders.outbox.get(order_id) is None:
+                raise OrderNotFound(order_id)
+            raise OrderConflict("no printer is configured for tickets: add a [[printers]] entry")
+        number = await orders.reprint(order_id)
+        return JSONResponse({"order_id": order_id, "reprint_no": number}, status_code=202)
+
+    async def get_order(request: Request) -> Response:
+        return JSONResponse(await orders.detail(request.path_params["order_id"]))
+
+    async def list_orders(request: Request) -> Response:
+        errors: list[FieldError] = []
+        state_text = request.query_params.get("state")
+        state = None
+        if state_text:
+            try:
+                state = State(state_text)
+            except ValueError:
+                errors.append(FieldError(("query", "state"), f"unknown state; one of {', '.join(State)}"))
+        limit_text = request.query_params.get("limit", "50")
+        limit = int(limit_text) if limit_text.isdigit() else 0
+        if not 1 <= limit <= 1000:
+            errors.append(FieldError(("query", "limit"), "must be a whole number from 1 to 1000"))
+        if errors:
+            raise OrderInvalid(errors)
+        return JSONResponse({"orders": await orders.list(state=state, limit=limit)})
+
+    async def get_health(request: Request) -> Response:
+        ready, snapshot = await health()
+        return JSONResponse(snapshot, status_code=200 if ready else 503)
+
+    async def get_openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem(exc.status_code, str(exc.detail))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("intake_internal_error", path=request.url.path, exc_info=exc)
+        return problem(500, "the agent failed to handle this request; it has been logged")
+
+    routes = [
+        Route("/v1/orders", guarded(post_order), methods=["POST"]),
+        Route("/v1/orders", guarded(list_orders), methods=["GET"]),
+        Route("/v1/orders/{order_id}", guarded(get_order), methods=["GET"]),
+        Route("/v1/orders/{order_id}", guarded(put_order), methods=["PUT"]),
+        Route("/v1/orders/{order_id}/payment", guarded(pay), methods=["POST"]),
+        Route("/v1/orders/{order_id}/cancel", guarded(cancel), methods=["POST"]),
+        Route("/v1/orders/{order_id}/resubmit", guarded(resubmit), methods=["POST"]),
+        Route("/v1/orders/{order_id}/reprint", guarded(reprint), methods=["POST"]),
+        Route("/v1/health", guarded(get_health), methods=["GET"]),
+        Route("/openapi.json", get_openapi, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )

@@ -1,0 +1,103 @@
+"""The outbox schema and its migrations, applied in order from the ``schema_version`` table."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: orders, their audit log, alerts, print jobs and a key/value table (POS tokens).
+    """
+    CREATE TABLE orders (
+        id TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL DEFAULT 1,
+        content_hash TEXT NOT NULL,
+        body TEXT NOT NULL,
+        display_code TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error_class TEXT,
+        last_error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        strikes INTEGER NOT NULL DEFAULT 0,
+        idempotency_key TEXT NOT NULL,
+        pos_reference TEXT,
+        received_at TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        next_attempt_at TEXT,
+        sent_at TEXT,
+        fallback_at TEXT,
+        injected_at TEXT,
+        updated_at TEXT NOT NULL,
+        in_doubt INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX orders_by_state_due ON orders (state, due_at);
+    CREATE INDEX orders_by_received ON orders (received_at);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        type TEXT NOT NULL,
+        order_id TEXT,
+        state TEXT,
+        error_class TEXT,
+        detail TEXT,
+        published INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_by_order ON events (order_id, seq);
+    CREATE INDEX events_unpublished ON events (published, seq);
+    CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        alert TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        order_id TEXT,
+        payload TEXT NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE print_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reprint_no INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL DEFAULT 'pending',
+        printer TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        next_attempt_at TEXT NOT NULL,
+        printed_at TEXT
+    );
+    CREATE INDEX print_jobs_by_state ON print_jobs (state, next_attempt_at);
+    CREATE INDEX print_jobs_by_order ON print_jobs (order_id);
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
+)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version of an open database (0 for a new file)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration the database lacks, each in its own transaction; return the new version."""
+    version = current_version(conn)
+    if version > len(MIGRATIONS):
+        msg = f"the outbox is at schema version {version}, newer than this agent knows ({len(MIGRATIONS)})"
+        raise RuntimeError(msg)
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""Kitchen printers: ticket layout (pure, in ``layout``), transports (``file``, ...) and their errors."""
