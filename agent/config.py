@@ -187,8 +187,8 @@ def split_listen(value: str) -> tuple[str, int]:
         raise ValueError(msg)
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
-    if not 0 < port < 65536:
-        msg = f"port {port} is out of range 1-65535"
+    if not 0 <= port < 65536:
+        msg = f"port {port} is out of range 0-65535 (0 picks a free port)"
         raise ValueError(msg)
     return host, port
 
@@ -298,6 +298,26 @@ class SimulatorPosSettings(Section):
     hmac_secret_file: str | None = None
 
 
+DRIVER_REQUIRED: dict[str, tuple[str, ...]] = {
+    "http": ("url",),
+    "lightspeed_k": ("business_location_id", "client_id", "client_secret", "refresh_token", "endpoint_id"),
+    "square": ("location_id", "access_token"),
+}
+
+
+def driver_requirements(driver: object, pos: dict[str, Any]) -> dict[str, str]:
+    """Return the keys the chosen driver needs that its sub-table lacks (relative to ``pos``)."""
+    if not isinstance(driver, str) or driver not in DRIVER_REQUIRED:
+        return {}
+    table = pos.get(driver)
+    table = table if isinstance(table, dict) else {}
+    return {
+        f"{driver}.{key}": f"required when driver = {driver!r}"
+        for key in DRIVER_REQUIRED[driver]
+        if table.get(key) is None and table.get(f"{key}_file") is None
+    }
+
+
 PosDriverName = Literal["lightspeed_k", "square", "http", "simulator"]
 
 
@@ -314,19 +334,7 @@ class PosSettings(Section):
 
     @model_validator(mode="after")
     def _driver_table_present(self) -> PosSettings:
-        problems: dict[str, str] = {}
-        if self.driver == "http" and self.http is None:
-            problems["http.url"] = "required when driver = 'http'"
-        if self.driver == "lightspeed_k":
-            ls = self.lightspeed_k or LightspeedKSettings()
-            for k in ("business_location_id", "client_id", "client_secret", "refresh_token", "endpoint_id"):
-                if getattr(ls, k) is None:
-                    problems[f"lightspeed_k.{k}"] = "required when driver = 'lightspeed_k'"
-        if self.driver == "square":
-            sq = self.square or SquareSettings()
-            for k in ("location_id", "access_token"):
-                if getattr(sq, k) is None:
-                    problems[f"square.{k}"] = "required when driver = 'square'"
+        problems = driver_requirements(self.driver, self.model_dump(exclude_none=True))
         if problems:
             raise _keyed(problems)
         if self.driver == "simulator" and self.simulator is None:
@@ -551,7 +559,16 @@ def settings_from_dict(raw: dict[str, Any], *, source: str = "") -> Settings:
     try:
         return Settings(**raw)
     except ValidationError as exc:
-        raise ConfigError([p for e in exc.errors(include_url=False) for p in _problems(e, source)]) from None
+        problems = [p for e in exc.errors(include_url=False) for p in _problems(e, source)]
+        # The driver's own requirements are checked on the raw file too, so they are reported even
+        # when another [pos] key is broken (pydantic skips the model check then).
+        raw_pos = raw.get("pos")
+        pos: dict[str, Any] = raw_pos if isinstance(raw_pos, dict) else {}
+        known = {p.key for p in problems}
+        for key, message in driver_requirements(pos.get("driver"), pos).items():
+            if f"pos.{key}" not in known:
+                problems.append(Problem(f"pos.{key}", message, source))
+        raise ConfigError(problems) from None
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

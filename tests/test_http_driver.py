@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import socket
+import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +31,7 @@ from drivers.pos.base import (
     ReadinessState,
     Transient,
 )
+from drivers.pos.errors import PosConfigError
 from drivers.pos.http import HttpDriver
 from drivers.pos.http_mapping import verify_signature
 from drivers.pos.mdns import SERVICE_TYPE, MdnsResolver
@@ -426,31 +432,127 @@ async def test_control_api_faults_orders_requests_reset(sim: Sim, driver: HttpDr
         assert (await client.get("/_sim/faults")).json() == Faults().__dict__
 
 
-async def test_mdns_name_resolves_to_the_simulator(sim: Sim) -> None:
-    """``mdns:<name>`` finds the POS announced on the LAN and uses its TXT path; an unknown name is transient."""
-    announcer = AsyncZeroconf(interfaces=["127.0.0.1"])
+def unique_name() -> str:
+    """Return a service instance name no other test run announces."""
+    return f"till-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def announcer() -> AsyncIterator[AsyncZeroconf]:
+    """A zeroconf responder on loopback, standing in for a POS terminal announcing itself."""
+    zeroconf = AsyncZeroconf(interfaces=["127.0.0.1"])
+    try:
+        yield zeroconf
+    finally:
+        await zeroconf.async_unregister_all_services()
+        await zeroconf.async_close()
+
+
+async def announce(announcer: AsyncZeroconf, name: str, port: int, path: str = "/v1/orders") -> AsyncServiceInfo:
+    """Announce ``name`` as a ``_venue-pos._tcp`` service on 127.0.0.1:``port`` with a TXT path."""
     info = AsyncServiceInfo(
         SERVICE_TYPE,
-        f"front-till.{SERVICE_TYPE}",
+        f"{name}.{SERVICE_TYPE}",
         addresses=[socket.inet_aton("127.0.0.1")],
-        port=sim.state.port,
-        properties={"path": "/v1/orders"},
-        server="front-till-host.local.",
+        port=port,
+        properties={"path": path},
+        server=f"{name}-host.local.",
     )
-    await announcer.async_register_service(info)
-    resolver = MdnsResolver(interfaces=["127.0.0.1"], timeout_seconds=3)
+    # Cooperating responders skip the uniqueness probe (about a second) that a test does not need.
+    await announcer.async_register_service(info, cooperating_responders=True)
+    return info
+
+
+@pytest.fixture
+async def resolver() -> AsyncIterator[MdnsResolver]:
+    """An mDNS resolver on loopback."""
+    mdns = MdnsResolver(interfaces=["127.0.0.1"], timeout_seconds=3)
     try:
-        async with driver_for("mdns:front-till", resolver=resolver) as driver:
-            assert await driver.inject(request_for()) == Injected(pos_reference="SIM-000001")
-            assert (await driver.probe()).state is ReadinessState.READY
-        assert [r.path for r in sim.state.requests] == ["/v1/orders", "/ready"]
-        quick = MdnsResolver(interfaces=["127.0.0.1"], timeout_seconds=0.3)
-        async with driver_for("mdns:no-such-till", resolver=quick) as lost:
-            result = await lost.inject(request_for())
-        await quick.aclose()
-        assert isinstance(result, Transient)
-        assert result.reason == "POS 'no-such-till' not found on the network (mDNS)"
+        yield mdns
     finally:
-        await resolver.aclose()
-        await announcer.async_unregister_all_services()
-        await announcer.async_close()
+        await mdns.aclose()
+
+
+async def test_mdns_name_resolves_to_the_simulator(sim: Sim, announcer: AsyncZeroconf, resolver: MdnsResolver) -> None:
+    """``mdns:<name>`` finds the POS announced on the LAN and uses the path from its TXT record."""
+    assert sim.state.port is not None
+    name = unique_name()
+    await announce(announcer, name, sim.state.port)
+    async with driver_for(f"mdns:{name}", resolver=resolver) as driver:
+        assert await driver.inject(request_for()) == Injected(pos_reference="SIM-000001")
+        assert (await driver.probe()).state is ReadinessState.READY
+    assert [r.path for r in sim.state.requests] == ["/v1/orders", "/ready"]
+
+
+async def test_mdns_unknown_name_is_transient() -> None:
+    """A name nobody announces is a transient failure saying the POS is not on the network."""
+    quick = MdnsResolver(interfaces=["127.0.0.1"], timeout_seconds=0.3)
+    name = unique_name()
+    async with driver_for(f"mdns:{name}", resolver=quick) as driver:
+        result = await driver.inject(request_for())
+        readiness = await driver.probe()
+    await quick.aclose()
+    assert isinstance(result, Transient)
+    assert result.reason == f"POS {name!r} not found on the network (mDNS)"
+    assert readiness.state is ReadinessState.UNREACHABLE
+
+
+async def test_mdns_re_resolves_after_connect_error(sim: Sim, announcer: AsyncZeroconf, resolver: MdnsResolver) -> None:
+    """When the POS moves to another port, one connect error later the driver finds it at its new address."""
+    assert sim.state.port is not None
+    name = unique_name()
+    info = await announce(announcer, name, sim.state.port)
+    async with running(SimulatorState()) as moved, driver_for(f"mdns:{name}", resolver=resolver) as driver:
+        assert moved.state.port is not None
+        assert await driver.inject(request_for("ord_1")) == Injected(pos_reference="SIM-000001")
+        await sim.state.apply_faults({"hard_down": True})
+        await announcer.async_unregister_service(info)
+        await announce(announcer, name, moved.state.port)
+        failed = await driver.inject(request_for("ord_2"))
+        assert isinstance(failed, Transient)
+        assert not failed.in_doubt
+        assert await driver.inject(request_for("ord_2")) == Injected(pos_reference="SIM-000001")
+        assert list(moved.state.orders) == ["venue:ord_2"]
+
+
+def test_unusable_url_is_a_config_error() -> None:
+    """A URL that is neither http(s) nor ``mdns:<name>`` is refused when the driver is built."""
+    for url in ("ftp://pos.local/orders", "pos.local:8080", "mdns:"):
+        with pytest.raises(PosConfigError):
+            HttpDriver(url=url, timeout_seconds=1)
+
+
+async def test_pos_sim_command_serves_and_stops_cleanly_on_sigterm() -> None:
+    """``pos-sim`` prints where it listens, takes orders there, and exits 0 on SIGTERM."""
+    script = (
+        "import argparse, sys\n"
+        "from drivers.pos import simulator_cli\n"
+        "parser = argparse.ArgumentParser()\n"
+        "simulator_cli.add_arguments(parser)\n"
+        "sys.exit(simulator_cli.run(parser.parse_args(sys.argv[1:])))\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        "--port",
+        "0",
+        "--two-phase",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
+        match = re.fullmatch(
+            r"POS simulator listening on (http://127\.0\.0\.1:\d+) \(http contract: POST /orders\)\n", line
+        )
+        assert match, line
+        async with driver_for(f"{match.group(1)}/orders") as driver:
+            assert await driver.inject(request_for()) == Accepted(pos_reference="SIM-000001")
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

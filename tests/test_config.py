@@ -1,0 +1,167 @@
+"""The technician's config file: every problem at once, with file, dotted key and reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_settings, redacted, settings_from_dict
+from agent.errors import ConfigError
+
+GOOD = """
+[venue]
+id = "harbour-kitchen"
+timezone = "Europe/London"
+
+[intake]
+listen = "0.0.0.0:8787"
+token_file = "intake-token"
+
+[pos]
+driver = "http"
+
+[pos.http]
+url = "http://127.0.0.1:9/orders"
+hmac_secret = "pos-secret-value"
+"""
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the venue-agent CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    """Write a config file and the secret it names; return its path."""
+    (tmp_path / "intake-token").write_text("intake-secret-value\n")
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+class TestLoading:
+    """Loading and validating settings."""
+
+    def test_relative_secret_files_come_from_the_credentials_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """token_file relative to $CREDENTIALS_DIRECTORY is read and stripped."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        settings, _ = load_settings(write(tmp_path, GOOD))
+        assert settings.intake.token is not None
+        assert settings.intake.token.get_secret_value() == "intake-secret-value"
+
+    def test_environment_overrides_the_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """VENUE_AGENT_POS__TIMEOUT_SECONDS wins over the file."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        monkeypatch.setenv("VENUE_AGENT_POS__TIMEOUT_SECONDS", "3.5")
+        settings, _ = load_settings(write(tmp_path, GOOD))
+        assert settings.pos.timeout_seconds == 3.5
+
+    def test_every_problem_at_once(self, tmp_path: Path) -> None:
+        """A broken file reports each problem with its dotted key, not just the first."""
+        text = """
+[venue]
+id = "Harbour Kitchen"
+timezon = "Europe/London"
+[intake]
+listen = "0.0.0.0:8787"
+[pos]
+driver = "lightspeed_k"
+timeout_seconds = "soon"
+[[printers]]
+name = "pass"
+connection = "network"
+"""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, text))
+        keys = {p.key for p in caught.value.problems}
+        assert {
+            "venue.id",
+            "venue.timezon",
+            "intake.token",
+            "pos.timeout_seconds",
+            "printers.0.host",
+            "pos.lightspeed_k.business_location_id",
+        } <= keys
+        assert all(p.source.endswith("agent.toml") for p in caught.value.problems)
+
+    def test_environment_errors_name_the_variable(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A bad override is blamed on the environment variable, not the file."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        monkeypatch.setenv("VENUE_AGENT_POS__TIMEOUT_SECONDS", "soon")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, GOOD))
+        assert caught.value.problems[0].source == "environment VENUE_AGENT_POS__TIMEOUT_SECONDS"
+
+    def test_missing_secret_file_is_named(self, tmp_path: Path) -> None:
+        """A *_file that cannot be read names the key and the path."""
+        path = tmp_path / "agent.toml"
+        path.write_text(GOOD.replace('token_file = "intake-token"', 'token_file = "/nonexistent/token"'))
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path)
+        [problem] = caught.value.problems
+        assert problem.key == "intake.token_file" and "/nonexistent/token" in problem.message
+
+    def test_syntax_error_names_the_line(self, tmp_path: Path) -> None:
+        """Broken TOML is reported with its line."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, "[venue]\nid = \n"))
+        assert "line 2" in str(caught.value)
+
+    def test_missing_file_names_the_paths_searched(self, tmp_path: Path) -> None:
+        """Without a config file the error lists where it looked."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(tmp_path / "nope.toml")
+        assert str(tmp_path / "nope.toml") in str(caught.value)
+
+    def test_example_config_is_valid(self) -> None:
+        """config/example.toml, which documents every key, validates."""
+        import tomllib
+
+        example = Path(__file__).parent.parent / "config" / "example.toml"
+        settings = settings_from_dict(tomllib.loads(example.read_text()))
+        assert settings.venue.id == "harbour-kitchen"
+
+    def test_secrets_are_redacted(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """config show's data has no secret value in it."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        settings, _ = load_settings(write(tmp_path, GOOD))
+        text = str(redacted(settings))
+        assert "intake-secret-value" not in text and "pos-secret-value" not in text and "***" in text
+
+
+class TestConfigCommands:
+    """venue-agent config check / show as a technician runs them."""
+
+    def test_check_ok_prints_a_summary(self, tmp_path: Path) -> None:
+        """A valid file exits 0 with a one-screen summary."""
+        path = write(tmp_path, GOOD.replace('token_file = "intake-token"', f'token_file = "{tmp_path}/intake-token"'))
+        result = cli("config", "check", "--config", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "OK" in result.stdout and "harbour-kitchen" in result.stdout
+        assert len(result.stdout.splitlines()) < 25
+
+    def test_check_bad_exits_2_listing_problems(self, tmp_path: Path) -> None:
+        """A broken file exits 2 and lists each problem with file and key."""
+        path = write(tmp_path, '[venue]\nid = "x"\ncolour = 1\n[pos]\ndriver = "nope"\n')
+        result = cli("config", "check", "--config", str(path))
+        assert result.returncode == 2
+        assert f"{path}: venue.colour: unknown key" in result.stderr
+        assert f"{path}: pos.driver:" in result.stderr
+
+    def test_show_redacts(self, tmp_path: Path) -> None:
+        """config show prints TOML without the secrets."""
+        path = write(tmp_path, GOOD.replace('token_file = "intake-token"', f'token_file = "{tmp_path}/intake-token"'))
+        result = cli("config", "show", "--config", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "pos-secret-value" not in result.stdout and "intake-secret-value" not in result.stdout
+        assert 'hmac_secret = "***"' in result.stdout
+        import tomllib
+
+        assert tomllib.loads(result.stdout)["pos"]["driver"] == "http"
