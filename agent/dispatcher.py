@@ -227,7 +227,9 @@ class Dispatcher:
     async def _transient(self, record: OrderRecord, result: Transient) -> OrderRecord:
         now = self.clock.now()
         self.pos.last_error = result.reason
-        if self.circuit.record_failure(now, result.reason):
+        if result.status == 429:
+            self._pos_answered()  # a POS that rate-limits us is up: back off, but do not open the circuit
+        elif self.circuit.record_failure(now, result.reason):
             await self._pos_went_down(result.reason)
         attempts_left = self.settings.injection.max_attempts - record.strikes
         if attempts_left <= 0:
@@ -455,8 +457,9 @@ class Dispatcher:
                         "action": "Nothing to do: waiting orders are being sent in order.",
                     },
                 )
-            if self.pos.auth_required and was_open is False:
-                pass
+            # Only a real readiness endpoint (one that reports conditions) vouches for our credentials.
+            if self.pos.auth_required and readiness.conditions:
+                await self.resume_after_auth("the POS accepts our credentials again")
             self._scheduler_wake.set()
             self._wake.set()
         elif readiness.state is ReadinessState.AUTH_REQUIRED:

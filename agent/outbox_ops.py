@@ -429,18 +429,7 @@ def requeue_failed(conn: sqlite3.Connection, error_class: ErrorClass, *, now: da
         "SELECT id FROM orders WHERE state = 'failed' AND error_class = ?", (error_class.value,)
     ).fetchall()
     for row in rows:
-        transition(
-            conn,
-            row["id"],
-            State.QUEUED,
-            now=now,
-            event="resubmitted",
-            attempts=0,
-            strikes=0,
-            error_class=None,
-            last_error=None,
-            detail={"reason": reason},
-        )
+        resubmit(conn, row["id"], now=now, reason=reason)
     return len(rows)
 
 
@@ -502,7 +491,9 @@ def cancel(conn: sqlite3.Connection, order_id: str, *, now: datetime) -> OrderRe
     return updated
 
 
-def resubmit(conn: sqlite3.Connection, order_id: str, *, now: datetime) -> OrderRecord:
+def resubmit(
+    conn: sqlite3.Connection, order_id: str, *, now: datetime, reason: str = "re-submitted by staff"
+) -> OrderRecord:
     """Send a failed (or skipped) order to the queue again with its attempts reset."""
     current = _require(conn, order_id)
     if current.state not in (State.FAILED, State.SKIPPED):
@@ -521,5 +512,6 @@ def resubmit(conn: sqlite3.Connection, order_id: str, *, now: datetime) -> Order
         error_class=None,
         last_error=None,
         next_attempt_at=None,
-        due_at=min(current.due_at, now),
+        due_at=now,
+        detail={"reason": reason},
     )

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 import uvicorn
 
+from agent import outbox_ops as ops
 from agent.clock import Clock, SystemClock
 from agent.config import Settings
 from agent.dispatcher import Dispatcher
@@ -20,6 +21,7 @@ from agent.intake import create_app
 from agent.operations import Orders
 from agent.outbox import Outbox
 from agent.printing import PrintWorker
+from agent.states import ErrorClass
 from drivers.pos.base import Driver
 from drivers.pos.registry import build_driver
 
@@ -66,6 +68,12 @@ class Agent:
         await self.outbox.open()
         await self.outbox.recover()
         await self.outbox.event("agent_started", {"driver": self.driver.name})
+        # Orders that failed on credentials are tried once more after a restart: the technician may have
+        # fixed the credentials; if not, they fail again and the alert is raised again.
+        now = self.clock.now()
+        await self.outbox.write(
+            lambda c: ops.requeue_failed(c, ErrorClass.AUTH, now=now, reason="agent restarted: credentials retried")
+        )
         for name, coro in (
             ("dispatcher", self.dispatcher.run_sender()),
             ("scheduler", self.dispatcher.run_scheduler()),
