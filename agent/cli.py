@@ -14,7 +14,7 @@ from typing import Any
 from agent import __version__, logs
 from agent.client import AgentClient, AgentUnreachable
 from agent.config import Settings, load_settings, redacted
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.states import State
 from agent.tomlout import dumps
 
@@ -120,6 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except PosConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except AgentError as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILURE

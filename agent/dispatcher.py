@@ -26,7 +26,7 @@ from agent.backoff import next_attempt_at
 from agent.circuit import Circuit, CircuitState
 from agent.clock import Clock
 from agent.config import Settings
-from agent.errors import OrderConflict
+from agent.errors import OrderConflict, StorageError
 from agent.fallback import fallback_reason
 from agent.outbox import Outbox
 from agent.ratelimit import RateLimiter
@@ -127,7 +127,12 @@ class Dispatcher:
             self._wake.clear()
             free = self.max_in_flight - len(self._in_flight)
             if free > 0 and not self.paused:
-                claimed = await self._claim(free)
+                try:
+                    claimed = await self._claim(free)
+                except StorageError as exc:
+                    log.error("claim_failed", error=str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
                 for record in claimed:
                     task = asyncio.create_task(self._send(record), name=f"venue-agent send {record.id}")
                     self._in_flight.add(task)
@@ -167,10 +172,19 @@ class Dispatcher:
         started = time.perf_counter()
         result = await self.driver.inject(self._request(record))
         self.pos.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        try:
-            await self.apply(record, result)
-        except OrderConflict as exc:  # cancelled or replaced meanwhile: the newer decision stands
-            log.info("pos_result_discarded", order_id=record.id, state=exc.state, result=type(result).__name__)
+        while True:
+            try:
+                await self.apply(record, result)
+            except OrderConflict as exc:  # cancelled or replaced meanwhile: the newer decision stands
+                log.info("pos_result_discarded", order_id=record.id, state=exc.state, result=type(result).__name__)
+            except StorageError as exc:
+                # The answer cannot be recorded (disk full): keep trying while the agent runs. If it stops
+                # first, the order is still in sending and is resent with the same key at the next start.
+                log.error("pos_result_not_recorded", order_id=record.id, error=str(exc))
+                if not self._stopping:
+                    await asyncio.sleep(1.0)
+                    continue
+            break
         self._wake.set()
 
     # ---- applying a POS answer ---------------------------------------------------------------
@@ -331,7 +345,10 @@ class Dispatcher:
         while not self._stopping:
             self._mark("scheduler")
             self._scheduler_wake.clear()
-            await self.tick()
+            try:
+                await self.tick()
+            except StorageError as exc:  # a full disk must not end the loop: the next tick tries again
+                log.error("scheduler_tick_failed", error=str(exc))
             sleeper = asyncio.ensure_future(self.clock.sleep(SCHEDULER_TICK_SECONDS))
             waker = asyncio.ensure_future(self._scheduler_wake.wait())
             try:
@@ -441,6 +458,7 @@ class Dispatcher:
         was_open = self.circuit.state is not CircuitState.CLOSED
         if was_open:
             self.circuit.start_probe()
+        await self.limiter.acquire()  # probes count towards the POS's rate limit too
         readiness = await self.driver.probe()
         self.pos.latency_ms = readiness.latency_ms
         self.pos.conditions = dict(readiness.conditions)

@@ -10,7 +10,9 @@ from agent.states import State
 # Orders a fallback ticket can be for: due, not in the POS, not on hold, not cancelled.
 # Awaiting_pos is left out on purpose: the POS has accepted it, so a ticket now would make the dish
 # twice; the confirm timeout turns it into failed/unconfirmed, and rule (b) prints it then.
-ELIGIBLE = frozenset({State.QUEUED, State.SENDING, State.RETRYING, State.FAILED})
+# Sending is left out too: the request in flight was built without the ALREADY PRINTED note, so the
+# decision waits for its answer (at most pos.timeout_seconds).
+ELIGIBLE = frozenset({State.QUEUED, State.RETRYING, State.FAILED})
 
 
 def fallback_reason(

@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from agent.errors import FieldError, OrderInvalid
 
@@ -28,6 +29,11 @@ ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 # Display codes avoid characters a cook could misread (0/O, 1/I/L).
 _CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+
+
+def _rule(field: str, message: str) -> PydanticCustomError:
+    """Return a cross-field error that names ``field`` (a dotted path below the model) in its location."""
+    return PydanticCustomError("order_rule", message, {"field": field})
 
 
 def _clean_text(value: str) -> str:
@@ -76,11 +82,9 @@ class Fulfillment(_Strict):
     @model_validator(mode="after")
     def _required_per_type(self) -> Fulfillment:
         if self.type is FulfillmentType.DINE_IN and not self.table:
-            msg = "table is required for dine_in"
-            raise ValueError(msg)
+            raise _rule("table", "table is required for dine_in")
         if self.type is FulfillmentType.DELIVERY and self.address is None:
-            msg = "address is required for delivery"
-            raise ValueError(msg)
+            raise _rule("address", "address is required for delivery")
         return self
 
 
@@ -207,13 +211,12 @@ class Order(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Order:
         if self.fulfillment.type is not FulfillmentType.DINE_IN and not (self.customer and self.customer.name):
-            msg = "customer.name is required unless fulfillment.type is dine_in"
-            raise ValueError(msg)
+            raise _rule("customer.name", "customer.name is required unless fulfillment.type is dine_in")
         expected = self.expected_totals()
         if self.total not in expected:
             shown = " or ".join(str(t) for t in sorted(expected))
             msg = f"total {self.total} does not add up: items incl. modifiers + charges - discounts = {shown}"
-            raise ValueError(msg)
+            raise _rule("total", msg)
         return self
 
     def items_total(self) -> int:
@@ -280,6 +283,9 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
     errors: list[FieldError] = []
     for error in exc.errors(include_url=False):
         loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+        field = (error.get("ctx") or {}).get("field")
+        if error["type"] == "order_rule" and field:
+            loc += tuple(str(field).split("."))
         errors.append(FieldError(loc=loc, msg=_message(error)))
     return errors
 

@@ -219,7 +219,12 @@ def transition(
 
 
 def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: bool) -> list[OrderRecord]:
-    """Move up to ``limit`` queued orders, oldest due first, to ``sending`` and return them."""
+    """Move up to ``limit`` queued orders, oldest due first, to ``sending`` and return them.
+
+    Due pre-orders and retries are queued first in the same transaction, so orders that waited on an
+    open circuit go before newer ones.
+    """
+    promote(conn, now=now, retries_too=True)
     rows = conn.execute(
         "SELECT id FROM orders WHERE state = 'queued' ORDER BY due_at, received_at LIMIT ?", (limit,)
     ).fetchall()
@@ -416,7 +421,7 @@ def fallback_candidates(
     rows = conn.execute(
         "SELECT * FROM orders WHERE fallback_at IS NULL AND due_at <= ? AND ("
         " state = 'failed'"
-        " OR (state IN ('queued', 'sending', 'retrying') AND (? OR due_at <= ?)))"
+        " OR (state IN ('queued', 'retrying') AND (? OR due_at <= ?)))"
         " ORDER BY due_at LIMIT 500",
         (stamp, int(pos_not_ready), waited),
     ).fetchall()

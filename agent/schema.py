@@ -73,6 +73,10 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # 2: health reads the last injection time; without an index that scans every order.
+    """
+    CREATE INDEX orders_by_injected ON orders (injected_at);
+    """,
 )
 
 

@@ -92,7 +92,8 @@ class Agent:
         )
         self._server = _Server(config)
         family = socket.AF_INET6 if ":" in intake.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((intake.host, intake.port))
         self.port = sock.getsockname()[1]

@@ -83,6 +83,8 @@ class HttpDriver:
             transport=transport,
             headers=headers,
             trust_env=False,
+            # A few keep-alive connections suffice (sends are rate limited); a big pool costs a scan per request.
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
         )
 
     async def inject(self, request: InjectRequest) -> InjectResult:
