@@ -757,8 +757,8 @@ async def run_rate_limited(report: Report, procs: Children, sim: Sim, workdir: P
     )
     if over_all > over_posts:
         report.notes.append(
-            "- (d): readiness probes (`GET /ready`) do not go through the rate limiter, so a POS that counts every "
-            f"request sees up to {worst_all} in one second at rate_limit_per_second = {limit}."
+            "- (d): probes share the rate limiter's spacing (1/rate), so a closed one-second window measured at the"
+            f" POS can hold {worst_all} requests at rate_limit_per_second = {limit}."
         )
 
 
