@@ -95,3 +95,59 @@ def pos_auth_required(driver: str, reason: str) -> dict[str, Any]:
         "reason": f"the {driver} POS refused our credentials: {reason}",
         "action": ACTIONS[ErrorClass.AUTH],
     }
+
+
+PRINTER_ACTIONS = {
+    "paper_out": "Put a new paper roll in printer {printer} and close its cover.",
+    "paper_low": "Printer {printer} is nearly out of paper: put a new roll in before the next rush.",
+    "cover_open": "Close the cover of printer {printer}; check the roll sits properly.",
+    "offline": (
+        "Check printer {printer} is switched on and shows no error light, its cable or network is connected"
+        " (its IP is on its self-test page), and that no other device holds its connection."
+    ),
+}
+
+
+def printer_alert_name(status: str) -> str:
+    """Return the alert raised for a printer in ``status`` (paper_out, paper_low, else printer_offline)."""
+    if status in ("paper_out", "paper_low"):
+        return f"printer_{status}"
+    return "printer_offline"
+
+
+def printer_problem(printer: str, status: str, detail: str, *, covered_by: str | None) -> dict[str, Any]:
+    """Return the payload for one printer that cannot print; ``covered_by`` names the printer that took over."""
+    action = PRINTER_ACTIONS.get(status, PRINTER_ACTIONS["offline"]).format(printer=printer)
+    if covered_by is not None:
+        meanwhile = f" Tickets print on {covered_by} meanwhile."
+    elif status == "paper_low":
+        meanwhile = ""
+    else:
+        meanwhile = " Tickets for this printer wait and print as soon as it answers."
+    return {
+        "order": None,
+        "printer": printer,
+        "printer_state": status,
+        "reason": f"printer {printer}: {detail}",
+        "action": action + meanwhile,
+    }
+
+
+def ticket_not_printed(
+    order: Order | None, *, display_code: str, kind: str, failures: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """Return the payload when no printer took a ticket; ``failures`` maps printer to (status, detail)."""
+    reasons = "; ".join(f"{name}: {detail}" for name, (_, detail) in failures.items()) or "no printer is configured"
+    steps = " ".join(
+        PRINTER_ACTIONS.get(status, PRINTER_ACTIONS["offline"]).format(printer=name)
+        for name, (status, _) in failures.items()
+    )
+    return {
+        "order": None if order is None else order_summary(order, display_code=display_code),
+        "printers": {name: status for name, (status, _) in failures.items()},
+        "reason": f"no printer could print the {kind} ticket: {reasons}",
+        "action": (
+            f"{steps} The ticket waits and prints as soon as a printer answers; until then tell the kitchen"
+            " about this order."
+        ).strip(),
+    }

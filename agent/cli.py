@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("order_id")
         p.set_defaults(handler=cmd_orders_show if action == "show" else _order_action(action))
 
+    from agent import cli_printers
+
+    cli_printers.add_commands(sub, config_parent, json_parent)
+
     sim = sub.add_parser("pos-sim", help="run the POS simulator (for demos, rehearsals and tests)")
     from drivers.pos import simulator_cli
 
@@ -145,13 +149,21 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             )
             return EXIT_USAGE
         raise
+    from agent.cli_printers import printer_problems
     from drivers.pos.errors import PosConfigError
     from drivers.pos.registry import build_driver
 
+    problems = printer_problems(settings, str(path))
     try:
         asyncio.run(_build_and_close(settings, build_driver))
     except PosConfigError as exc:
-        raise ConfigError([_problem_from(str(exc), str(path))]) from None
+        problems.insert(0, _problem_from(str(exc), str(path)))
+    if problems:
+        if args.json:
+            listed = [{"source": p.source, "key": p.key, "message": p.message} for p in problems]
+            print(json.dumps({"ok": False, "problems": listed}, indent=2))
+            return EXIT_USAGE
+        raise ConfigError(problems)
     if args.json:
         print(json.dumps({"ok": True, "file": str(path), "settings": redacted(settings)}, indent=2))
         return EXIT_OK

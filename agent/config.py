@@ -364,11 +364,33 @@ class PrinterSettings(Section):
     usb_vendor: int | None = None
     usb_product: int | None = None
     path: Path | None = None
-    profile: str = "default"
+    profile: Annotated[str, Field(min_length=1, max_length=64)] = "default"
     columns: Literal[32, 42, 48] = 48
     roles: list[PrinterRole] = Field(default_factory=_fallback_role)
     categories: list[str] | None = None
     buzzer: bool | BuzzerKind = True
+    # Not in SPEC §3: the code page forced on this printer (default CP858 where the profile has it).
+    code_page: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
+    # Not in SPEC §3: what a file printer writes; default escpos for a path under /dev/, else text.
+    format: Literal["text", "escpos"] | None = None
+
+    @property
+    def writes_text(self) -> bool:
+        """True for a file printer that writes plain text rather than ESC/POS bytes."""
+        if self.connection != "file":
+            return False
+        if self.format is not None:
+            return self.format == "text"
+        return not str(self.path).startswith("/dev/")
+
+    def takes_category(self, category: str | None) -> bool:
+        """Whether this printer's ``categories`` include ``category`` (case-insensitive; unset takes all)."""
+        if self.categories is None:
+            return True
+        if category is None:
+            return False
+        wanted = category.casefold()
+        return any(c.casefold() == wanted for c in self.categories)
 
     @model_validator(mode="after")
     def _connection_keys(self) -> PrinterSettings:
@@ -381,6 +403,10 @@ class PrinterSettings(Section):
         missing = [k for k in needs[self.connection] if getattr(self, k) is None]
         if missing:
             raise _keyed({k: f"required when connection = {self.connection!r}" for k in missing})
+        if self.format is not None and self.connection != "file":
+            raise _keyed({"format": "only applies to connection = 'file'"})
+        if self.categories is not None and not self.categories:
+            raise _keyed({"categories": "must name at least one category; leave it out to take every item"})
         return self
 
 
@@ -474,11 +500,23 @@ class Settings(BaseSettings):
         return self
 
     def fallback_printers(self) -> list[PrinterSettings]:
-        """Return the printers fallback tickets go to, in failover order."""
+        """Return the printers fallback tickets go to, in failover order (role fallback or kitchen)."""
         if self.fallback.printers is not None:
             by_name = {p.name: p for p in self.printers}
             return [by_name[n] for n in self.fallback.printers]
-        return [p for p in self.printers if "fallback" in p.roles]
+        return [p for p in self.printers if "fallback" in p.roles or "kitchen" in p.roles]
+
+    def printers_for(self, kind: str) -> list[PrinterSettings]:
+        """Return the printers a ticket of ``kind`` may go to, in failover order.
+
+        Reprints go to the printers with the ``reprint`` role when there are any, else where fallback
+        tickets go; every other kind goes where fallback tickets go.
+        """
+        if kind == "reprint":
+            reprinters = [p for p in self.printers if "reprint" in p.roles]
+            if reprinters:
+                return reprinters
+        return self.fallback_printers()
 
 
 def search_paths(explicit: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import sqlite3
 import tomllib
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -20,9 +21,12 @@ from typing import Any
 import httpx
 
 from agent import logs
-from agent.config import settings_from_dict
+from agent.config import Settings, settings_from_dict
+from agent.records import OrderRecord, PrintJob
 from agent.service import Agent
+from agent.tickets import order_ticket
 from drivers.pos.simulator import SimulatorState, serve_simulator
+from drivers.printers.layout import render_text
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 
@@ -273,10 +277,46 @@ async def _demo(output: Path, fast: bool) -> int:
     with contextlib.suppress(Exception):
         await sim_task
     _say(f"Kitchen tickets (plain text): {settings.printers[0].path}")
+    previews = _write_previews(settings, output / "tickets")
+    _say(f"Each ticket as the kitchen sees it: {len(previews)} PNG and text files in {output / 'tickets'}")
     query = "select ts, type, order_id, state from events"
     _say(f"The outbox with every event:  {settings.storage.path}  (try: sqlite3 {settings.storage.path} '{query}')")
     _say(f"The agent's log (JSON lines): {output / 'agent.log'}")
     return 0
+
+
+def _write_previews(settings: Settings, folder: Path) -> list[Path]:
+    """Write every printed ticket of the demo as ``<order>-<kind>.png`` and ``.txt``; return the PNG paths."""
+    from drivers.printers.png import render_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(f"file:{settings.storage.path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        jobs = [PrintJob.from_row(r) for r in conn.execute("SELECT * FROM print_jobs WHERE state = 'printed'")]
+        records = {r["id"]: OrderRecord.from_row(r) for r in conn.execute("SELECT * FROM orders")}
+    finally:
+        conn.close()
+    written = []
+    for job in jobs:
+        record = records[job.order_id]
+        ticket = order_ticket(
+            record.order,
+            kind=job.kind,
+            columns=settings.printers[0].columns,
+            tz=settings.venue.tz,
+            received_at=record.received_at,
+            currency=settings.venue.currency,
+            reprint_no=job.reprint_no,
+            part=(job.part, job.parts) if job.part and job.parts else None,
+            items=job.items,
+            in_doubt=job.in_doubt,
+        )
+        stem = folder / f"{job.order_id}-{job.kind}{job.reprint_no or ''}-{job.part or 1}"
+        stem.with_suffix(".txt").write_text(render_text(ticket), encoding="utf-8")
+        stem.with_suffix(".png").write_bytes(render_png(ticket))
+        written.append(stem.with_suffix(".png"))
+    return written
 
 
 def run_demo(output: Path, *, fast: bool = False) -> int:

@@ -61,7 +61,7 @@ class HealthReporter:
                 "last_error": pos.last_error,
                 "conditions": pos.conditions,
             },
-            "printers": [{"name": name, "state": state} for name, state in self.printer.states.items()],
+            "printers": self.printer.health(),
             "disk_free_mb": round(self.outbox.disk_free_bytes() / 1_048_576, 1),
             "db_size_mb": round(self.outbox.db_size_bytes() / 1_048_576, 2),
             "rss_mb": rss_mb(),

@@ -107,7 +107,7 @@ def create_app(*, orders: Orders, health: HealthFn, token: str | None, max_body_
 
     async def reprint(request: Request) -> Response:
         order_id = request.path_params["order_id"]
-        if not orders.printer.printers:
+        if not orders.settings.printers_for("reprint"):
             if await orders.outbox.get(order_id) is None:
                 raise OrderNotFound(order_id)
             raise OrderConflict("no printer is configured for tickets: add a [[printers]] entry")

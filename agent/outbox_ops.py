@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from agent.errors import OrderConflict, OrderNotFound
 from agent.models import Order
 from agent.records import OrderRecord, PrintJob, ts
+from agent.routing import TicketPart
 from agent.states import NOT_IN_POS, ErrorClass, Placement, State, can_move
 
 
@@ -325,8 +326,9 @@ def request_fallback(conn: sqlite3.Connection, order_id: str, *, now: datetime, 
 def request_reprint(conn: sqlite3.Connection, order_id: str, *, now: datetime) -> int:
     """Record a manual reprint, numbered from 1; return its number."""
     _require(conn, order_id)
+    # Kitchen routing may split one reprint into several rows; they share the number.
     row = conn.execute(
-        "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND kind = 'reprint'", (order_id,)
+        "SELECT COALESCE(MAX(reprint_no), 0) FROM print_jobs WHERE order_id = ? AND kind = 'reprint'", (order_id,)
     ).fetchone()
     number = int(row[0]) + 1
     add_print_job(conn, order_id, "reprint", now=now, reprint_no=number)
@@ -354,11 +356,57 @@ def finish_print_job(
         add_event(conn, now, "printed", order_id=job.order_id, detail={"kind": job.kind, "printer": printer})
     else:
         conn.execute(
-            "UPDATE print_jobs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+            "UPDATE print_jobs SET state = 'pending', attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            " WHERE id = ?",
             (error, ts(retry_at or now), job_id),
         )
         add_event(conn, now, "print_failed", order_id=job.order_id, detail={"kind": job.kind, "error": error})
     return PrintJob.from_row(conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone())
+
+
+def route_print_job(conn: sqlite3.Connection, job_id: int, parts: Sequence[TicketPart]) -> list[PrintJob]:
+    """Give a job its kitchen routing: the first part stays in the row, each further part gets its own row."""
+    job = PrintJob.from_row(conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone())
+    ids = [job_id]
+    for _ in parts[1:]:
+        cursor = conn.execute(
+            "INSERT INTO print_jobs (order_id, kind, reprint_no, created_at, next_attempt_at, in_doubt)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (job.order_id, job.kind, job.reprint_no, ts(job.created_at), ts(job.next_attempt_at), int(job.in_doubt)),
+        )
+        assert cursor.lastrowid is not None
+        ids.append(cursor.lastrowid)
+    for row_id, part in zip(ids, parts, strict=True):
+        conn.execute(
+            "UPDATE print_jobs SET part = ?, parts = ?, items = ?, printers = ? WHERE id = ?",
+            (
+                part.part,
+                part.parts,
+                None if part.items is None else json.dumps(list(part.items)),
+                json.dumps(list(part.printers)),
+                row_id,
+            ),
+        )
+    marks = ", ".join("?" * len(ids))
+    rows = conn.execute(f"SELECT * FROM print_jobs WHERE id IN ({marks}) ORDER BY id", ids)  # noqa: S608
+    return [PrintJob.from_row(r) for r in rows]
+
+
+def start_print_job(conn: sqlite3.Connection, *, job_id: int, printer: str) -> None:
+    """Note that a job's bytes are about to go to ``printer``: after a crash from here it is in doubt."""
+    conn.execute("UPDATE print_jobs SET state = 'printing', printer = ? WHERE id = ?", (printer, job_id))
+
+
+def recover_print_jobs(conn: sqlite3.Connection, *, now: datetime) -> list[int]:
+    """Put jobs a crash caught while printing back to pending, marked in doubt; return their ids."""
+    rows = conn.execute("SELECT id, order_id, printer FROM print_jobs WHERE state = 'printing'").fetchall()
+    for row in rows:
+        conn.execute(
+            "UPDATE print_jobs SET state = 'pending', in_doubt = 1, next_attempt_at = ? WHERE id = ?",
+            (ts(now), row["id"]),
+        )
+        add_event(conn, now, "print_in_doubt", order_id=row["order_id"], detail={"printer": row["printer"]})
+    return [row["id"] for row in rows]
 
 
 def kv_put(conn: sqlite3.Connection, key: str, value: str, *, now: datetime) -> None:

@@ -1,91 +1,130 @@
-"""The print worker: takes durable print jobs from the outbox and gets each onto a healthy printer.
+"""The print worker: takes durable print jobs from the outbox and gets each ticket onto a healthy printer.
 
-A job is printed on the first configured printer that takes it, in the order of ``fallback.printers``;
-when every printer fails it is retried with backoff and one alert is raised until a printer works again.
+A job is routed once (kitchen routing may split it into one ticket per printer, "1 of N"), then each
+ticket goes to the first printer that takes it and fails over to the next. Before the bytes leave,
+the job is marked ``printing``; a crash from there leaves it in doubt, and it prints again marked as a
+possible duplicate. When every printer fails, the job retries with backoff and one alert is raised
+until a ticket prints again. A prober reads every printer's status once a minute, so ops hears of a
+paper-out printer before the POS goes down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Any
 
 import structlog
 
+from agent import alerts
 from agent import outbox_ops as ops
 from agent.backoff import full_jitter
 from agent.clock import Clock
 from agent.config import PrinterSettings, Settings
 from agent.outbox import Outbox
-from agent.records import PrintJob
+from agent.records import OrderRecord, PrintJob
+from agent.routing import route_items
+from agent.tickets import PrinterSetup, order_ticket
+from drivers.printers.base import PrinterStatus, StatusReading, Transport
 from drivers.printers.errors import PrinterError, PrinterUnavailable
-from drivers.printers.file import FilePrinter
-from drivers.printers.layout import Ticket, TicketKind, layout_ticket
+from drivers.printers.layout import Ticket
+from drivers.printers.transports import build_transport
 
 log = structlog.get_logger("venue_agent.printing")
 
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 60.0
+PROBE_INTERVAL_SECONDS = 60.0
+NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
+# SPEC §8 names printer states ok|paper_low|paper_out|offline|error; a cover left open is an error there.
+HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
 
 
-class TicketPrinter(Protocol):
-    """A printer transport: moves one laid-out ticket to paper (or a file), or raises PrinterError."""
+@dataclass
+class PrinterSlot:
+    """One configured printer: its transport, last known status and whether ops was told it is down."""
 
-    name: str
+    setup: PrinterSetup
+    transport: Transport
+    state: StatusReading = NOT_READ
+    alerted: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def print_ticket(self, ticket: Ticket) -> None:
-        """Print one ticket; raise PrinterUnavailable when this printer cannot take it now."""
-        ...
+    @property
+    def name(self) -> str:
+        """Return the printer's name."""
+        return self.setup.settings.name
 
-    async def status(self) -> str:
-        """Return ok | paper_low | paper_out | cover_open | offline | unknown."""
-        ...
-
-
-class UnsupportedPrinter:
-    """A configured printer whose connection type this version cannot drive yet."""
-
-    def __init__(self, settings: PrinterSettings) -> None:
-        self.name = settings.name
-        self.connection = settings.connection
-
-    async def print_ticket(self, ticket: Ticket) -> None:
-        """Refuse: the transport is not available in this version."""
-        raise PrinterUnavailable(self.name, f"connection {self.connection!r} is not supported by this version yet")
-
-    async def status(self) -> str:
-        """Return ``unknown``."""
-        return "unknown"
-
-
-def build_printer(settings: PrinterSettings) -> TicketPrinter:
-    """Return the transport for one ``[[printers]]`` entry."""
-    if settings.connection == "file":
-        assert settings.path is not None
-        return FilePrinter(name=settings.name, path=settings.path)
-    return UnsupportedPrinter(settings)
+    @property
+    def usable(self) -> bool:
+        """Whether the last status read does not rule the printer out."""
+        return not self.state.status.blocks_printing
 
 
 class PrintWorker:
     """Prints pending jobs in order, fails over between printers, retries and alerts when all fail."""
 
-    def __init__(self, *, outbox: Outbox, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        settings: Settings,
+        clock: Clock,
+        transports: dict[str, Transport] | None = None,
+    ) -> None:
         self.outbox = outbox
         self.settings = settings
         self.clock = clock
-        self.printers: list[tuple[PrinterSettings, TicketPrinter]] = [
-            (p, build_printer(p)) for p in settings.fallback_printers()
-        ]
-        self.states: dict[str, str] = {p.name: "unknown" for p, _ in self.printers}
+        given = transports or {}
+        self.slots: dict[str, PrinterSlot] = {
+            p.name: PrinterSlot(PrinterSetup(p), given.get(p.name) or build_transport(p)) for p in settings.printers
+        }
         self.progress = 0.0
         self._wake = asyncio.Event()
         self._all_down_alerted = False
 
+    @property
+    def states(self) -> dict[str, str]:
+        """Return each printer's last status (``ok``, ``paper_out``, …, ``unknown``)."""
+        return {name: slot.state.status.value for name, slot in self.slots.items()}
+
+    def health(self) -> list[dict[str, Any]]:
+        """Return the printers as SPEC §8 health reports them, with the detail of the last status read."""
+        return [
+            {
+                "name": name,
+                "state": HEALTH_STATES.get(slot.state.status, slot.state.status.value),
+                "detail": slot.state.detail,
+            }
+            for name, slot in self.slots.items()
+        ]
+
+    async def prepare(self) -> None:
+        """Load python-escpos and resolve every printer's code page off the event loop; log what is unusable."""
+        for slot in self.slots.values():
+            if slot.setup.settings.writes_text:
+                continue
+            try:
+                await asyncio.to_thread(getattr, slot.setup, "code_page")
+            except PrinterError as exc:
+                slot.state = StatusReading(PrinterStatus.OFFLINE, f"misconfigured: {exc}")
+                log.error("printer_misconfigured", printer=slot.name, error=str(exc))
+
     def wake(self) -> None:
         """Tell the worker a job is waiting."""
         self._wake.set()
+
+    async def recover(self) -> list[int]:
+        """Mark jobs a crash caught mid-print as in doubt, to print again as possible duplicates."""
+        now = self.clock.now()
+        ids = await self.outbox.write(lambda c: ops.recover_print_jobs(c, now=now))
+        if ids:
+            log.warning("print_jobs_in_doubt", count=len(ids), job_ids=ids[:20])
+        return ids
 
     async def run(self) -> None:
         """Print due jobs; sleep a second (clock time) or until woken."""
@@ -94,48 +133,123 @@ class PrintWorker:
             self._wake.clear()
             for job in await self.outbox.due_print_jobs(self.clock.now()):
                 await self.print_job(job)
-            sleeper = asyncio.ensure_future(self.clock.sleep(1.0))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for future in (sleeper, waker):
-                    future.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await future
+            await self._sleep(1.0, wake=True)
+
+    async def run_prober(self) -> None:
+        """Read every printer's status now and then once every ``PROBE_INTERVAL_SECONDS``."""
+        while True:
+            for slot in self.slots.values():
+                async with slot.lock:
+                    reading = await slot.transport.status()
+                await self._observe(slot, reading)
+            await self._flush_printer_alerts()
+            await self._sleep(PROBE_INTERVAL_SECONDS, wake=False)
 
     async def print_job(self, job: PrintJob) -> bool:
-        """Try one job on each printer in turn; return whether it printed."""
+        """Print one job (all its routed tickets); return whether every ticket printed."""
         record = await self.outbox.get(job.order_id)
         if record is None:
             return False
-        errors: list[str] = []
-        for printer_settings, printer in self.printers:
-            ticket = layout_ticket(
-                record.order,
-                kind=TicketKind(job.kind),
-                columns=printer_settings.columns,
-                tz=self.settings.venue.tz,
-                received_at=record.received_at,
-                reprint_no=job.reprint_no,
-                currency=self.settings.venue.currency,
-            )
+        jobs = [job]
+        if not job.routed:
+            candidates = self.settings.printers_for(job.kind)
+            parts = route_items([item.category for item in record.order.items], candidates)
+            jobs = await self.outbox.write(lambda c: ops.route_print_job(c, job.id, parts))
+        results = [await self._print_ticket(record, j) for j in jobs]
+        return all(results)
+
+    async def _print_ticket(self, record: OrderRecord, job: PrintJob) -> bool:
+        names = [n for n in (job.printers or ()) if n in self.slots]
+        if not names:
+            names = [p.name for p in self.settings.printers_for(job.kind)]
+        failures: dict[str, tuple[str, str]] = {}
+        for name in names:
+            slot = self.slots[name]
             try:
-                await printer.print_ticket(ticket)
-            except PrinterError as exc:
-                self.states[printer.name] = "offline"
-                errors.append(f"{printer.name}: {exc}")
-                log.warning("printer_failed", printer=printer.name, job_id=job.id, error=str(exc))
+                data = slot.setup.payload(self._ticket(record, job, slot.setup.settings))
+            except (PrinterError, ValueError) as exc:
+                failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
+                log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
                 continue
-            self.states[printer.name] = "ok"
-            await self._printed(job, printer.name)
-            log.info("ticket_printed", order_id=job.order_id, kind=job.kind, printer=printer.name)
+            await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
+            async with slot.lock:
+                try:
+                    delivery = await slot.transport.send(data)
+                except PrinterUnavailable as exc:
+                    reading = StatusReading(exc.status, exc.reason)
+                    delivery = None
+                except PrinterError as exc:
+                    reading = StatusReading(PrinterStatus.OFFLINE, str(exc))
+                    delivery = None
+            if delivery is None:
+                await self._observe(slot, reading)
+                failures[name] = (reading.status.value, reading.detail)
+                log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
+                continue
+            await self._observe(slot, delivery.after)
+            if not delivery.printed:
+                detail = f"{delivery.after.detail} (after the ticket was sent)"
+                failures[name] = (delivery.after.status.value, detail)
+                log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
+                continue
+            await self._printed(job, name)
+            log.info(
+                "ticket_printed",
+                order_id=job.order_id,
+                kind=job.kind,
+                printer=name,
+                part=job.part,
+                parts=job.parts,
+                in_doubt=job.in_doubt,
+                status=delivery.after.status,
+            )
             if self._all_down_alerted:
                 self._all_down_alerted = False
-                await self.outbox.event("printers_recovered", {"printer": printer.name})
+                await self.outbox.event("printers_recovered", {"printer": name})
+            await self._flush_printer_alerts(covered_by=name)
             return True
-        await self._all_failed(job, errors or ["no printer is configured for fallback tickets"])
+        await self._all_failed(record, job, failures)
         return False
+
+    def _ticket(self, record: OrderRecord, job: PrintJob, printer: PrinterSettings) -> Ticket:
+        part = (job.part, job.parts) if job.part is not None and job.parts is not None else None
+        return order_ticket(
+            record.order,
+            kind=job.kind,
+            columns=printer.columns,
+            tz=self.settings.venue.tz,
+            received_at=record.received_at,
+            currency=self.settings.venue.currency,
+            reprint_no=job.reprint_no,
+            part=part,
+            items=job.items,
+            in_doubt=job.in_doubt,
+        )
+
+    async def _observe(self, slot: PrinterSlot, reading: StatusReading) -> None:
+        before = slot.state.status
+        slot.state = reading
+        if reading.status != before:
+            log.info("printer_state_changed", printer=slot.name, state=reading.status, detail=reading.detail)
+        if reading.status is PrinterStatus.OK and slot.alerted is not None:
+            slot.alerted = None
+            await self.outbox.event("printer_recovered", {"printer": slot.name})
+
+    async def _flush_printer_alerts(self, *, covered_by: str | None = None) -> None:
+        """Raise one alert per printer newly out of paper, offline or low on paper."""
+        for slot in self.slots.values():
+            status = slot.state.status
+            wants = alerts.printer_alert_name(status.value)
+            if not (status.blocks_printing or status is PrinterStatus.PAPER_LOW) or slot.alerted == wants:
+                continue
+            slot.alerted = wants
+            other = covered_by if covered_by != slot.name else None
+            if other is None and status.blocks_printing:
+                other = next((s.name for s in self.slots.values() if s is not slot and s.usable), None)
+            severity = "warning" if other is not None or status is PrinterStatus.PAPER_LOW else "critical"
+            payload = alerts.printer_problem(slot.name, status.value, slot.state.detail, covered_by=other)
+            await self.outbox.alert(wants, severity, payload)
+            log.warning("printer_alert", alert=wants, printer=slot.name, detail=slot.state.detail)
 
     async def _printed(self, job: PrintJob, printer: str) -> None:
         now = self.clock.now()
@@ -143,26 +257,36 @@ class PrintWorker:
             lambda c: ops.finish_print_job(c, job.id, now=now, printer=printer, error=None, retry_at=None)
         )
 
-    async def _all_failed(self, job: PrintJob, errors: list[str]) -> None:
+    async def _all_failed(self, record: OrderRecord, job: PrintJob, failures: dict[str, tuple[str, str]]) -> None:
         now = self.clock.now()
         delay = full_jitter(job.attempts + 1, base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS)
         retry_at = now + timedelta(seconds=max(1.0, delay))
-        error = "; ".join(errors)
+        error = "; ".join(f"{name}: {detail}" for name, (_, detail) in failures.items())
+        error = error or "no printer is configured for this ticket"
         await self.outbox.write(
             lambda c: ops.finish_print_job(c, job.id, now=now, printer=None, error=error, retry_at=retry_at)
         )
-        if not self._all_down_alerted:
-            self._all_down_alerted = True
-            await self.outbox.alert(
-                "printer_offline",
-                "critical",
-                {
-                    "order": None,
-                    "reason": f"no printer could print the {job.kind} ticket for order {job.order_id}: {error}",
-                    "action": (
-                        "Check the kitchen printer is switched on, has paper, its cover is closed and its cable or"
-                        " network is connected. Tickets wait and print as soon as a printer answers."
-                    ),
-                },
-                order_id=job.order_id,
-            )
+        log.error("ticket_not_printed", order_id=job.order_id, kind=job.kind, error=error, retry_at=retry_at)
+        if self._all_down_alerted:
+            return
+        self._all_down_alerted = True
+        statuses = {status for status, _ in failures.values()}
+        name = "printer_paper_out" if statuses == {PrinterStatus.PAPER_OUT.value} else "printer_offline"
+        for printer in failures:
+            self.slots[printer].alerted = alerts.printer_alert_name(self.slots[printer].state.status.value)
+        code = record.order.with_display_code().display_code or ""
+        payload = alerts.ticket_not_printed(record.order, display_code=code, kind=job.kind, failures=failures)
+        await self.outbox.alert(name, "critical", payload, order_id=job.order_id)
+
+    async def _sleep(self, seconds: float, *, wake: bool) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waiters: set[asyncio.Future[Any]] = {sleeper}
+        if wake:
+            waiters.add(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in waiters:
+                future.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await future

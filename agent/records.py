@@ -162,6 +162,16 @@ class PrintJob:
     created_at: datetime
     next_attempt_at: datetime
     printed_at: datetime | None
+    part: int | None = None
+    parts: int | None = None
+    items: tuple[int, ...] | None = None
+    printers: tuple[str, ...] | None = None
+    in_doubt: bool = False
+
+    @property
+    def routed(self) -> bool:
+        """True once the job has been split by kitchen routing (or found to need one ticket)."""
+        return self.parts is not None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PrintJob:
@@ -178,6 +188,11 @@ class PrintJob:
             created_at=_required(row["created_at"]),
             next_attempt_at=_required(row["next_attempt_at"]),
             printed_at=parse_ts(row["printed_at"]),
+            part=row["part"],
+            parts=row["parts"],
+            items=None if row["items"] is None else tuple(json.loads(row["items"])),
+            printers=None if row["printers"] is None else tuple(json.loads(row["printers"])),
+            in_doubt=bool(row["in_doubt"]),
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -77,6 +77,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX orders_by_injected ON orders (injected_at);
     """,
+    # 3: kitchen routing splits a job into one ticket per printer ("1 of N"); a job caught by a crash
+    # while its bytes were on the way is printed again marked as a possible duplicate.
+    """
+    ALTER TABLE print_jobs ADD COLUMN part INTEGER;
+    ALTER TABLE print_jobs ADD COLUMN parts INTEGER;
+    ALTER TABLE print_jobs ADD COLUMN items TEXT;
+    ALTER TABLE print_jobs ADD COLUMN printers TEXT;
+    ALTER TABLE print_jobs ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -13,6 +13,7 @@ import structlog
 import uvicorn
 
 from agent import outbox_ops as ops
+from agent.advertise import Advertiser
 from agent.clock import Clock, SystemClock
 from agent.config import Settings
 from agent.dispatcher import Dispatcher
@@ -24,6 +25,7 @@ from agent.printing import PrintWorker
 from agent.states import ErrorClass
 from drivers.pos.base import Driver
 from drivers.pos.registry import build_driver
+from drivers.printers.base import Transport
 
 log = structlog.get_logger("venue_agent.service")
 
@@ -43,12 +45,19 @@ class _Server(uvicorn.Server):
 class Agent:
     """Everything that runs in ``venue-agent run``, in one object so tests can run it in-process."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None, driver: Driver | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        driver: Driver | None = None,
+        transports: dict[str, Transport] | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.outbox = Outbox(settings.storage.path, clock=self.clock, min_free_mb=settings.storage.min_free_mb)
         self.driver = driver or build_driver(settings)
-        self.printer = PrintWorker(outbox=self.outbox, settings=settings, clock=self.clock)
+        self.printer = PrintWorker(outbox=self.outbox, settings=settings, clock=self.clock, transports=transports)
         self.dispatcher = Dispatcher(
             outbox=self.outbox,
             driver=self.driver,
@@ -60,6 +69,7 @@ class Agent:
         self.health = HealthReporter(outbox=self.outbox, dispatcher=self.dispatcher, printer=self.printer)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: _Server | None = None
+        self.advertiser: Advertiser | None = None
         self.ready = asyncio.Event()
         self.port: int | None = None
 
@@ -67,6 +77,8 @@ class Agent:
         """Open the outbox, recover in-doubt orders, start the loops, then listen; ready when all are up."""
         await self.outbox.open()
         await self.outbox.recover()
+        await self.printer.recover()
+        await self.printer.prepare()
         await self.outbox.event("agent_started", {"driver": self.driver.name})
         # Orders that failed on credentials are tried once more after a restart: the technician may have
         # fixed the credentials; if not, they fail again and the alert is raised again.
@@ -79,6 +91,7 @@ class Agent:
             ("scheduler", self.dispatcher.run_scheduler()),
             ("prober", self.dispatcher.run_prober()),
             ("printer", self.printer.run()),
+            ("printer-prober", self.printer.run_prober()),
             ("retention", self._retention()),
         ):
             self._tasks[name] = asyncio.create_task(coro, name=f"venue-agent {name}")
@@ -104,6 +117,11 @@ class Agent:
                 msg = f"the intake server stopped while starting on {intake.listen}"
                 raise RuntimeError(msg)
             await asyncio.sleep(0.01)
+        discovery = self.settings.discovery
+        if discovery.enabled and discovery.advertise:
+            # Announced after listening, with the bound port (listen may say :0).
+            self.advertiser = Advertiser(venue_id=self.settings.venue.id, host=intake.host, port=self.port)
+            await self.advertiser.start()
         self.ready.set()
         log.info(
             "agent_ready",
@@ -126,6 +144,8 @@ class Agent:
         """Stop taking orders, finish POS calls in flight (bounded), stop the loops, close the outbox."""
         log.info("agent_stopping")
         self.ready.clear()
+        if self.advertiser is not None:
+            await self.advertiser.stop()
         if self._server is not None:
             self._server.should_exit = True
             intake = self._tasks.pop("intake", None)
@@ -135,7 +155,7 @@ class Agent:
         cut = await self.dispatcher.drain(DRAIN_SECONDS)
         if cut:
             log.warning("pos_calls_cut_at_shutdown", count=cut)
-        for name in ("dispatcher", "scheduler", "prober", "printer", "retention"):
+        for name in ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention"):
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()

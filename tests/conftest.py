@@ -120,6 +120,8 @@ def agent_settings(tmp_path: Path, sim_url: str, **sections: dict[str, Any]) -> 
         "injection": {"backoff_base_seconds": 2, "backoff_max_seconds": 60},
         "pos": {"driver": "http", "http": {"url": sim_url}, "rate_limit_per_second": 50, "timeout_seconds": 2},
         "printers": [{"name": "pass", "connection": "file", "path": str(tmp_path / "tickets.txt")}],
+        # Many agents with one venue id run side by side in the suite; their mDNS names would clash.
+        "discovery": {"advertise": False},
     }
     for name, values in sections.items():
         raw.setdefault(name, {})

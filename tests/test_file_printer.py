@@ -1,58 +1,73 @@
-"""The ``file`` printer transport."""
+"""The ``file`` transport: appends to a regular file (synced), or writes to a device file."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from drivers.printers.base import PrinterStatus
 from drivers.printers.errors import PrinterError, PrinterUnavailable
-from drivers.printers.file import FilePrinter
-from drivers.printers.layout import Line, Ticket, render_text
+from drivers.printers.file import FileTransport
+
+TICKET = "FALLBACK - NOT IN POS\nK7Q2M9XA\n1 x Crème brûlée 🍮\n--- cut ---\n\n".encode()
 
 
-def ticket(code: str) -> Ticket:
-    """A short ticket with a banner, a double code and an accented item."""
-    return Ticket(
-        lines=(Line("FALLBACK - NOT IN POS", inverse=True), Line(code, double=True), Line("1 x Crème brûlée 🍮")),
-        columns=32,
-    )
+async def test_appends_jobs_in_order_and_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each job's bytes are appended as given, made under a new directory, and fsync'd before send returns."""
+    synced: list[int] = []
+    real_fsync = os.fsync
 
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
 
-async def test_appends_tickets_each_followed_by_a_blank_line(tmp_path: Path) -> None:
-    """Two tickets land in the file in order, as UTF-8, each followed by a blank line."""
+    monkeypatch.setattr(os, "fsync", fsync)
     path = tmp_path / "kitchen" / "tickets.txt"
-    printer = FilePrinter(name="pass", path=path)
-    await printer.print_ticket(ticket("AAAA1111"))
-    await printer.print_ticket(ticket("BBBB2222"))
-    content = path.read_text(encoding="utf-8")
-    assert content == render_text(ticket("AAAA1111")) + "\n" + render_text(ticket("BBBB2222")) + "\n"
-    assert content.count("--- cut ---") == 2
-    assert "1 x Crème brûlée 🍮" in content
+    printer = FileTransport("pass", path)
+    first = await printer.send(TICKET)
+    await printer.send(b"\x1b@second\x1dV\x00")
+    assert path.read_bytes() == TICKET + b"\x1b@second\x1dV\x00"
+    assert len(synced) == 2
+    assert first.printed
+    assert first.before.status is PrinterStatus.OK
+    assert first.after.status is PrinterStatus.OK
 
 
 async def test_keeps_what_was_already_in_the_file(tmp_path: Path) -> None:
     """Printing appends; earlier tickets in the file are kept."""
     path = tmp_path / "tickets.txt"
-    path.write_text("earlier ticket\n\n", encoding="utf-8")
-    await FilePrinter(name="pass", path=path).print_ticket(ticket("CCCC3333"))
-    assert path.read_text(encoding="utf-8").startswith("earlier ticket\n\n")
+    path.write_bytes(b"earlier ticket\n\n")
+    await FileTransport("pass", path).send(TICKET)
+    assert path.read_bytes() == b"earlier ticket\n\n" + TICKET
 
 
 async def test_writes_off_the_event_loop_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The blocking write and fsync run in a worker thread, not on the event loop."""
     threads: list[int] = []
-    original = FilePrinter._append
+    real_fsync = os.fsync
 
-    def spy(self: FilePrinter, data: bytes) -> None:
+    def fsync(fd: int) -> None:
         threads.append(threading.get_ident())
-        original(self, data)
+        real_fsync(fd)
 
-    monkeypatch.setattr(FilePrinter, "_append", spy)
-    await FilePrinter(name="pass", path=tmp_path / "t.txt").print_ticket(ticket("DDDD4444"))
+    monkeypatch.setattr(os, "fsync", fsync)
+    await FileTransport("pass", tmp_path / "t.txt").send(TICKET)
     assert threads
-    assert threads[0] != threading.get_ident()
+    assert threading.get_ident() not in threads
+
+
+async def test_concurrent_jobs_never_interleave(tmp_path: Path) -> None:
+    """Jobs sent at once land whole, one after the other."""
+    path = tmp_path / "t.txt"
+    printer = FileTransport("pass", path)
+    jobs = [bytes([65 + n]) * 100_000 for n in range(4)]
+    await asyncio.gather(*(printer.send(job) for job in jobs))
+    content = path.read_bytes()
+    assert sorted(content[i : i + 100_000] for i in range(0, len(content), 100_000)) == jobs
 
 
 async def test_unwritable_path_raises_printer_unavailable(tmp_path: Path) -> None:
@@ -60,24 +75,39 @@ async def test_unwritable_path_raises_printer_unavailable(tmp_path: Path) -> Non
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where a directory should be", encoding="utf-8")
     path = blocker / "tickets.txt"
-    printer = FilePrinter(name="pass", path=path)
     with pytest.raises(PrinterUnavailable) as caught:
-        await printer.print_ticket(ticket("EEEE5555"))
+        await FileTransport("pass", path).send(TICKET)
     message = str(caught.value)
     assert "'pass'" in message
     assert str(path) in message
     assert "Not a directory" in message
+    assert caught.value.status is PrinterStatus.OFFLINE
     assert isinstance(caught.value, PrinterError)
     assert isinstance(caught.value.__cause__, OSError)
 
 
 async def test_status_is_ok_when_the_file_can_be_created(tmp_path: Path) -> None:
     """A path under a writable directory (even one not made yet) reports ok."""
-    assert await FilePrinter(name="pass", path=tmp_path / "new" / "tickets.txt").status() == "ok"
+    assert (await FileTransport("pass", tmp_path / "new" / "tickets.txt").status()).status is PrinterStatus.OK
 
 
 async def test_status_is_offline_when_the_directory_cannot_exist(tmp_path: Path) -> None:
-    """A path under a regular file reports offline."""
+    """A path under a regular file reports offline, naming the path."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("", encoding="utf-8")
-    assert await FilePrinter(name="pass", path=blocker / "tickets.txt").status() == "offline"
+    reading = await FileTransport("pass", blocker / "tickets.txt").status()
+    assert reading.status is PrinterStatus.OFFLINE
+    assert str(blocker / "tickets.txt") in reading.detail
+
+
+async def test_character_device_is_written_without_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device file (as /dev/usb/lp0) takes the bytes without fsync; its status is unknown, not ok."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    printer = FileTransport("pass", Path("/dev/null"))
+    delivery = await printer.send(TICKET)
+    assert delivery.printed
+    assert delivery.before.status is PrinterStatus.UNKNOWN
+    assert delivery.after.status is PrinterStatus.UNKNOWN
+    assert synced == []
+    assert (await printer.status()).status is PrinterStatus.UNKNOWN

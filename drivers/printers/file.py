@@ -1,52 +1,101 @@
-"""The ``file`` printer transport: appends plain-text tickets to a file (tests, demos, a shared folder)."""
+"""The ``file`` printer transport: appends each job's bytes to a file, or writes them to a device file.
+
+A regular file (tests, demos, a shared folder) is appended to and synced to disk before ``send`` returns;
+its status is ``ok`` when it can be written and ``offline`` when it cannot. A character device such as
+``/dev/usb/lp0`` is written as is (no directories made, no fsync) and cannot report status: ``unknown``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
+import stat
+import threading
 from pathlib import Path
-from typing import Literal
 
+import structlog
+
+from drivers.printers.base import Delivery, PrinterStatus, StatusReading
 from drivers.printers.errors import PrinterUnavailable
-from drivers.printers.layout import Ticket, render_text
+from drivers.printers.status import Timeouts
+
+log = structlog.get_logger("venue_agent.printers")
+
+_DEVICE = StatusReading(PrinterStatus.UNKNOWN, "a device file cannot report status")
+_WRITTEN = StatusReading(PrinterStatus.OK, "file is writable")
 
 
-class FilePrinter:
-    """A printer that appends each ticket as UTF-8 text to ``path``, synced to disk before returning."""
+class FileTransport:
+    """A printer that appends each job to ``path`` (synced), or writes it to the device file at ``path``."""
 
-    def __init__(self, *, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, timeouts: Timeouts | None = None) -> None:
         self.name = name
-        self.path = path
-        # Serialises this printer's jobs so two tickets never interleave in the file.
+        self.path = Path(path)
+        self.timeouts = timeouts or Timeouts()
+        # Queues this printer's jobs so two never interleave in the file.
         self._lock = asyncio.Lock()
+        # Held by the worker thread itself: a caller that gave up waiting must not let the next job interleave.
+        self._file_lock = threading.Lock()
 
-    async def print_ticket(self, ticket: Ticket) -> None:
-        """Append the ticket and a blank line, or raise ``PrinterUnavailable`` naming the path and the reason."""
-        data = (render_text(ticket) + "\n").encode("utf-8")
+    async def send(self, data: bytes) -> Delivery:
+        """Write ``data``; raise ``PrinterUnavailable`` naming the path and the reason when it cannot be written."""
         async with self._lock:
             try:
-                await asyncio.to_thread(self._append, data)
+                # The timeout matters for device files: a printer driver may block a write indefinitely.
+                reading = await asyncio.wait_for(asyncio.to_thread(self._append, data), self.timeouts.write)
+            except TimeoutError as exc:
+                raise self._unavailable(f"cannot write {self.path}: not done within {self.timeouts.write} s") from exc
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 if exc.filename is not None and str(exc.filename) != str(self.path):
                     reason = f"{reason} ({exc.filename})"
-                raise PrinterUnavailable(self.name, f"cannot write {self.path}: {reason}") from exc
+                raise self._unavailable(f"cannot write {self.path}: {reason}") from exc
+        log.debug("printer_job_sent", printer=self.name, size=len(data), after=reading.status.value)
+        return Delivery(reading, reading)
 
-    async def status(self) -> Literal["ok", "offline"]:
-        """Return ``"ok"`` if the file, or the directory it would be made in, is writable, else ``"offline"``."""
-        return "ok" if await asyncio.to_thread(self._writable) else "offline"
+    async def status(self) -> StatusReading:
+        """Return ``ok`` if the file, or the directory it would be made in, is writable; ``unknown`` for a device."""
+        return await asyncio.to_thread(self._status)
 
-    def _append(self, data: bytes) -> None:
+    def _unavailable(self, reason: str) -> PrinterUnavailable:
+        log.debug("printer_unavailable", printer=self.name, reason=reason)
+        return PrinterUnavailable(self.name, reason, status=PrinterStatus.OFFLINE)
+
+    def _is_device(self) -> bool:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError as exc:
-            # mkdir says "File exists" when a regular file sits where a directory must be.
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename) from exc
-        with self.path.open("ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            return stat.S_ISCHR(self.path.stat().st_mode)
+        except OSError:
+            return False
+
+    def _append(self, data: bytes) -> StatusReading:
+        with self._file_lock:
+            if self._is_device():
+                # No O_CREAT: if the device vanished, do not leave a regular file in /dev in its place.
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                return _DEVICE
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as exc:
+                # mkdir says "File exists" when a regular file sits where a directory must be.
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), exc.filename) from exc
+            with self.path.open("ab") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return _WRITTEN
+
+    def _status(self) -> StatusReading:
+        if self._is_device():
+            if not os.access(self.path, os.W_OK):
+                return StatusReading(PrinterStatus.OFFLINE, f"no permission to write {self.path}")
+            return _DEVICE
+        if self._writable():
+            return _WRITTEN
+        return StatusReading(PrinterStatus.OFFLINE, f"cannot write {self.path}")
 
     def _writable(self) -> bool:
         if self.path.exists():

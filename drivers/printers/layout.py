@@ -6,7 +6,7 @@ plain text for the ``file`` transport and previews. The ESC/POS renderer consume
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -103,11 +103,15 @@ def layout_ticket(
     currency: str = "GBP",
     flagged_skus: frozenset[str] = frozenset(),
     page: tuple[int, int] | None = None,
+    items: Sequence[int] | None = None,
+    in_doubt: bool = False,
 ) -> Ticket:
     """Lay out the kitchen ticket for ``order`` in SPEC §9 order; times are shown in ``tz``.
 
     ``currency`` is the venue's; the order's own payment currency wins when they differ, since the
-    amounts are in it. Raises ``ValueError`` for a naive ``received_at``, too few columns or a bad page.
+    amounts are in it. ``items`` (indexes) limits the ticket to one printer's share under kitchen
+    routing; ``in_doubt`` marks a copy printed again after a crash as a possible duplicate. Raises
+    ``ValueError`` for a naive ``received_at``, too few columns, a bad page or an unknown item index.
     """
     if columns < MIN_COLUMNS:
         msg = f"columns must be at least {MIN_COLUMNS}, not {columns}"
@@ -120,6 +124,8 @@ def layout_ticket(
 
     banner = f"REPRINT {reprint_no}" if kind is TicketKind.REPRINT else _BANNERS[kind]
     lay.add(banner, inverse=True, bold=True, align="center")
+    if in_doubt:
+        lay.add("REPRINT - MAY BE A DUPLICATE", inverse=True, bold=True, align="center")
     if page is not None:
         lay.add(f"{page[0]} of {page[1]}", bold=True, align="right")
     lay.add(f"ONLINE / {order.source.upper()}", bold=True, align="center")
@@ -151,11 +157,15 @@ def layout_ticket(
             lay.add(customer.phone)
     lay.lines.append(rule)
 
-    courses = sorted({item.course for item in order.items}, key=lambda c: (c is None, c or 0))
+    if items is not None and any(not 0 <= i < len(order.items) for i in items):
+        msg = f"item indexes {list(items)} do not all exist in an order of {len(order.items)} items"
+        raise ValueError(msg)
+    shown = order.items if items is None else [order.items[i] for i in sorted(set(items))]
+    courses = sorted({item.course for item in shown}, key=lambda c: (c is None, c or 0))
     for course in courses:
         if len(courses) > 1:
             lay.add(f"-- COURSE {course} --" if course is not None else "-- NO COURSE --", bold=True)
-        for item in order.items:
+        for item in shown:
             if item.course == course:
                 lay.lines.extend(_item_lines(item, columns, flagged_skus))
     lay.lines.append(rule)

@@ -1,0 +1,291 @@
+"""The printer commands of the command line: ``print-test``, ``ticket render`` and ``discover`` (SPEC §10)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.config import PrinterSettings, Settings, load_settings
+from agent.errors import ConfigError, Problem
+from agent.models import Order, parse_order
+from agent.records import OrderRecord
+from agent.tickets import PrinterSetup, order_ticket, print_test_page
+from drivers.printers.base import Delivery
+from drivers.printers.errors import PrinterConfigError, PrinterError, PrinterUnavailable
+from drivers.printers.layout import Ticket, TicketKind, render_text
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+SAMPLE_ORDER: dict[str, Any] = {
+    "schema_version": 1,
+    "id": "sample-0001",
+    "display_code": "A17",
+    "source": "web",
+    "created_at": "2026-11-23T18:42:00+00:00",
+    "fulfillment": {
+        "type": "delivery",
+        "address": {"line1": "12 Harbour Row", "city": "Bristol", "postcode": "BS1 4RN"},
+        "instructions": "Ring the side door",
+    },
+    "customer": {"name": "Zoë Ødegård", "phone": "+447700900456"},
+    "items": [
+        {
+            "name": "Margherita",
+            "sku": "PZ-MARG",
+            "quantity": 2,
+            "unit_price": 950,
+            "category": "Pizza",
+            "course": 1,
+            "allergens": ["gluten", "milk"],
+            "modifiers": [
+                {
+                    "name": "Extra basil",
+                    "sku": "MOD-BASIL",
+                    "quantity": 1,
+                    "unit_price": 50,
+                    "modifiers": [{"name": "On the side", "quantity": 1, "unit_price": 0}],
+                },
+            ],
+            "notes": "well done, cut in 8",
+        },
+        {
+            "name": "Crème brûlée",
+            "sku": "DS-CREME",
+            "quantity": 1,
+            "unit_price": 650,
+            "category": "Dessert",
+            "course": 2,
+        },
+    ],
+    "charges": {"delivery_fee": 299, "service_charge": 0, "tip": 0},
+    "payment": {"status": "paid", "method": "card", "amount": 2949, "currency": "GBP"},
+    "total": 2949,
+    "notes": "No cutlery please 🙏",
+}
+
+
+def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: argparse.ArgumentParser) -> None:
+    """Add ``print-test``, ``ticket render`` and ``discover`` to the sub-command parser ``sub``."""
+    test = sub.add_parser(
+        "print-test", parents=[config_parent, json_parent], help="print a test ticket and report each printer's status"
+    )
+    test.add_argument("--printer", metavar="NAME", help="only this printer (default: every configured printer)")
+    test.set_defaults(handler=cmd_print_test)
+
+    ticket = sub.add_parser("ticket", help="preview kitchen tickets")
+    ticket_sub = ticket.add_subparsers(metavar="ACTION")
+    render = ticket_sub.add_parser("render", parents=[config_parent], help="render an order's ticket to text or PNG")
+    render.add_argument("order_id", nargs="?", help="an order in the outbox")
+    render.add_argument("--sample", action="store_true", help="render a built-in sample order instead")
+    render.add_argument("--format", choices=("text", "png"), default="text")
+    render.add_argument("--output", metavar="FILE", help="where to write (default: stdout for text)")
+    render.add_argument("--printer", metavar="NAME", help="lay out for this printer (default: the first fallback one)")
+    render.add_argument("--columns", type=int, choices=(32, 42, 48), help="override the printer's columns")
+    render.add_argument("--kind", choices=[k.value for k in TicketKind if k is not TicketKind.TEST], default="fallback")
+    render.set_defaults(handler=cmd_ticket_render)
+
+    discover = sub.add_parser(
+        "discover", parents=[json_parent], help="find printers and POS terminals on the network (mDNS, Epson UDP)"
+    )
+    discover.add_argument("--seconds", type=float, default=5.0, help="how long to listen (default 5)")
+    discover.set_defaults(handler=cmd_discover)
+
+
+def printer_problems(settings: Settings, source: str) -> list[Problem]:
+    """Return what is wrong with the printers' profiles and code pages (this loads python-escpos)."""
+    problems = []
+    for index, printer in enumerate(settings.printers):
+        if printer.writes_text:
+            continue
+        try:
+            PrinterSetup(printer).code_page  # noqa: B018 - resolving it is the check
+        except PrinterConfigError as exc:
+            key = "code_page" if printer.code_page and "code page" in str(exc) else "profile"
+            problems.append(Problem(f"printers.{index}.{key}", str(exc), source))
+    return problems
+
+
+def cmd_print_test(args: argparse.Namespace) -> int:
+    """Print the test page on each chosen printer; report status before and after; 0 if every one printed."""
+    settings, _ = load_settings(args.config)
+    chosen = [p for p in settings.printers if args.printer in (None, p.name)]
+    if not chosen:
+        names = ", ".join(p.name for p in settings.printers) or "none"
+        what = f"no printer named {args.printer!r}" if args.printer else "no printers are configured"
+        print(f"error: {what} (configured: {names})", file=sys.stderr)
+        return EXIT_USAGE
+    results = asyncio.run(_print_tests(settings, chosen))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            outcome = "PRINTED" if r["printed"] else f"NOT PRINTED: {r['error']}"
+            print(f"{r['printer']:<12} {r['connection']:<22} before {r['before']:<10} after {r['after']:<10} {outcome}")
+            for line in r["notes"]:
+                print(f"{'':<12} {line}")
+    return EXIT_OK if all(r["printed"] for r in results) else EXIT_FAILURE
+
+
+async def _print_tests(settings: Settings, printers: list[PrinterSettings]) -> list[dict[str, Any]]:
+    from drivers.printers.transports import build_transport
+
+    results = []
+    for printer in printers:
+        setup = PrinterSetup(printer)
+        result: dict[str, Any] = {
+            "printer": printer.name,
+            "connection": _where(printer),
+            "before": "unknown",
+            "after": "unknown",
+            "printed": False,
+            "error": None,
+            "notes": [],
+        }
+        started = time.monotonic()
+        try:
+            page = print_test_page(setup, now=datetime.now(UTC), tz=settings.venue.tz)
+            data = await asyncio.to_thread(setup.payload, page)
+            delivery: Delivery = await build_transport(printer).send(data)
+        except PrinterUnavailable as exc:
+            result.update(before=exc.status.value, error=exc.reason)
+        except PrinterError as exc:
+            result.update(error=str(exc))
+        else:
+            result.update(
+                before=delivery.before.status.value,
+                after=delivery.after.status.value,
+                printed=delivery.printed,
+                error=None if delivery.printed else delivery.after.detail,
+                bytes=len(data),
+                seconds=round(time.monotonic() - started, 3),
+            )
+            if delivery.after.status.value == "unknown" and not printer.writes_text:
+                result["notes"].append("the printer did not answer status requests: check the paper came out")
+            elif delivery.after.status.value == "paper_low":
+                result["notes"].append("paper is nearly out: put a new roll in soon")
+        results.append(result)
+    return results
+
+
+def _where(printer: PrinterSettings) -> str:
+    if printer.connection == "network":
+        return f"network {printer.host}:{printer.port}"
+    if printer.connection == "serial":
+        return f"serial {printer.device}"
+    if printer.connection == "usb":
+        return f"usb {printer.usb_vendor or 0:04x}:{printer.usb_product or 0:04x}"
+    return f"file {printer.path}"
+
+
+def cmd_ticket_render(args: argparse.Namespace) -> int:
+    """Render an order's (or the sample's) ticket as text or PNG; 0 on success, 2 on bad usage."""
+    if bool(args.order_id) == bool(args.sample):
+        print("error: give an ORDER_ID or --sample (one of them)", file=sys.stderr)
+        return EXIT_USAGE
+    settings = _settings_for_render(args)
+    printer = _render_printer(settings, args.printer)
+    if printer is None:
+        print(f"error: no printer named {args.printer!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.columns:
+        printer = printer.model_copy(update={"columns": args.columns})
+    tz = settings.venue.tz if settings else ZoneInfo("UTC")
+    currency = settings.venue.currency if settings else "GBP"
+    if args.sample:
+        order: Order = parse_order(SAMPLE_ORDER, venue_id=settings.venue.id if settings else "sample")
+        received = order.created_at
+    else:
+        assert settings is not None
+        record = _read_order(settings, args.order_id)
+        if record is None:
+            print(f"error: no order {args.order_id!r} in {settings.storage.path}", file=sys.stderr)
+            return EXIT_FAILURE
+        order, received = record.order, record.received_at
+    ticket = order_ticket(
+        order,
+        kind=args.kind,
+        columns=printer.columns,
+        tz=tz,
+        received_at=received,
+        currency=currency,
+        reprint_no=1 if args.kind == "reprint" else 0,
+    )
+    setup = PrinterSetup(printer)
+    code_page = None if printer.writes_text else setup.code_page
+    if args.format == "png":
+        from drivers.printers.png import render_png
+
+        output = Path(args.output or f"ticket-{order.id}.png")
+        output.write_bytes(render_png(ticket, code_page=code_page))
+        print(f"wrote {output}", file=sys.stderr)
+        return EXIT_OK
+    text = render_text(_as_printed(ticket, code_page.codec) if code_page else ticket)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _as_printed(ticket: Ticket, codec: str) -> Ticket:
+    from drivers.printers.encoding import printable
+
+    return Ticket(
+        lines=tuple(replace(line, text=printable(line.text, codec)) for line in ticket.lines),
+        columns=ticket.columns,
+        cut=ticket.cut,
+    )
+
+
+def _settings_for_render(args: argparse.Namespace) -> Settings | None:
+    try:
+        settings, _ = load_settings(args.config)
+    except ConfigError as exc:
+        no_file = len(exc.problems) == 1 and exc.problems[0].key == "config" and "no config file" in str(exc)
+        if args.sample and args.config is None and no_file:
+            return None
+        raise
+    return settings
+
+
+def _render_printer(settings: Settings | None, name: str | None) -> PrinterSettings | None:
+    default = PrinterSettings(name="preview", connection="file", path=Path("/dev/null"), format="escpos")
+    if settings is None:
+        return default if name is None else None
+    if name is not None:
+        return next((p for p in settings.printers if p.name == name), None)
+    candidates = settings.fallback_printers() or settings.printers
+    return candidates[0] if candidates else default
+
+
+def _read_order(settings: Settings, order_id: str) -> OrderRecord | None:
+    path = settings.storage.path
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else OrderRecord.from_row(row)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """Browse for printers and POS terminals; print a table and ready-to-paste TOML."""
+    from agent.discovery import run_discover
+
+    if args.seconds <= 0 or args.seconds > 120:
+        print("error: --seconds must be between 0 and 120", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(run_discover(args.seconds, as_json=args.json, out=sys.stdout))

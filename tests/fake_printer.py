@@ -1,0 +1,375 @@
+"""Fake ESC/POS printers that speak the real protocol: TCP 9100 on loopback, serial on a pty, a pyusb device.
+
+Each answers ``DLE EOT n`` (``10 04 n``) with the status bytes an Epson printer sends in its ``mode``, and
+records everything else as print data. Typical use::
+
+    async with FakeNetworkPrinter.running() as printer:
+        transport = NetworkTransport("pass", printer.host, printer.port)
+        await transport.send(b"...")
+        assert printer.jobs == [b"..."]
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import errno
+import os
+import select
+import socket
+import threading
+import tty
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import usb.core
+
+Mode = Literal["ok", "paper_low", "paper_out", "cover_open", "offline", "silent", "garbage"]
+
+# Replies to DLE EOT 1, 2, 3, 4 (Epson semantics); "silent" answers nothing.
+REPLIES: dict[str, tuple[int, int, int, int]] = {
+    "ok": (0x12, 0x12, 0x12, 0x12),
+    "paper_low": (0x12, 0x12, 0x12, 0x1E),
+    "paper_out": (0x1A, 0x32, 0x12, 0x7E),
+    "cover_open": (0x1A, 0x16, 0x12, 0x12),
+    "offline": (0x1A, 0x12, 0x12, 0x12),
+    "garbage": (0x41, 0x41, 0x41, 0x41),
+}
+
+
+def reply_for(mode: Mode, n: int) -> bytes:
+    """Return the printer's reply to ``DLE EOT n`` in ``mode`` (empty when silent)."""
+    replies = REPLIES.get(mode)
+    return bytes([replies[n - 1]]) if replies else b""
+
+
+class QuerySplitter:
+    """Splits a byte stream into print data (bytes) and DLE EOT queries (their n), in order, across chunks."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[bytes | int]:
+        """Return the events in ``chunk``; an incomplete ``10`` / ``10 04`` at the end waits for the next chunk."""
+        buffer = self._pending + chunk
+        self._pending = b""
+        events: list[bytes | int] = []
+        data = bytearray()
+        i = 0
+        while i < len(buffer):
+            if buffer[i] == 0x10 and (i + 1 == len(buffer) or buffer[i + 1] == 0x04):
+                if i + 2 >= len(buffer):
+                    self._pending = buffer[i:]
+                    break
+                if buffer[i + 2] in (1, 2, 3, 4):
+                    if data:
+                        events.append(bytes(data))
+                        data.clear()
+                    events.append(buffer[i + 2])
+                    i += 3
+                    continue
+            data.append(buffer[i])
+            i += 1
+        if data:
+            events.append(bytes(data))
+        return events
+
+    def flush(self) -> bytes:
+        """Return the held-back tail (a ``10`` or ``10 04`` that no query followed) as print data."""
+        pending, self._pending = self._pending, b""
+        return pending
+
+
+class FakeNetworkPrinter:
+    """A raw TCP 9100 printer on 127.0.0.1: one job per connection, status answered per ``mode``."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, mode: Mode = "ok") -> None:
+        self.mode: Mode = mode
+        self.port = 0
+        self.queries = 0
+        self.connections = 0
+        self.open_connections = 0
+        self._jobs: list[bytearray] = []
+        self._server: asyncio.Server | None = None
+        self._held = False
+        self._close_after: int | None = None
+        self._mode_after: tuple[int, Mode] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, mode: Mode = "ok") -> AsyncIterator[FakeNetworkPrinter]:
+        """Listen on a free loopback port for the block; connections are closed at the end."""
+        printer = cls(mode)
+        await printer.accept()
+        try:
+            yield printer
+        finally:
+            await printer.stop()
+
+    @property
+    def jobs(self) -> list[bytes]:
+        """Return the print data of each connection that sent any (queries removed), oldest first."""
+        return [bytes(job) for job in self._jobs]
+
+    def close_after(self, n_bytes: int) -> None:
+        """Drop the next connection that reaches ``n_bytes`` of print data, keeping only those bytes."""
+        self._close_after = n_bytes
+
+    def mode_after(self, n_bytes: int, mode: Mode) -> None:
+        """Switch to ``mode`` once a connection has sent ``n_bytes`` of print data (e.g. paper running out)."""
+        self._mode_after = (n_bytes, mode)
+
+    def hold(self, held: bool = True) -> None:
+        """Accept new connections but never read from them (a busy or wedged printer)."""
+        self._held = held
+
+    def refuse(self) -> None:
+        """Stop listening at once: new connections are refused; open ones carry on."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def accept(self) -> None:
+        """Listen (again) on the same port."""
+        if self._server is not None:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # A small receive window, as on a printer: a held connection blocks the sender after kilobytes.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.bind((self.host, self.port))
+        sock.listen(8)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._server = await asyncio.start_server(self._serve, sock=sock)
+
+    async def idle(self, timeout: float = 1.0) -> None:
+        """Wait until no connection is open (the printer saw every client close); ``TimeoutError`` if not."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection."""
+        self._stopping.set()
+        self.refuse()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.connections += 1
+        self.open_connections += 1
+        self._idle.clear()
+        try:
+            if self._held:
+                await self._stopping.wait()
+                return
+            await self._converse(reader, writer)
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            self.open_connections -= 1
+            if not self.open_connections:
+                self._idle.set()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        splitter = QuerySplitter()
+        job: bytearray | None = None
+        while True:
+            try:
+                chunk = await reader.read(4096)
+            except OSError:
+                return
+            events = splitter.feed(chunk) if chunk else [splitter.flush()]
+            for event in events:
+                if event == b"":
+                    continue
+                if isinstance(event, int):
+                    self.queries += 1
+                    writer.write(reply_for(self.mode, event))
+                    continue
+                if job is None:
+                    job = bytearray()
+                    self._jobs.append(job)
+                if self._close_after is not None and len(job) + len(event) >= self._close_after:
+                    job += event[: self._close_after - len(job)]
+                    self._close_after = None
+                    return
+                job += event
+                if self._mode_after is not None and len(job) >= self._mode_after[0]:
+                    self.mode = self._mode_after[1]
+                    self._mode_after = None
+            if not chunk:
+                return
+            try:
+                await writer.drain()
+            except OSError:
+                return
+
+
+class FakeSerialPrinter:
+    """A serial printer on the master side of a pty; transports open ``device`` (the slave)."""
+
+    def __init__(self, mode: Mode = "ok") -> None:
+        self.mode: Mode = mode
+        self.queries = 0
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self._master, self._slave = os.openpty()
+        # Raw: no echo of the replies, no newline translation of the print data.
+        tty.setraw(self._slave)
+        self.device = os.ttyname(self._slave)
+        self._held = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="fake-serial-printer", daemon=True)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, mode: Mode = "ok") -> Iterator[FakeSerialPrinter]:
+        """Serve the pty for the block, then stop the thread and close both ends."""
+        printer = cls(mode)
+        printer._thread.start()
+        try:
+            yield printer
+        finally:
+            printer.stop()
+
+    def hold(self, held: bool = True) -> None:
+        """Stop reading the pty (a printer that does not take data: the writer blocks once the buffer fills)."""
+        self._held = held
+
+    @property
+    def data(self) -> bytes:
+        """Return all print data received so far (queries removed)."""
+        with self._lock:
+            return bytes(self._data)
+
+    def stop(self) -> None:
+        """Stop the thread and close the pty."""
+        if self._thread.is_alive():
+            os.write(self._wake_w, b"x")
+            self._thread.join(timeout=2)
+        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _run(self) -> None:
+        splitter = QuerySplitter()
+        while True:
+            watched = [self._wake_r] if self._held else [self._master, self._wake_r]
+            ready, _, _ = select.select(watched, [], [], 0.02)
+            if self._wake_r in ready:
+                return
+            if self._master not in ready:
+                continue
+            try:
+                chunk = os.read(self._master, 4096)
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # no slave open right now
+                    continue
+                raise
+            for event in splitter.feed(chunk):
+                if isinstance(event, int):
+                    self.queries += 1
+                    reply = reply_for(self.mode, event)
+                    if reply:
+                        os.write(self._master, reply)
+                else:
+                    with self._lock:
+                        self._data += event
+
+
+@dataclass
+class FakeEndpoint:
+    """A pyusb endpoint descriptor as the transport reads it (pyusb's field names; bulk by default)."""
+
+    bEndpointAddress: int
+    bmAttributes: int = 0x02
+    wMaxPacketSize: int = 64
+
+
+_QUERIES = {bytes([0x10, 0x04, n]) for n in (1, 2, 3, 4)}
+
+
+class FakeUsbDevice:
+    """A pyusb ``Device`` stand-in for ``usb.core.find``: bulk OUT 0x01 records bytes, IN 0x82 answers queries."""
+
+    OUT = 0x01
+    IN = 0x82
+
+    def __init__(self, vendor: int = 0x04B8, product: int = 0x0202, mode: Mode = "ok") -> None:
+        self.idVendor = vendor
+        self.idProduct = product
+        self.mode: Mode = mode
+        self.queries = 0
+        self.data = bytearray()
+        self.kernel_driver_active = True
+        self.configured = False
+        self.disposed = 0
+        # Raised by writes carrying print data (status queries still go through).
+        self.write_error: usb.core.USBError | None = None
+        self.endpoints = [FakeEndpoint(self.OUT), FakeEndpoint(self.IN)]
+        self._replies = bytearray()
+        self._splitter = QuerySplitter()
+        # usb.util.dispose_resources(device) calls device._ctx.dispose(device).
+        self._ctx = self
+
+    def is_kernel_driver_active(self, interface: int) -> bool:
+        """Return whether usblp still holds the interface."""
+        return self.kernel_driver_active
+
+    def detach_kernel_driver(self, interface: int) -> None:
+        """Let go of usblp."""
+        self.kernel_driver_active = False
+
+    def set_configuration(self, configuration: int | None = None) -> None:
+        """Configure the device."""
+        self.configured = True
+
+    def get_active_configuration(self) -> dict[tuple[int, int], list[FakeEndpoint]]:
+        """Return ``{(interface, alt): endpoints}``; ``USBError`` until configured, as libusb does."""
+        if not self.configured:
+            raise usb.core.USBError("Configuration not set", None, errno.EIO)
+        return {(0, 0): self.endpoints}
+
+    def write(self, endpoint: int, data: bytes, timeout: int | None = None) -> int:
+        """Take bytes on the OUT endpoint, answering DLE EOT queries on IN; print data raises ``write_error``."""
+        assert endpoint == self.OUT
+        assert timeout is not None and timeout > 0, "a transfer without a timeout could hang forever"
+        if self.write_error is not None and bytes(data) not in _QUERIES:
+            raise self.write_error
+        for event in self._splitter.feed(bytes(data)):
+            if isinstance(event, int):
+                self.queries += 1
+                self._replies += reply_for(self.mode, event)
+            else:
+                self.data += event
+        return len(data)
+
+    def read(self, endpoint: int, size: int, timeout: int | None = None) -> array.array[int]:
+        """Return queued reply bytes from the IN endpoint, or time out as libusb does."""
+        assert endpoint == self.IN
+        assert timeout is not None and timeout > 0, "a transfer without a timeout could hang forever"
+        if not self._replies:
+            raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
+        reply = array.array("B", self._replies[:size])
+        del self._replies[:size]
+        return reply
+
+    def dispose(self, device: object) -> None:
+        """Release the handle (``usb.util.dispose_resources``)."""
+        self.disposed += 1

@@ -1,0 +1,263 @@
+"""The print worker against fake network printers on loopback: failover, alerts, routing, crash doubt."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent import outbox_ops as ops
+from agent.clock import FakeClock
+from agent.config import Settings, settings_from_dict
+from agent.models import parse_order
+from agent.outbox import Outbox
+from agent.printing import PrintWorker
+from agent.routing import TicketPart
+from agent.states import place
+from drivers.printers.decode import decode_escpos
+from tests.conftest import make_order
+from tests.fake_printer import FakeNetworkPrinter
+
+PIZZA: dict[str, Any] = {
+    "name": "Margherita",
+    "sku": "PZ-MARG",
+    "quantity": 1,
+    "unit_price": 950,
+    "category": "Pizza",
+}
+BEER: dict[str, Any] = {"name": "Pale ale", "sku": "DR-ALE", "quantity": 2, "unit_price": 500, "category": "Drinks"}
+
+
+def settings_for(tmp_path: Path, printers: list[dict[str, Any]]) -> Settings:
+    """Settings whose printers are the given tables (network printers on loopback)."""
+    return settings_from_dict(
+        {
+            "venue": {"id": "harbour-kitchen", "timezone": "Europe/London"},
+            "storage": {"path": str(tmp_path / "outbox.db"), "min_free_mb": 0},
+            "pos": {"driver": "http", "http": {"url": "http://127.0.0.1:9/orders"}},
+            "printers": printers,
+        }
+    )
+
+
+def net(name: str, printer: FakeNetworkPrinter, **extra: Any) -> dict[str, Any]:
+    """A ``[[printers]]`` table for a fake network printer."""
+    return {"name": name, "connection": "network", "host": "127.0.0.1", "port": printer.port, **extra}
+
+
+@pytest.fixture(name="printers")
+async def _printers() -> AsyncIterator[list[FakeNetworkPrinter]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(FakeNetworkPrinter.running()) for _ in range(3)]
+
+
+class Rig:
+    """An outbox and a print worker on a fake clock, with helpers to queue fallback tickets."""
+
+    def __init__(self, outbox: Outbox, worker: PrintWorker, clock: FakeClock) -> None:
+        self.outbox, self.worker, self.clock = outbox, worker, clock
+
+    async def fallback(self, order_id: str, items: list[dict[str, Any]] | None = None) -> None:
+        """Store an order and request its fallback ticket."""
+        payload = make_order(order_id)
+        if items is not None:
+            total = sum(i["quantity"] * i["unit_price"] for i in items)
+            payload.update(
+                items=items,
+                discounts=[],
+                charges={"delivery_fee": 0, "service_charge": 0, "tip": 0},
+                total=total,
+                payment={"status": "paid", "method": "card", "amount": total, "currency": "GBP"},
+            )
+        order = parse_order(payload, venue_id="harbour-kitchen")
+        now = self.clock.now()
+        placement = place(order, now=now, hold_unpaid=True, buffered=True, buffer_minutes=20)
+        await self.outbox.submit(order, placement, key=f"harbour-kitchen:{order_id}")
+        await self.outbox.write(lambda c: ops.request_fallback(c, order_id, now=now, reason="test", skip=False))
+
+    async def run_due(self) -> list[bool]:
+        """Print every due job once."""
+        return [await self.worker.print_job(job) for job in await self.outbox.due_print_jobs(self.clock.now())]
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """Alerts oldest first, with their names."""
+
+        def query(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [
+                {"alert": r["alert"], "severity": r["severity"], **json.loads(r["payload"])}
+                for r in c.execute("SELECT * FROM alerts ORDER BY seq")
+            ]
+
+        return await self.outbox.read(query)
+
+
+async def rig_for(tmp_path: Path, settings: Settings) -> Rig:
+    """Open an outbox and build a worker for ``settings``."""
+    clock = FakeClock()
+    outbox = Outbox(settings.storage.path, clock=clock, min_free_mb=0)
+    await outbox.open()
+    worker = PrintWorker(outbox=outbox, settings=settings, clock=clock)
+    await worker.prepare()
+    return Rig(outbox, worker, clock)
+
+
+def texts(job: bytes) -> list[str]:
+    """The decoded lines of one printed job."""
+    return [line.text.strip() for line in decode_escpos(job).lines]
+
+
+async def test_a_fallback_ticket_reaches_the_printer_as_escpos(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """The kitchen reads banner, code and items; the ticket is cut; the job is recorded as printed there."""
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("pass", printers[0])]))
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    assert len(printers[0].jobs) == 1
+    decoded = decode_escpos(printers[0].jobs[0])
+    assert decoded.cuts == 1
+    banner = next(line for line in decoded.lines if "FALLBACK - NOT IN POS" in line.text)
+    assert banner.inverse
+    code = next(line for line in decoded.lines if line.text.strip() == "K7Q2M9XA")
+    assert code.double
+    assert any(line.text.strip().startswith("2 x Margherita") for line in decoded.lines)
+    jobs = await rig.outbox.print_jobs("ord_1")
+    assert [(j.state, j.printer) for j in jobs] == [("printed", "pass")]
+    assert [(h["name"], h["state"]) for h in rig.worker.health()] == [("pass", "ok")]
+    await rig.outbox.close()
+
+
+async def test_paper_out_fails_over_to_the_next_printer_and_alerts_once(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """The first printer is out of paper: the ticket prints on the second, and ops hears it once."""
+    printers[0].mode = "paper_out"
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("pass", printers[0]), net("bar", printers[1])]))
+    await rig.fallback("ord_1")
+    await rig.fallback("ord_2")
+    assert await rig.run_due() == [True, True]
+    assert printers[0].jobs == []
+    assert len(printers[1].jobs) == 2
+    alerts = await rig.alerts()
+    assert [(a["alert"], a["severity"], a["printer"]) for a in alerts] == [("printer_paper_out", "warning", "pass")]
+    assert "bar" in alerts[0]["action"] and "paper roll" in alerts[0]["action"]
+    assert {h["name"]: h["state"] for h in rig.worker.health()} == {"pass": "paper_out", "bar": "ok"}
+    await rig.outbox.close()
+
+
+async def test_all_printers_down_then_one_returns_prints_once_and_alerts_once(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """Nothing can print: the job waits with backoff and one critical alert; a returning printer prints it once."""
+    printers[0].refuse()
+    printers[1].mode = "cover_open"
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("pass", printers[0]), net("bar", printers[1])]))
+    await rig.fallback("ord_1")
+    with capture_logs() as logs:
+        assert await rig.run_due() == [False]
+    assert any(e["event"] == "ticket_not_printed" for e in logs)
+    job = (await rig.outbox.print_jobs("ord_1"))[0]
+    assert job.state == "pending" and job.next_attempt_at > rig.clock.now()
+    assert "connection refused" in (job.last_error or "") and "cover" in (job.last_error or "")
+    assert await rig.run_due() == []  # not due yet: backoff
+    for _ in range(3):
+        rig.clock.advance(61)
+        assert await rig.run_due() == [False]
+    alerts = await rig.alerts()
+    assert [(a["alert"], a["severity"]) for a in alerts] == [("printer_offline", "critical")]
+    assert alerts[0]["order"]["display_code"] == "K7Q2M9XA"
+    assert "Close the cover of printer bar" in alerts[0]["action"]
+
+    await printers[0].accept()
+    rig.clock.advance(61)
+    assert await rig.run_due() == [True]
+    rig.clock.advance(61)
+    assert await rig.run_due() == []
+    assert len(printers[0].jobs) == 1 and printers[1].jobs == []
+    assert len(await rig.alerts()) == 1
+    await rig.outbox.close()
+
+
+async def test_kitchen_routing_splits_by_category_one_of_n(tmp_path: Path, printers: list[FakeNetworkPrinter]) -> None:
+    """The grill gets the pizza (1 of 2), the bar the beer (2 of 2); neither sees the other's items."""
+    settings = settings_for(
+        tmp_path,
+        [net("grill", printers[0], categories=["Pizza"]), net("bar", printers[1], categories=["Drinks"])],
+    )
+    rig = await rig_for(tmp_path, settings)
+    await rig.fallback("ord_1", items=[PIZZA, BEER])
+    assert await rig.run_due() == [True]
+    grill, bar = texts(printers[0].jobs[0]), texts(printers[1].jobs[0])
+    assert "1 of 2" in grill and "2 of 2" in bar
+    assert any("Margherita" in t for t in grill) and not any("Pale ale" in t for t in grill)
+    assert any("Pale ale" in t for t in bar) and not any("Margherita" in t for t in bar)
+    jobs = await rig.outbox.print_jobs("ord_1")
+    assert [(j.part, j.parts, j.printer, j.state) for j in jobs] == [
+        (1, 2, "grill", "printed"),
+        (2, 2, "bar", "printed"),
+    ]
+    await rig.outbox.close()
+
+
+async def test_a_station_down_sends_its_share_to_another_printer(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """The grill is out of paper: its pizza ticket (still 1 of 2) prints at the bar, so nothing is lost."""
+    printers[0].mode = "paper_out"
+    settings = settings_for(
+        tmp_path,
+        [net("grill", printers[0], categories=["Pizza"]), net("bar", printers[1], categories=["Drinks"])],
+    )
+    rig = await rig_for(tmp_path, settings)
+    await rig.fallback("ord_1", items=[PIZZA, BEER])
+    assert await rig.run_due() == [True]
+    assert len(printers[1].jobs) == 2
+    assert "1 of 2" in texts(printers[1].jobs[0]) and any("Margherita" in t for t in texts(printers[1].jobs[0]))
+    await rig.outbox.close()
+
+
+async def test_a_job_caught_mid_print_by_a_crash_prints_again_marked_reprint(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """A job left 'printing' by a crash prints after restart, marked as a possible duplicate."""
+    settings = settings_for(tmp_path, [net("pass", printers[0])])
+    rig = await rig_for(tmp_path, settings)
+    await rig.fallback("ord_1")
+    job = (await rig.outbox.due_print_jobs(rig.clock.now()))[0]
+    await rig.outbox.write(lambda c: ops.route_print_job(c, job.id, [TicketPart(1, 1, None, ("pass",))]))
+    await rig.outbox.write(lambda c: ops.start_print_job(c, job_id=job.id, printer="pass"))
+    await rig.outbox.close()
+
+    again = await rig_for(tmp_path, settings)
+    assert await again.worker.recover() == [job.id]
+    assert await again.run_due() == [True]
+    lines = texts(printers[0].jobs[0])
+    assert "FALLBACK - NOT IN POS" in lines and "REPRINT - MAY BE A DUPLICATE" in lines
+    assert (await again.outbox.print_jobs("ord_1"))[0].in_doubt
+    await again.outbox.close()
+
+
+async def test_the_prober_reports_paper_low_once_and_recovery(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """A nearly empty roll raises one warning; a new roll clears it with a printer_recovered event."""
+    printers[0].mode = "paper_low"
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("pass", printers[0])]))
+    for slot in rig.worker.slots.values():
+        await rig.worker._observe(slot, await slot.transport.status())
+    await rig.worker._flush_printer_alerts()
+    await rig.worker._flush_printer_alerts()
+    alerts = await rig.alerts()
+    assert [(a["alert"], a["severity"]) for a in alerts] == [("printer_paper_low", "warning")]
+    printers[0].mode = "ok"
+    for slot in rig.worker.slots.values():
+        await rig.worker._observe(slot, await slot.transport.status())
+    events = await rig.outbox.events_since(0)
+    assert any(e.type == "printer_recovered" for e in events)
+    await rig.outbox.close()
