@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    # Commands other than ``run`` and ``demo`` (which set up their own) log warnings only, to stderr:
+    # stdout carries their output, which scripts parse.
+    logs.configure("warning", "console")
     try:
         code: int = args.handler(args)
     except ConfigError as exc:
@@ -185,6 +188,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         f" then {settings.fallback.after_print}; printers: {', '.join(p.name for p in printers) or 'NONE'}",
         f"  mqtt         {'on, ' + str(settings.mqtt.host) if settings.mqtt.enabled else 'off'}",
     ]
+    from agent.cli_printers import describe_printer
+
+    lines.extend(f"  printer      {describe_printer(p)}" for p in settings.printers)
     if settings.fallback.enabled and not printers:
         lines.append("  warning: fallback is on but no printer has the 'fallback' role: tickets cannot print")
     print("\n".join(lines))

@@ -176,6 +176,20 @@ async def _print_tests(settings: Settings, printers: list[PrinterSettings]) -> l
     return results
 
 
+def describe_printer(printer: PrinterSettings) -> str:
+    """Return one summary line: name, connection, profile, code page, columns, roles and categories."""
+    if printer.writes_text:
+        encoding = "plain text"
+    else:
+        setup = PrinterSetup(printer)
+        encoding = f"{printer.profile}, {setup.code_page.name}"
+    categories = ", ".join(printer.categories) if printer.categories else "all items"
+    return (
+        f"{printer.name}: {_where(printer)}, {encoding}, {printer.columns} columns,"
+        f" roles {'/'.join(printer.roles)}, {categories}"
+    )
+
+
 def _where(printer: PrinterSettings) -> str:
     if printer.connection == "network":
         return f"network {printer.host}:{printer.port}"
