@@ -6,7 +6,8 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/run.py
 
 The table (with the machine and the command in its header) is also written to ``benchmarks/results.md``,
-overwriting the previous one. The whole run takes two to three minutes. Measures:
+overwriting the previous one. The whole run takes two to three minutes; ``--only printing`` runs (g), (h)
+and the RSS of the printing agents alone in about 30 s and only prints its table. Measures:
 
 (a) outbox full cycle (submit -> claim -> injected, ``synchronous=FULL``) against persist-queue's
     ``SQLiteAckQueue`` (put -> get -> ack) on the same disk;
@@ -15,16 +16,20 @@ overwriting the previous one. The whole run takes two to three minutes. Measures
 (c) agent overhead from the 202 to the POS simulator receiving the order, at 20 orders/s;
 (d) drain of 10,000 queued orders into an unthrottled simulator, and 400 orders at 20/s;
 (e) start-up to ready with 10,000 pending orders;
-(f) peak RSS (VmHWM) of the agent processes.
+(f) peak RSS (VmHWM) of the agent processes, and of agents with python-escpos loaded (a network printer);
+(g) a 20-line kitchen ticket laid out and rendered to ESC/POS bytes (and the one-off python-escpos load);
+(h) fallback ticket latency: 202 -> the ticket's cut at a fake network printer while the POS is down.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -38,9 +43,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -51,10 +57,14 @@ import persistqueue  # noqa: E402
 
 from agent import outbox_ops as ops  # noqa: E402
 from agent.clock import SystemClock  # noqa: E402
+from agent.config import PrinterSettings  # noqa: E402
 from agent.models import Order, parse_order  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
 from agent.states import State, place  # noqa: E402
+from agent.tickets import PrinterSetup, order_ticket  # noqa: E402
+from drivers.printers.layout import Ticket  # noqa: E402
 from tests.conftest import make_order  # noqa: E402
+from tests.fake_printer import FakeNetworkPrinter  # noqa: E402
 
 VENUE = "harbour-kitchen"
 BIN = Path(sys.executable).with_name("venue-agent")
@@ -397,11 +407,42 @@ class Sim:
         return result
 
 
-def agent_config(workdir: Path, name: str, *, sim_port: int, rate: float) -> tuple[Path, Path, int]:
-    """Write an agent config; return (config path, outbox path, intake port)."""
+def agent_config(
+    workdir: Path,
+    name: str,
+    *,
+    sim_port: int,
+    rate: float,
+    printer_port: int | None = None,
+    print_after_seconds: float = 3600,
+    print_when_pos_not_ready: bool = True,
+) -> tuple[Path, Path, int]:
+    """Write an agent config; return (config path, outbox path, intake port).
+
+    By default the printer is a text file; with ``printer_port`` it is a network (ESC/POS) printer on
+    127.0.0.1 and mDNS advertising is off.
+    """
     port = free_port()
     db = workdir / f"{name}.db"
     path = workdir / f"{name}.toml"
+    if printer_port is None:
+        printers = f"""[[printers]]
+name = "pass"
+connection = "file"
+path = {json.dumps(str(workdir / f"{name}-tickets.txt"))}
+"""
+    else:
+        printers = f"""[[printers]]
+name = "pass"
+connection = "network"
+host = "127.0.0.1"
+port = {printer_port}
+profile = "TM-T20II"
+
+[discovery]
+advertise = false
+"""
+    not_ready = "" if print_when_pos_not_ready else "print_when_pos_not_ready = false\n"
     path.write_text(
         f"""
 [venue]
@@ -421,8 +462,8 @@ backoff_base_seconds = 0.5
 backoff_max_seconds = 5
 
 [fallback]
-print_after_seconds = 3600
-
+print_after_seconds = {print_after_seconds:g}
+{not_ready}
 [pos]
 driver = "http"
 timeout_seconds = 10
@@ -431,11 +472,7 @@ rate_limit_per_second = {rate}
 [pos.http]
 url = "http://127.0.0.1:{sim_port}/orders"
 
-[[printers]]
-name = "pass"
-connection = "file"
-path = {json.dumps(str(workdir / f"{name}-tickets.txt"))}
-
+{printers}
 [logging]
 level = "warning"
 format = "json"
@@ -462,6 +499,11 @@ def vm_hwm_kb(pid: int) -> int:
 async def stop_agent(popen: subprocess.Popen[bytes], report: Report, label: str) -> None:
     """Record the agent's peak RSS, then SIGTERM it and wait for it to exit."""
     report.rss_kb[label] = vm_hwm_kb(popen.pid)
+    await terminate(popen)
+
+
+async def terminate(popen: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process and wait for it to exit (SIGKILL after 15 s)."""
     popen.send_signal(signal.SIGTERM)
     for _ in range(300):  # up to 15 s
         if popen.poll() is not None:
@@ -771,6 +813,281 @@ def _in_window(times: list[float], i: int) -> int:
     return i - j + 1
 
 
+# ---- (g), (h) kitchen tickets ----------------------------------------------------------------
+
+# A pickup order whose 48-column fallback ticket has 20 lines: three items in Danish, Polish and Turkish, a
+# modifier and an item note with an emoji; the header, customer, rules, totals and footer take the other 15.
+TICKET_ITEMS: list[dict[str, Any]] = [
+    {
+        "name": "Smørrebrød",
+        "sku": "DK-SMOR",
+        "quantity": 2,
+        "unit_price": 850,
+        "category": "Mains",
+        "course": 1,
+        "modifiers": [],
+    },
+    {
+        "name": "Zażółć pierogi",
+        "sku": "PL-PIER",
+        "quantity": 1,
+        "unit_price": 1100,
+        "category": "Mains",
+        "course": 1,
+        "modifiers": [{"name": "Śmietana", "sku": "MOD-SOUR", "quantity": 2, "unit_price": 50, "modifiers": []}],
+    },
+    {
+        "name": "Şiş köfte",
+        "sku": "TR-SIS",
+        "quantity": 1,
+        "unit_price": 1250,
+        "category": "Grill",
+        "course": 1,
+        "notes": "Très doux 🌶️ no chilli, sans oignon",
+        "modifiers": [],
+    },
+]
+CUT = b"\x1dV"  # GS V: the cut, the last command of a ticket
+
+
+def ticket_payload(order_id: str, **changes: Any) -> dict[str, Any]:
+    """Return the 20-line ticket's order as a JSON payload (totals adding up)."""
+    items_total = sum(
+        i["quantity"] * (i["unit_price"] + sum(m["quantity"] * m["unit_price"] for m in i["modifiers"]))
+        for i in TICKET_ITEMS
+    )
+    tip = 100
+    total = items_total + tip
+    return make_order(
+        order_id,
+        items=TICKET_ITEMS,
+        discounts=[],
+        charges={"delivery_fee": 0, "service_charge": 0, "tip": tip},
+        payment={"status": "paid", "method": "card", "amount": total, "currency": "GBP"},
+        total=total,
+        notes=None,
+        **changes,
+    )
+
+
+def run_ticket_render(report: Report, *, runs: int = 2000, warmup: int = 200) -> None:
+    print("(g) kitchen ticket: layout + ESC/POS bytes", flush=True)
+    order = parse_order(ticket_payload("ord_BENCH-TICKET"), venue_id=VENUE, currency="GBP")
+    setup = PrinterSetup(PrinterSettings(name="pass", connection="network", host="127.0.0.1", profile="TM-T20II"))
+    tz = ZoneInfo("Europe/London")
+    received_at = datetime.now(UTC)
+    preloaded = "escpos.printer" in sys.modules
+
+    def render() -> tuple[Ticket, bytes]:
+        ticket = order_ticket(order, kind="fallback", columns=48, tz=tz, received_at=received_at, currency="GBP")
+        return ticket, setup.payload(ticket)
+
+    started = time.perf_counter()
+    ticket, data = render()
+    first_ms = (time.perf_counter() - started) * 1000
+    assert CUT in data[-8:], f"the ticket does not end with a cut: {data[-16:]!r}"
+    for _ in range(warmup):
+        render()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        render()
+        samples.append((time.perf_counter() - started) * 1000)
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    report.add(
+        "(g) first ticket rendered in this process: loads python-escpos, resolves the code page"
+        + (" (python-escpos was already imported)" if preloaded else ""),
+        "-",
+        f"{first_ms:.0f} ms",
+        None,
+    )
+    shape = f"{len(ticket.lines)} lines at 48 columns, TM-T20II, {len(data):,} bytes; {runs:,} runs after {warmup}"
+    report.add(
+        "(g) 20-line kitchen ticket, layout + ESC/POS bytes (`order_ticket` + `PrinterSetup.payload`), median",
+        "<= 5 ms",
+        f"{p50:.2f} ms ({shape})",
+        p50 <= 5,
+    )
+    report.add("(g) same, p99", "<= 5 ms", f"{p99:.2f} ms (max {max(samples):.2f} ms)", p99 <= 5)
+
+
+@dataclass
+class FallbackRun:
+    """What one fallback-latency pass saw."""
+
+    latencies_ms: list[float]
+    missing: list[str]
+    reasons: dict[str, int]
+    rss_kb: int
+
+
+async def fallback_latency(
+    procs: Children,
+    sim: Sim,
+    workdir: Path,
+    name: str,
+    *,
+    print_after_seconds: float,
+    print_when_pos_not_ready: bool,
+    orders: int,
+    spacing: float,
+) -> FallbackRun:
+    """Post ASAP orders to an agent whose POS is down; return 202 -> cut on a fake network printer, in ms.
+
+    The gaps between orders are ``spacing`` +- 50 % (seeded): every intake wakes the scheduler, whose 1 s
+    ticks would otherwise line up with the fallback deadlines of evenly spaced orders.
+    """
+    async with FakeNetworkPrinter.running() as printer:
+        config, _, port = agent_config(
+            workdir,
+            name,
+            sim_port=sim.port,
+            rate=20,
+            printer_port=printer.port,
+            print_after_seconds=print_after_seconds,
+            print_when_pos_not_ready=print_when_pos_not_ready,
+        )
+        popen = procs.spawn(f"agent-{name}", "run", "--config", str(config))
+        log_path = procs.logs / f"agent-{name}-{len(procs.started) - 1:02d}.log"
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/v1/health", within=15)
+            # The POS goes down once the agent saw it up: its first orders fail, then the circuit opens.
+            (await sim.client.post(f"{sim.base}/_sim/faults", json={"down": True})).raise_for_status()
+            ids = [f"{name}-{i:03d}" for i in range(orders)]
+            acked: dict[str, float] = {}
+            cut_at: dict[str, float] = {}
+            done = asyncio.Event()
+
+            async def watch() -> None:
+                """Note when each order's ticket is complete (its cut arrived) at the printer; 2 ms polls."""
+                checked = 0  # jobs before this index are complete and attributed
+                while not done.is_set():
+                    seen = time.perf_counter()
+                    jobs = printer.jobs
+                    while checked < len(jobs) and CUT in jobs[checked]:
+                        job = jobs[checked]
+                        for order_id in ids:
+                            if order_id not in cut_at and f"Order {order_id}".encode() in job:
+                                cut_at[order_id] = seen
+                        checked += 1
+                    if len(cut_at) == orders:
+                        return
+                    await asyncio.sleep(0.002)
+
+            gaps = random.Random(7)
+            watcher = asyncio.create_task(watch())
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                for i, order_id in enumerate(ids):
+                    if i:
+                        await asyncio.sleep(spacing * gaps.uniform(0.5, 1.5))
+                    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+                    body = json.dumps(ticket_payload(order_id, created_at=now), separators=(",", ":")).encode()
+                    writer.write(post_request(port, body))
+                    status, _, answer = await read_response(reader)
+                    if status != 202:
+                        msg = f"intake answered {status}: {answer!r}"
+                        raise RuntimeError(msg)
+                    acked[order_id] = time.perf_counter()
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(watcher), timeout=print_after_seconds + 5)
+            done.set()
+            await watcher
+            rss = vm_hwm_kb(popen.pid)
+        finally:
+            await terminate(popen)
+            with contextlib.suppress(httpx.HTTPError):
+                await sim.client.post(f"{sim.base}/_sim/faults", json={"down": False})
+    reasons: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == "fallback_ticket_requested" and entry.get("order_id") in acked:
+                    reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+    return FallbackRun(
+        latencies_ms=[(cut_at[i] - acked[i]) * 1000 for i in ids if i in cut_at],
+        missing=[i for i in ids if i not in cut_at],
+        reasons=reasons,
+        rss_kb=rss,
+    )
+
+
+def _fallback_summary(run: FallbackRun) -> str:
+    values = run.latencies_ms
+    text = (
+        f"p50 {percentile(values, 50) / 1000:.2f} s, max {max(values) / 1000:.2f} s "
+        f"(min {min(values) / 1000:.2f} s; {len(values)} of {len(values) + len(run.missing)} tickets cut"
+        if values
+        else f"no ticket printed (0 of {len(run.missing)}"
+    )
+    reasons = "; ".join(f"{n} x {r!r}" for r, n in sorted(run.reasons.items(), key=lambda kv: -kv[1]))
+    return text + (f"; reasons: {reasons})" if reasons else ")")
+
+
+async def run_printing(report: Report, workdir: Path) -> None:
+    """(g) in this process, then (h) and the RSS of an agent with a network printer, against a down POS."""
+    run_ticket_render(report)
+    after, orders, spacing = 2.0, 10, 0.5
+    logs = workdir / "printing"
+    logs.mkdir(exist_ok=True)
+    with children(logs) as procs:
+        sim = Sim(procs)
+        try:
+            await sim.ready()
+            print(f"(h) fallback ticket latency, POS down, print_after_seconds = {after:g}", flush=True)
+            rule_a = await fallback_latency(
+                procs,
+                sim,
+                logs,
+                "fallback-a",
+                print_after_seconds=after,
+                print_when_pos_not_ready=False,
+                orders=orders,
+                spacing=spacing,
+            )
+            defaults = await fallback_latency(
+                procs,
+                sim,
+                logs,
+                "fallback-c",
+                print_after_seconds=after,
+                print_when_pos_not_ready=True,
+                orders=orders,
+                spacing=spacing,
+            )
+        finally:
+            await sim.client.aclose()
+    worst = max(rule_a.latencies_ms, default=float("inf"))
+    report.add(
+        f"(h) fallback ticket, 202 -> cut at a fake network printer (TCP, ESC/POS), POS down (503), {orders} ASAP "
+        f"orders {spacing * 0.5:g}-{spacing * 1.5:g} s apart, print_after_seconds = {after:g}, "
+        "print_when_pos_not_ready = false (rule a)",
+        f"<= print_after_seconds + 1 s = {after + 1:g} s",
+        _fallback_summary(rule_a),
+        not rule_a.missing and worst <= (after + 1) * 1000,
+    )
+    report.add(
+        "(h) same with print_when_pos_not_ready = true (the default): rule (c) prints once the circuit is open",
+        "-",
+        _fallback_summary(defaults),
+        None,
+    )
+    peak = max(rule_a.rss_kb, defaults.rss_kb) / 1024
+    report.add(
+        "(f) peak RSS with python-escpos loaded (VmHWM of the (h) agents, network printer, after their tickets)",
+        "<= 80 MB",
+        f"{peak:.1f} MB (rule (a) agent: {rule_a.rss_kb / 1024:.1f} MB, "
+        f"default agent: {defaults.rss_kb / 1024:.1f} MB)",
+        peak <= 80,
+    )
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 
@@ -807,22 +1124,39 @@ def render(header: list[str], report: Report, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument(
+        "--only",
+        choices=["printing"],
+        help="run only these measures: printing = (g) ticket rendering, (h) fallback ticket latency and the "
+        "RSS of an agent with python-escpos loaded (about 30 s); the table is printed, results.md is left alone",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="venue-agent-bench-"))
     report = Report()
     header = machine_header(workdir)
     try:
-        run_outbox_vs_persist_queue(report, workdir)
-        asyncio.run(run_processes(report, workdir))
+        if args.only is None:
+            run_outbox_vs_persist_queue(report, workdir)
+            asyncio.run(run_processes(report, workdir))
+        asyncio.run(run_printing(report, workdir))
     except BaseException:
         print(f"benchmark failed; logs and databases kept in {workdir}", file=sys.stderr)
         raise
     shutil.rmtree(workdir, ignore_errors=True)
     text = render(header, report, time.perf_counter() - started)
-    RESULTS.write_text(text, encoding="utf-8")
+    if args.only is None:
+        RESULTS.write_text(text, encoding="utf-8")
     print()
     print(text)
+    if args.only is not None:
+        print(f"(--only {args.only}: {os.path.relpath(RESULTS, ROOT)} not written; a full run writes it)")
     return 0 if all(row.ok is not False for row in report.rows) else 1
 
 
