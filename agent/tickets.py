@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from drivers.printers.encoding import CodePage, choose_code_page
-from drivers.printers.escpos_render import render_escpos, resolve_buzzer
-
 from agent.config import PrinterSettings
 from agent.models import Order
+from drivers.printers.encoding import CodePage, choose_code_page
+from drivers.printers.escpos_render import render_escpos, resolve_buzzer
 from drivers.printers.layout import Line, Ticket, TicketKind, layout_ticket, render_text
 
 # A line that shows whether the code page is right: French, Nordic, German, Polish, Turkish, money, an emoji.
