@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli_printers
 
     cli_printers.add_commands(sub, config_parent, json_parent)
+    from agent import cli_pos
+
+    cli_pos.add_commands(sub, config_parent, json_parent)
 
     sim = sub.add_parser("pos-sim", help="run the POS simulator (for demos, rehearsals and tests)")
     from drivers.pos import simulator_cli
@@ -249,7 +252,12 @@ def _format_health(h: dict[str, Any]) -> str:
         f"agent    {'READY' if h.get('ready') else 'NOT READY'}, version {h['version']}, up {h['uptime_s']:.0f} s",
         f"pos      {pos['driver']}: {pos['state']}, circuit {pos['circuit']}"
         + (f", {pos['latency_ms']:.0f} ms" if pos.get("latency_ms") is not None else "")
-        + (f" (last error: {pos['last_error']})" if pos.get("last_error") else ""),
+        + (f" (last error: {pos['last_error']})" if pos.get("last_error") else "")
+        + (
+            "; readiness " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in pos["conditions"].items())
+            if pos.get("conditions")
+            else ""
+        ),
         "outbox   " + (", ".join(f"{v} {k}" for k, v in waiting.items()) or "nothing waiting"),
         f"oldest   {h['oldest_pending_age_s']} s waiting"
         if h.get("oldest_pending_age_s") is not None

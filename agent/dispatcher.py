@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from agent import alerts
+from agent import alerts, snoozes
 from agent import outbox_ops as ops
 from agent.backoff import next_attempt_at
 from agent.circuit import Circuit, CircuitState
@@ -44,6 +44,9 @@ from drivers.pos.base import (
 )
 
 log = structlog.get_logger("venue_agent.dispatcher")
+
+# The ``source`` a snooze row records, by driver name (SPEC §7.1 calls Lightspeed's "lightspeed").
+SNOOZE_SOURCES = {"lightspeed_k": "lightspeed"}
 
 MAX_WAIT_AFTER_DUE = timedelta(hours=24)
 SCHEDULER_TICK_SECONDS = 1.0
@@ -310,7 +313,9 @@ class Dispatcher:
             )
             ops.add_alert(c, now, "order_failed", "critical", alert, order_id=record.id)
             if error_class is ErrorClass.UNAVAILABLE and skus:
-                ops.add_event(c, now, "snoozed", order_id=record.id, detail={"skus": list(skus), "source": "pos"})
+                until = snoozes.snooze_until(now, self.settings.venue.tz)
+                source = SNOOZE_SOURCES.get(self.driver.name, self.driver.name)
+                snoozes.snooze(c, skus, until=until, source=source, reason=reason, now=now, order_id=record.id)
             return updated
 
         updated = await self.outbox.write(change)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -19,24 +20,53 @@ from agent.openapi import openapi_document
 from agent.operations import Orders
 from agent.problems import problem
 from agent.states import State
+from agent.webhooks import LightspeedWebhooks, WebhookInvalid
 
 log = structlog.get_logger("venue_agent.intake")
 
 Handler = Callable[[Request], Awaitable[Response]]
 HealthFn = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+AuthorizeFn = Callable[[str], Awaitable[int]]
 
 
 class BodyTooLarge(Exception):
     """The request body is over ``intake.max_body_kb``."""
 
 
-def create_app(*, orders: Orders, health: HealthFn, token: str | None, max_body_bytes: int) -> Starlette:
-    """Build the intake app; ``token`` set means every ``/v1`` call needs ``Authorization: Bearer <token>``."""
-    expected = f"Bearer {token}".encode() if token else None
+def create_app(
+    *,
+    orders: Orders,
+    health: HealthFn,
+    token: str | None,
+    max_body_bytes: int,
+    webhooks: LightspeedWebhooks | None = None,
+    webhook_credentials: tuple[str, str] | None = None,
+    authorize: AuthorizeFn | None = None,
+) -> Starlette:
+    """Build the intake app; ``token`` set means every ``/v1`` call needs ``Authorization: Bearer <token>``.
 
-    def guarded(handler: Handler) -> Handler:
+    The Lightspeed webhook is the exception: it is served only with ``webhooks`` and checks HTTP Basic
+    against ``webhook_credentials`` (the POS cannot send the Bearer token).
+    """
+    expected = f"Bearer {token}".encode() if token else None
+    expected_basic = (
+        b"Basic " + base64.b64encode(f"{webhook_credentials[0]}:{webhook_credentials[1]}".encode())
+        if webhook_credentials
+        else None
+    )
+
+    def guarded(handler: Handler, *, basic: bool = False) -> Handler:
         async def endpoint(request: Request) -> Response:
-            if expected is not None:
+            if basic:
+                given = request.headers.get("authorization", "").encode()
+                if expected_basic is not None and not hmac.compare_digest(given, expected_basic):
+                    log.warning("webhook_auth_refused", path=request.url.path)
+                    return problem(
+                        401,
+                        "a valid 'Authorization: Basic' header is required (pos.lightspeed_k.webhook_username)",
+                        headers={"WWW-Authenticate": 'Basic realm="venue-agent webhooks"'},
+                    )
+            elif expected is not None:
                 given = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(given, expected):
                     return problem(
@@ -50,6 +80,8 @@ def create_app(*, orders: Orders, health: HealthFn, token: str | None, max_body_
                 return problem(413, f"the body is over the limit of {max_body_bytes // 1024} KB")
             except OrderInvalid as exc:
                 return problem(422, "the order is invalid: see errors", errors=exc.errors)
+            except WebhookInvalid as exc:
+                return problem(422, f"not a Lightspeed K-Series notification: {exc}")
             except OrderNotFound as exc:
                 return problem(404, str(exc))
             except OrderConflict as exc:
@@ -138,6 +170,22 @@ def create_app(*, orders: Orders, health: HealthFn, token: str | None, max_body_
         ready, snapshot = await health()
         return JSONResponse(snapshot, status_code=200 if ready else 503)
 
+    async def lightspeed_webhook(request: Request) -> Response:
+        if webhooks is None:
+            return problem(404, "the Lightspeed webhook is served only when pos.driver = 'lightspeed_k'")
+        result = await webhooks.handle(await read_json(request))
+        return JSONResponse(result.as_json())
+
+    async def pos_authorize(request: Request) -> Response:
+        if authorize is None:
+            return problem(404, "this POS driver takes no refresh token; only pos.driver = 'lightspeed_k' does")
+        body = await read_json(request)
+        refresh = body.get("refresh_token") if isinstance(body, dict) else None
+        if not isinstance(refresh, str) or not refresh.strip():
+            raise OrderInvalid([FieldError(("body", "refresh_token"), "a non-empty string is required")])
+        requeued = await authorize(refresh.strip())
+        return JSONResponse({"authorized": True, "requeued": requeued})
+
     async def get_openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -159,6 +207,8 @@ def create_app(*, orders: Orders, health: HealthFn, token: str | None, max_body_
         Route("/v1/orders/{order_id}/resubmit", guarded(resubmit), methods=["POST"]),
         Route("/v1/orders/{order_id}/reprint", guarded(reprint), methods=["POST"]),
         Route("/v1/health", guarded(get_health), methods=["GET"]),
+        Route("/v1/webhooks/lightspeed", guarded(lightspeed_webhook, basic=True), methods=["POST"]),
+        Route("/v1/pos/authorize", guarded(pos_authorize), methods=["POST"]),
         Route("/openapi.json", get_openapi, methods=["GET"]),
     ]
     return Starlette(

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from agent import alerts
+from agent import alerts, snoozes
 from agent import outbox_ops as ops
 from agent.backoff import full_jitter
 from agent.clock import Clock
@@ -159,6 +159,9 @@ class PrintWorker:
         return all(results)
 
     async def _print_ticket(self, record: OrderRecord, job: PrintJob) -> bool:
+        now = self.clock.now()
+        snoozed = await self.outbox.read(lambda c: snoozes.active(c, now=now))
+        flagged = frozenset(s.sku for s in snoozed)
         names = [n for n in (job.printers or ()) if n in self.slots]
         if not names:
             names = [p.name for p in self.settings.printers_for(job.kind)]
@@ -166,7 +169,7 @@ class PrintWorker:
         for name in names:
             slot = self.slots[name]
             try:
-                data = slot.setup.payload(self._ticket(record, job, slot.setup.settings))
+                data = slot.setup.payload(self._ticket(record, job, slot.setup.settings, flagged))
             except (PrinterError, ValueError) as exc:
                 failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
                 log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
@@ -211,7 +214,7 @@ class PrintWorker:
         await self._all_failed(record, job, failures)
         return False
 
-    def _ticket(self, record: OrderRecord, job: PrintJob, printer: PrinterSettings) -> Ticket:
+    def _ticket(self, record: OrderRecord, job: PrintJob, printer: PrinterSettings, flagged: frozenset[str]) -> Ticket:
         part = (job.part, job.parts) if job.part is not None and job.parts is not None else None
         return order_ticket(
             record.order,
@@ -224,6 +227,7 @@ class PrintWorker:
             part=part,
             items=job.items,
             in_doubt=job.in_doubt,
+            flagged_skus=flagged,
         )
 
     async def _observe(self, slot: PrinterSlot, reading: StatusReading) -> None:

@@ -86,6 +86,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE print_jobs ADD COLUMN printers TEXT;
     ALTER TABLE print_jobs ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: SKUs the POS reported sold out or restricted, until a time (SPEC §7.1 auto-snooze).
+    """
+    CREATE TABLE snoozes (
+        sku TEXT PRIMARY KEY,
+        until TEXT,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        order_id TEXT,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -23,7 +23,8 @@ from agent.operations import Orders
 from agent.outbox import Outbox
 from agent.printing import PrintWorker
 from agent.states import ErrorClass
-from drivers.pos.base import Driver
+from agent.webhooks import LightspeedWebhooks
+from drivers.pos.base import Driver, Reauthorizable
 from drivers.pos.registry import build_driver
 from drivers.printers.base import Transport
 
@@ -56,7 +57,7 @@ class Agent:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.outbox = Outbox(settings.storage.path, clock=self.clock, min_free_mb=settings.storage.min_free_mb)
-        self.driver = driver or build_driver(settings)
+        self.driver = driver or build_driver(settings, store=self.outbox)
         self.printer = PrintWorker(outbox=self.outbox, settings=settings, clock=self.clock, transports=transports)
         self.dispatcher = Dispatcher(
             outbox=self.outbox,
@@ -67,6 +68,9 @@ class Agent:
         )
         self.orders = Orders(settings=settings, outbox=self.outbox, dispatcher=self.dispatcher, printer=self.printer)
         self.health = HealthReporter(outbox=self.outbox, dispatcher=self.dispatcher, printer=self.printer)
+        self.webhooks = LightspeedWebhooks(
+            outbox=self.outbox, dispatcher=self.dispatcher, settings=settings, clock=self.clock
+        )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: _Server | None = None
         self.advertiser: Advertiser | None = None
@@ -97,8 +101,18 @@ class Agent:
             self._tasks[name] = asyncio.create_task(coro, name=f"venue-agent {name}")
         intake = self.settings.intake
         token = intake.token.get_secret_value() if intake.token else None
+        lightspeed = self.settings.pos.lightspeed_k
+        credentials = None
+        if lightspeed is not None and lightspeed.webhook_username and lightspeed.webhook_password:
+            credentials = (lightspeed.webhook_username, lightspeed.webhook_password.get_secret_value())
         app = create_app(
-            orders=self.orders, health=self.health_check, token=token, max_body_bytes=intake.max_body_kb * 1024
+            orders=self.orders,
+            health=self.health_check,
+            token=token,
+            max_body_bytes=intake.max_body_kb * 1024,
+            webhooks=self.webhooks if self.settings.pos.driver == "lightspeed_k" else None,
+            webhook_credentials=credentials,
+            authorize=self.authorize if isinstance(self.driver, Reauthorizable) else None,
         )
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", http="httptools", timeout_graceful_shutdown=5
@@ -130,6 +144,15 @@ class Agent:
             venue=self.settings.venue.id,
             outbox=str(self.settings.storage.path),
         )
+
+    async def authorize(self, refresh_token: str) -> int:
+        """Give the driver a new refresh token and resume injection; return how many orders were requeued."""
+        if not isinstance(self.driver, Reauthorizable):
+            msg = f"the {self.driver.name!r} driver takes no refresh token"
+            raise TypeError(msg)
+        await self.driver.authorize(refresh_token)
+        await self.outbox.event("pos_authorized", {"driver": self.driver.name})
+        return await self.dispatcher.resume_after_auth("POS re-authorised (venue-agent pos authorize)")
 
     async def health_check(self) -> tuple[bool, dict[str, Any]]:
         """Return (ready, snapshot): ready means the outbox is open and every loop is running."""

@@ -60,8 +60,9 @@ def order_ticket(
     part: tuple[int, int] | None = None,
     items: Sequence[int] | None = None,
     in_doubt: bool = False,
+    flagged_skus: frozenset[str] = frozenset(),
 ) -> Ticket:
-    """Lay out an order's ticket of ``kind`` (fallback, reprint, modified, cancelled) for one printer."""
+    """Lay out an order's ticket of ``kind`` for one printer; ``flagged_skus`` are marked sold out in the POS."""
     return layout_ticket(
         order,
         kind=TicketKind(kind),
@@ -73,6 +74,7 @@ def order_ticket(
         page=part if part is not None and part[1] > 1 else None,
         items=items,
         in_doubt=in_doubt,
+        flagged_skus=flagged_skus,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agent.models import Order
 from agent.states import ErrorClass
@@ -85,6 +85,18 @@ class Readiness:
     conditions: dict[str, bool] = field(default_factory=dict)
 
 
+class KeyValueStore(Protocol):
+    """Durable key/value storage a driver may keep state in (the outbox's ``kv`` table): tokens, cursors."""
+
+    async def kv_get(self, key: str) -> str | None:
+        """Return the value stored under ``key``, or None."""
+        ...
+
+    async def kv_put(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, committed (fsynced) before returning."""
+        ...
+
+
 class Driver(Protocol):
     """What the dispatcher needs from a POS driver."""
 
@@ -105,4 +117,13 @@ class Driver(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class Reauthorizable(Protocol):
+    """A driver whose POS connection a technician can re-authorise with a new refresh token."""
+
+    async def authorize(self, refresh_token: str) -> None:
+        """Store ``refresh_token`` durably and use it from the next request on."""
         ...

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from drivers.pos import sim_lightspeed, sim_square
 from drivers.pos.http_mapping import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_signature
 
 
@@ -199,6 +200,8 @@ def create_app(state: SimulatorState) -> Starlette:
         Route("/_sim/requests", handlers.sim_requests, methods=["GET"]),
         Route("/_sim/faults", handlers.sim_faults, methods=["GET", "POST"]),
         Route("/_sim/reset", handlers.sim_reset, methods=["POST"]),
+        *sim_lightspeed.routes(state),
+        *sim_square.routes(state),
         Route("/orders/{key}", contract(handlers.order_status), methods=["GET"]),
         Route("/v1/orders/{key}", contract(handlers.order_status), methods=["GET"]),
         Route("/{key}", contract(handlers.order_status), methods=["GET"]),

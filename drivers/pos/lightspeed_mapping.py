@@ -1,0 +1,716 @@
+"""The Lightspeed K-Series Order and Pay contract (SPEC §7.1) as pure functions.
+
+Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, and reads what
+Lightspeed answers: the create call's status and body, the order notifications (webhooks), the
+sales-restriction notifications and the online-order readiness. No I/O and no clock: times are passed in.
+Field names and rules follow the Order and Pay OpenAPI file (see ../shared/reference/pos-apis.md §1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from agent.config import LightspeedKSettings
+from agent.models import Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
+from agent.states import ErrorClass
+from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, InjectResult, Permanent, Transient
+from drivers.pos.errors import PosDriverError
+
+TO_GO_PATH = "/o/op/1/order/toGo"
+LOCAL_PATH = "/o/op/1/order/local"
+READINESS_PATH = "/o/op/1/onlineOrderReadiness"
+
+REFERENCE_MAX = 48  # thirdPartyReference: string 1-48 (OAS)
+SKU_MAX = 25  # item and sub-item sku: maxLength 25 (OAS)
+COLLECTION_CODE_MAX = 8  # collectionCode: maxLength 8 (OAS)
+FIRST_NAME_MAX = 128  # customerInfo.firstName: 1-128 (OAS)
+ORDER_NOTE_MAX = 1000  # no documented limit; kept short enough to read on a kitchen docket
+MIN_ATTEMPT_MS = 60_000  # maxTimeToAttemptOrderDeliverToPos minimum (OAS)
+# Long enough to ride out the usual cause of a missed order (the iPad asleep or the POS app in the
+# background, reference §1.6/§1.10) once staff notice; short enough that a kitchen does not get an ASAP
+# order a quarter of an hour late. The driver may pass its own (e.g. near confirm_timeout_seconds).
+DEFAULT_MAX_ATTEMPT_MS = 600_000
+_INT32_MAX = 2**31 - 1
+# The API rejects collection times in the past; a time a few seconds ahead may be past on arrival.
+COLLECTION_TIME_MARGIN = timedelta(minutes=1)
+
+_HASH_CHARS = 16
+_SNIPPET_CHARS = 160
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_FULFILMENT_LABEL = {
+    FulfillmentType.PICKUP: "Pickup",
+    FulfillmentType.DELIVERY: "Delivery",
+    FulfillmentType.DINE_IN: "Dine in",
+}
+# ISO 4217 minor-unit exponents that are not 2.
+_EXPONENTS = {
+    **dict.fromkeys(
+        (
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ),
+        0,
+    ),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_SPACE = re.compile(r"\s+")
+_TAG = re.compile(r"<[^>]*>")
+_DUPLICATE = "reference has already been used"
+_MENU_WORDS = re.compile(r"\b(skus?|plus?|products?)\b", re.IGNORECASE)
+_ITEM_MISSING = re.compile(
+    r"\b(items?|modifiers?)\b.*\b(unknown|not found|does not exist|doesn't exist|no such|invalid)\b"
+    r"|\b(unknown|invalid|no such)\b.*\b(items?|modifiers?)\b",
+    re.IGNORECASE,
+)
+_OUTAGE_WORDS = re.compile(r"validity ended|task_timeout|not processed before", re.IGNORECASE)
+_UNAVAILABLE_WORDS = re.compile(
+    r"restrict|sold[ _-]?out|not available|unavailable|out of stock|no stock|insufficient stock|not for sale",
+    re.IGNORECASE,
+)
+_MENU_FAILURE_WORDS = re.compile(
+    r"unknown|not found|not_found|\bno\b.*\bfound\b|does not exist|doesn't exist|no such|invalid|missing|not exist",
+    re.IGNORECASE,
+)
+_MENU_SUBJECT = re.compile(r"sku|product|item|plu|modifier|menu", re.IGNORECASE)
+
+
+class MappingError(PosDriverError, ValueError):
+    """The order cannot be expressed as a K-Series request; ``error_class`` says what kind of failure it is."""
+
+    def __init__(self, message: str, error_class: ErrorClass = ErrorClass.REJECTED, skus: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.skus = skus
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """An order notification: whose it is, SUCCESS / FAILURE / OTHER, and for a FAILURE its class and SKUs."""
+
+    third_party_reference: str
+    status: Literal["SUCCESS", "FAILURE", "OTHER"]
+    pos_reference: str | None = None
+    error_class: ErrorClass | None = None
+    reason: str = ""
+    skus: tuple[str, ...] = ()
+    raw_status: str = ""  # the API's own status (READY_FOR_PICKUP, CANCELLED...), kept for OTHER
+    business_location_id: int | None = None
+
+
+# --- thirdPartyReference -------------------------------------------------------------------------
+
+
+def third_party_reference(idempotency_key: str) -> str:
+    """Return the stable 1-48 char reference for a key: the key itself when it fits, else a prefix + hash."""
+    if not idempotency_key:
+        msg = "the idempotency key is empty"
+        raise ValueError(msg)
+    if len(idempotency_key) <= REFERENCE_MAX and all("!" <= ch <= "~" for ch in idempotency_key):
+        return idempotency_key
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:_HASH_CHARS]
+    room = REFERENCE_MAX - _HASH_CHARS - 1
+    prefix = "".join(ch if "!" <= ch <= "~" else "_" for ch in idempotency_key[:room])
+    return f"{prefix}-{digest}"
+
+
+# --- amounts ---------------------------------------------------------------------------------------
+
+
+def currency_exponent(currency: str) -> int:
+    """Return the number of minor-unit digits of an ISO 4217 currency (2 unless listed otherwise)."""
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def major_units(minor: int, currency: str) -> Decimal:
+    """Return ``minor`` units of ``currency`` as an exact Decimal in major units (1860 GBP -> 18.60)."""
+    return Decimal(minor).scaleb(-currency_exponent(currency))
+
+
+def json_amount(amount: Decimal) -> int | float:
+    """Return ``amount`` as a JSON-native number that ``json.dumps`` writes with exactly its decimal value."""
+    if amount == amount.to_integral_value():
+        return int(amount)
+    value = float(amount)
+    # The shortest repr of a float round-trips to the Decimal for every amount with < 16 significant digits.
+    if Decimal(repr(value)) != amount:
+        msg = f"amount {amount} has no exact JSON representation as a double"
+        raise MappingError(msg)
+    return value
+
+
+def _amount(minor: int, currency: str) -> int | float:
+    return json_amount(major_units(minor, currency))
+
+
+def _money_text(minor: int, currency: str) -> str:
+    exponent = currency_exponent(currency)
+    return f"{major_units(minor, currency):.{exponent}f} {currency}"
+
+
+# --- the create-order request ---------------------------------------------------------------------
+
+
+def build_order_request(
+    order: Order,
+    *,
+    settings: LightspeedKSettings,
+    idempotency_key: str,
+    already_printed: bool,
+    tz: ZoneInfo,
+    now: datetime,
+    max_attempt_ms: int = DEFAULT_MAX_ATTEMPT_MS,
+) -> tuple[str, dict[str, Any]]:
+    """Return the path and JSON body that create ``order`` in K-Series, or raise ``MappingError``."""
+    if settings.business_location_id is None or not settings.endpoint_id:
+        msg = "pos.lightspeed_k needs business_location_id and endpoint_id to send orders"
+        raise MappingError(msg)
+    kind = order.fulfillment.type
+    currency = order.payment.currency
+    body: dict[str, Any] = {
+        "businessLocationId": settings.business_location_id,
+        "thirdPartyReference": third_party_reference(idempotency_key),
+        "endpointId": settings.endpoint_id,
+        "accountProfileCode": getattr(settings.account_profiles, kind.value),
+    }
+    if order.display_code:
+        body["collectionCode"] = order.display_code[:COLLECTION_CODE_MAX]
+    customer, phone_for_note = _customer_info(order)
+    body["customerInfo"] = customer
+    note = order_note(order, already_printed=already_printed, tz=tz, phone=phone_for_note)
+    if note:
+        body["orderNote"] = note
+    body["maxTimeToAttemptOrderDeliverToPos"] = min(max(max_attempt_ms, MIN_ATTEMPT_MS), _INT32_MAX)
+    if order.requested_at is not None and order.requested_at > now + COLLECTION_TIME_MARGIN:
+        body["orderCollectionTimeAsIso8601"] = order.requested_at.astimezone(tz).isoformat(timespec="seconds")
+    if kind is FulfillmentType.DELIVERY and order.fulfillment.address is not None:
+        address = order.fulfillment.address
+        fields = {
+            "addressLine1": address.line1,
+            "addressLine2": address.line2,
+            "zip": address.postcode,
+            "city": address.city,
+        }
+        body["deliveryAddress"] = {k: v for k, v in fields.items() if v}
+    if kind is FulfillmentType.DINE_IN:
+        body["tableNumber"] = _table_number(order.fulfillment.table)
+        body["clientCount"] = order.fulfillment.covers or 1
+    if order.payment.status is PaymentStatus.PAID:
+        payment: dict[str, Any] = {
+            "paymentMethod": settings.payment_method,
+            "paymentAmount": _amount(order.payment.amount, currency),
+        }
+        if order.charges.tip:
+            payment["tipAmount"] = _amount(order.charges.tip, currency)
+        body["payment"] = payment
+    body["items"] = _item_lines(order, settings, local=kind is FulfillmentType.DINE_IN)
+    return (LOCAL_PATH if kind is FulfillmentType.DINE_IN else TO_GO_PATH), body
+
+
+def _customer_info(order: Order) -> tuple[dict[str, Any], str | None]:
+    """Return ``customerInfo`` and the phone number to put in the note when it is not E.164."""
+    customer = order.customer
+    name = _SPACE.sub(" ", customer.name or "").strip() if customer else ""
+    first, _, last = name.partition(" ")
+    info: dict[str, Any] = {"firstName": (first or "Guest")[:FIRST_NAME_MAX]}
+    if last:
+        info["lastName"] = last
+    # No customerInfo.thirdPartyReference: a reference that changes for a known email makes the order
+    # fail with "A consumer already exists for this email address with a different external reference".
+    if customer and customer.email:
+        info["email"] = customer.email
+    phone_for_note: str | None = None
+    if customer and customer.phone:
+        e164 = e164_phone(customer.phone)
+        if e164:
+            info["contactNumberAsE164"] = e164
+        else:
+            phone_for_note = customer.phone
+    return info, phone_for_note
+
+
+def e164_phone(phone: str) -> str | None:
+    """Return ``phone`` as E.164 when it is already written with its +country code, else None."""
+    compact = _PHONE_PUNCTUATION.sub("", phone)
+    return compact if _E164.match(compact) else None
+
+
+def _table_number(table: str | None) -> str:
+    text = (table or "").strip()
+    if not text.isascii() or not text.isdigit():
+        msg = (
+            f"table {table!r} is not a table number: K-Series local orders need the numeric table number "
+            "of the POS floor plan"
+        )
+        raise MappingError(msg)
+    # The API types tableNumber as a string; the floor plan's table numbers are integers, so "07" is 7.
+    return str(int(text))
+
+
+def _item_lines(order: Order, settings: LightspeedKSettings, *, local: bool) -> list[dict[str, Any]]:
+    currency = order.payment.currency
+    native, fallback = _split_discounts(order.discounts, settings)
+    lines: list[dict[str, Any]] = []
+    for index, item in enumerate(order.items, start=1):
+        line = _item_line(item, index)
+        if native is not None:
+            line["discountCode"] = native.pos_id
+        if local and item.course is not None:
+            line["course"] = item.course
+        lines.append(line)
+    extras = (
+        (settings.delivery_fee_sku, order.charges.delivery_fee, "delivery fee"),
+        (settings.service_charge_sku, order.charges.service_charge, "service charge"),
+        *((settings.discount_sku, d.amount, "discount") for d in fallback),
+    )
+    for sku, minor, what in extras:
+        if minor <= 0:
+            continue
+        _check_sku(sku, f"the {what} SKU in [pos.lightspeed_k]")
+        # The discount SKU must be an open-price item with pricing strategy
+        # CUSTOMIZED_ITEM_PRICE_WILL_BE_NEGATIVE: the POS turns the positive amount into a reduction.
+        lines.append({"sku": sku, "quantity": 1, "customItemPrice": _amount(minor, currency)})
+    return lines
+
+
+def _split_discounts(
+    discounts: list[Discount], settings: LightspeedKSettings
+) -> tuple[Discount | None, list[Discount]]:
+    """Return the discount sent as item ``discountCode`` (native) and those sent as discount-SKU lines."""
+    if not settings.native_discounts:
+        return None, [d for d in discounts if d.amount > 0]
+    native: Discount | None = None
+    fallback: list[Discount] = []
+    for discount in discounts:
+        # An item line carries one discountCode, so only the first native discount can be applied natively.
+        if native is None and discount.pos_id:
+            native = discount
+        elif discount.amount > 0:
+            fallback.append(discount)
+    return native, fallback
+
+
+def _item_line(item: Item, index: int) -> dict[str, Any]:
+    where = f"item {index} ({item.name!r})"
+    sku = _check_sku(item.sku, where)
+    line: dict[str, Any] = {"sku": sku, "quantity": item.quantity}
+    sub_items = [_sub_item(m, where) for m in item.modifiers]
+    if sub_items:
+        line["subItems"] = sub_items
+    return line
+
+
+def _sub_item(modifier: Modifier, parent: str) -> dict[str, Any]:
+    where = f"modifier {modifier.name!r} of {parent}"
+    line: dict[str, Any] = {"sku": _check_sku(modifier.sku, where), "quantity": modifier.quantity}
+    nested = [_sub_item(m, where) for m in modifier.modifiers]
+    if nested:
+        line["subItems"] = nested
+    return line
+
+
+def _check_sku(sku: str | None, where: str) -> str:
+    if not sku:
+        msg = f"{where} has no SKU: Lightspeed K-Series takes items by SKU only"
+        raise MappingError(msg, ErrorClass.MENU)
+    if len(sku) > SKU_MAX:
+        msg = f"{where} has SKU {sku!r}, longer than the {SKU_MAX} characters Lightspeed K-Series accepts"
+        raise MappingError(msg, ErrorClass.MENU, (sku,))
+    return sku
+
+
+# --- the order note --------------------------------------------------------------------------------
+
+
+def order_note(order: Order, *, already_printed: bool, tz: ZoneInfo, phone: str | None = None) -> str:
+    """Return the docket note: marker, time, payment, allergens and item notes, instructions, notes, phone."""
+    currency = order.payment.currency
+    label = _FULFILMENT_LABEL[order.fulfillment.type]
+    when = local_time_text(order.requested_at, tz) if order.requested_at else "ASAP"
+    parts = [f"{label}: {when}"]
+    if order.payment.status is not PaymentStatus.PAID:
+        parts.append(f"NOT PAID: collect {_money_text(order.total, currency)}")
+    for item in order.items:
+        details = []
+        if item.allergens:
+            details.append(f"ALLERGENS {', '.join(item.allergens)}")
+        if item.notes:
+            details.append(item.notes)
+        if details:
+            parts.append(f"{item.quantity}x {item.name}: {'; '.join(details)}")
+    if order.fulfillment.instructions:
+        parts.append(f"Instructions: {order.fulfillment.instructions}")
+    if order.notes:
+        parts.append(f"Note: {order.notes}")
+    if phone:
+        parts.append(f"Phone: {phone}")
+    return _bounded([ALREADY_PRINTED_NOTE, *parts] if already_printed else parts, ORDER_NOTE_MAX)
+
+
+def local_time_text(moment: datetime, tz: ZoneInfo) -> str:
+    """Return ``moment`` in the venue's zone as e.g. ``Sun 29 Mar 14:30 BST`` (locale-independent)."""
+    local = moment.astimezone(tz)
+    return (
+        f"{_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} "
+        f"{local.hour:02d}:{local.minute:02d} {local.tzname() or ''}"
+    ).rstrip()
+
+
+def _bounded(parts: list[str], limit: int) -> str:
+    """Join ``parts`` with `` | `` in priority order, cutting the first part that overflows ``limit``."""
+    text = ""
+    for part in parts:
+        flat = _SPACE.sub(" ", part).strip()
+        if not flat:
+            continue
+        candidate = f"{text} | {flat}" if text else flat
+        if len(candidate) <= limit:
+            text = candidate
+            continue
+        room = limit - len(text) - (3 if text else 0) - 3
+        if room > 0:
+            text = f"{text} | {flat[:room].rstrip()}..." if text else f"{flat[:room].rstrip()}..."
+        break
+    return text
+
+
+# --- the create call's answer ----------------------------------------------------------------------
+
+
+def classify_answer(status: int, body: object) -> InjectResult:
+    """Turn the answer to a create-order call into a result.
+
+    ``body`` is the decoded JSON, or the raw text/bytes when it is not JSON. 200 ``{"status":"ok"}``
+    means accepted for asynchronous delivery (the webhook confirms). 401/403 come back as
+    ``Permanent(AUTH)``: the driver refreshes the access token and retries once before reporting it.
+    429 and 5xx are transient; the driver adds the ``Retry-After`` it read from the headers.
+    """
+    answer = _Answer(status, body)
+    if 200 <= status < 300:
+        word = str(answer.field("status") or "").lower()
+        if word == "ok":
+            return Accepted(pos_reference=None)
+        if word == "fail":
+            return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed refused the order."), status=status)
+        # An unexpected 2xx (e.g. a proxy page) may or may not have reached Lightspeed: resend with the same reference.
+        return Transient(reason=answer.reason("Lightspeed gave an unexpected answer."), status=status, in_doubt=True)
+    if status in (400, 409) and _DUPLICATE in answer.words().lower():
+        return Accepted(pos_reference=None)
+    if status in (401, 403):
+        summary = "Lightspeed refused the agent's access token: re-authorise the K-Series connection."
+        return Permanent(ErrorClass.AUTH, answer.reason(summary), status=status)
+    if status == 429:
+        return Transient(reason=answer.reason("Lightspeed is limiting how fast it takes requests."), status=status)
+    if status >= 500:
+        return Transient(reason=answer.reason("Lightspeed had a server error."), status=status)
+    if status == 408:
+        return Transient(reason=answer.reason("Lightspeed timed out reading the request."), status=status)
+    if not answer.is_object:
+        return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed rejected the order."), status=status)
+    if status == 400:
+        return _classify_bad_request(answer)
+    if status == 404:
+        summary = "Lightspeed does not know this business location: check business_location_id in [pos.lightspeed_k]."
+        return Permanent(ErrorClass.REJECTED, answer.reason(summary), status=status)
+    return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed rejected the order."), status=status)
+
+
+def _classify_bad_request(answer: _Answer) -> Permanent:
+    problems: list[str] = []
+    skus: list[str] = []
+    menu = False
+    for error in answer.errors():
+        field = str(error.get("field") or "")
+        message = str(error.get("defaultMessage") or error.get("message") or "invalid")
+        problems.append(f"{field}: {message}" if field else message)
+        if "sku" in field.lower() or _MENU_WORDS.search(message) or _ITEM_MISSING.search(message):
+            menu = True
+            value = error.get("rejectedValue")
+            if isinstance(value, str) and value:
+                skus.append(value)
+    words = answer.words()
+    if _MENU_WORDS.search(words) or _ITEM_MISSING.search(words):
+        menu = True
+    listed = f" ({'; '.join(problems)})" if problems else ""
+    if menu:
+        summary = f"Lightspeed does not accept items of this order{listed}: check the SKUs against the POS menu."
+        return Permanent(ErrorClass.MENU, answer.reason(summary), status=400, skus=tuple(skus))
+    return Permanent(ErrorClass.REJECTED, answer.reason(f"Lightspeed rejected the order{listed}."), status=400)
+
+
+class _Answer:
+    """A Lightspeed answer whose body may be a JSON object, other JSON, raw text or nothing."""
+
+    def __init__(self, status: int, body: object) -> None:
+        self.status = status
+        self.raw = ""
+        self.data: Any = body
+        if isinstance(body, bytes | bytearray):
+            body = bytes(body).decode("utf-8", errors="replace")
+        if isinstance(body, str):
+            self.raw = body
+            try:
+                self.data = json.loads(body)
+            except ValueError:
+                self.data = None
+        self.is_object = isinstance(self.data, dict)
+
+    def field(self, name: str) -> Any:
+        """Return a top-level field of a JSON object body, or None."""
+        return self.data.get(name) if isinstance(self.data, dict) else None
+
+    def errors(self) -> list[dict[str, Any]]:
+        """Return the Spring-style ``errors`` (or ``apiSubExceptions``) entries."""
+        found = self.field("errors") or self.field("apiSubExceptions")
+        return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+    def words(self) -> str:
+        """Return Lightspeed's own message (``message``, ``msg``, ``error``), or a snippet of the raw body."""
+        for key in ("message", "msg", "error_description", "error"):
+            value = self.field(key)
+            if isinstance(value, str) and value.strip():
+                return _shorten(value)
+        if self.raw and not self.is_object:
+            return _shorten(_TAG.sub(" ", self.raw))
+        return ""
+
+    def reason(self, summary: str) -> str:
+        """Return ``summary`` followed by the status and Lightspeed's words."""
+        words = self.words()
+        if not words:
+            empty = "an empty body" if self.data is None and not self.raw else "no message"
+            return f"{summary} Lightspeed answered {self.status} with {empty}."
+        if not self.is_object and self.raw:
+            kind = "HTML" if self.raw.lstrip().startswith("<") else "non-JSON"
+            return f"{summary} Lightspeed answered {self.status} with a {kind} body: {words}"
+        return f"{summary} Lightspeed answered {self.status}: {words}"
+
+
+def _shorten(text: str, limit: int = _SNIPPET_CHARS) -> str:
+    flat = _SPACE.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
+# --- notifications ---------------------------------------------------------------------------------
+
+
+def notification_type(payload: object) -> str:
+    """Return a K-Series notification's type (ORDER, PAYMENT, ITEM, ORDER_API), or raise ``ValueError``."""
+    if not isinstance(payload, dict):
+        msg = f"not a K-Series notification: expected a JSON object, got {type(payload).__name__}"
+        raise ValueError(msg)
+    kind = payload.get("type")
+    if isinstance(kind, str) and kind.strip():
+        return kind.strip().upper()
+    # The OAS defaults type to ORDER, and its own FAILURE example omits it.
+    if isinstance(payload.get("thirdPartyReference"), str) and isinstance(payload.get("status"), str):
+        return "ORDER"
+    msg = "not a K-Series notification: no type, and no thirdPartyReference with a status"
+    raise ValueError(msg)
+
+
+def classify_webhook(payload: dict[str, Any], order_skus: tuple[str, ...] = ()) -> WebhookOutcome:
+    """Read an ORDER notification; ``order_skus`` lets a FAILURE name which of the order's SKUs it is about."""
+    kind = notification_type(payload)
+    if kind != "ORDER":
+        hint = " (use classify_restriction)" if kind in ("ITEM", "SALES_RESTRICTION_UPDATED") else ""
+        msg = f"not an order notification: type {kind}{hint}"
+        raise ValueError(msg)
+    reference = payload.get("thirdPartyReference")
+    if not isinstance(reference, str) or not reference:
+        msg = "order notification without a thirdPartyReference"
+        raise ValueError(msg)
+    raw_status = payload.get("status")
+    if not isinstance(raw_status, str) or not raw_status:
+        msg = f"order notification for {reference!r} without a status"
+        raise ValueError(msg)
+    raw_status = raw_status.strip().upper()
+    location = payload.get("businessLocationId")
+    common: dict[str, Any] = {
+        "third_party_reference": reference,
+        "raw_status": raw_status,
+        "business_location_id": location if isinstance(location, int) and not isinstance(location, bool) else None,
+        "pos_reference": _pos_reference(payload),
+    }
+    if raw_status == "SUCCESS":
+        return WebhookOutcome(status="SUCCESS", **common)
+    if raw_status != "FAILURE":
+        return WebhookOutcome(status="OTHER", reason=_failure_text(payload), **common)
+    text = _failure_text(payload)
+    skus = _named_skus(payload, text, order_skus)
+    error_class = failure_class(text)
+    return WebhookOutcome(
+        status="FAILURE",
+        error_class=error_class,
+        reason=_failure_reason(error_class, text),
+        skus=skus if error_class in (ErrorClass.UNAVAILABLE, ErrorClass.MENU) else (),
+        **common,
+    )
+
+
+def failure_class(reason: str) -> ErrorClass:
+    """Return the error class a FAILURE reason means (validity ended, restricted, unknown SKU, else rejected)."""
+    if _OUTAGE_WORDS.search(reason):
+        return ErrorClass.OUTAGE
+    if _UNAVAILABLE_WORDS.search(reason):
+        return ErrorClass.UNAVAILABLE
+    if "ITEM_NOT_FOUND" in reason or (_MENU_FAILURE_WORDS.search(reason) and _MENU_SUBJECT.search(reason)):
+        return ErrorClass.MENU
+    return ErrorClass.REJECTED
+
+
+def _pos_reference(payload: dict[str, Any]) -> str | None:
+    for key in ("ikentooAccountIdentifier", "iKentooAccountIdentifier"):
+        value = payload.get(key)
+        if isinstance(value, str) and value:
+            return value
+    account = payload.get("account")
+    if isinstance(account, dict) and isinstance(account.get("ikaccountId"), str) and account["ikaccountId"]:
+        return str(account["ikaccountId"])
+    # The deprecated V2 id (``ikentooAccountId`` in the examples, ``iKentooAccountId`` in the schema).
+    for key in ("ikentooAccountId", "iKentooAccountId"):
+        value = payload.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
+
+
+def _failure_text(payload: dict[str, Any]) -> str:
+    """Return the reason and any structured error details of a notification as one line."""
+    pieces: list[str] = []
+    reason = payload.get("reason")
+    if isinstance(reason, str) and reason.strip():
+        pieces.append(reason.strip())
+    errors = payload.get("errors")
+    if isinstance(errors, dict):
+        timeout = errors.get("timeout")
+        if isinstance(timeout, dict):
+            for key in ("message", "errorKey"):
+                if isinstance(timeout.get(key), str) and timeout[key] not in pieces:
+                    pieces.append(timeout[key])
+        account = errors.get("account")
+        if isinstance(account, dict) and isinstance(account.get("type"), str):
+            pieces.append(account["type"])
+    return "; ".join(pieces)
+
+
+def _failure_reason(error_class: ErrorClass, text: str) -> str:
+    said = f" Lightspeed said: {_shorten(text, 300)}" if text else " Lightspeed gave no reason."
+    summary = {
+        ErrorClass.OUTAGE: "The POS did not pick the order up in time (is the POS app open on the iPad?).",
+        ErrorClass.UNAVAILABLE: "The POS refused items that are sold out or restricted.",
+        ErrorClass.MENU: "The POS does not know items of this order: check the SKUs against the POS menu.",
+    }.get(error_class, "The POS refused the order.")
+    return summary + said
+
+
+def _named_skus(payload: dict[str, Any], text: str, order_skus: tuple[str, ...]) -> tuple[str, ...]:
+    found: list[str] = []
+    value = payload.get("skus", payload.get("sku"))
+    for candidate in value if isinstance(value, list) else [value]:
+        if isinstance(candidate, str | int) and not isinstance(candidate, bool) and str(candidate) not in found:
+            found.append(str(candidate))
+    for sku in order_skus:
+        pattern = rf"(?<![A-Za-z0-9_-]){re.escape(sku)}(?![A-Za-z0-9_-])"
+        if sku and sku not in found and re.search(pattern, text):
+            found.append(sku)
+    return tuple(found)
+
+
+def classify_restriction(payload: object) -> list[tuple[str, bool]]:
+    """Return ``(sku, cannot be sold now)`` per item of a SALES_RESTRICTION_UPDATED (type ITEM) notification.
+
+    RESTRICTED with a remaining ``count`` above zero is still for sale (False); RESTRICTED with count 0
+    (or no count) is sold out (True); NOT_RESTRICTED is False. A list of notifications is accepted too.
+    """
+    entries = payload if isinstance(payload, list) else [payload]
+    changes: list[tuple[str, bool]] = []
+    for entry in entries:
+        kind = notification_type(entry)
+        if kind not in ("ITEM", "SALES_RESTRICTION_UPDATED"):
+            msg = f"not a sales-restriction notification: type {kind}"
+            raise ValueError(msg)
+        assert isinstance(entry, dict)
+        sku, status, count = entry.get("sku"), entry.get("status"), entry.get("count")
+        if not isinstance(sku, str) or not sku:
+            msg = "sales-restriction notification without a sku"
+            raise ValueError(msg)
+        if status not in ("RESTRICTED", "NOT_RESTRICTED"):
+            msg = f"sales-restriction notification for {sku!r} with status {status!r}"
+            raise ValueError(msg)
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+            msg = f"sales-restriction notification for {sku!r} with count {count!r}"
+            raise ValueError(msg)
+        changes.append((sku, status == "RESTRICTED" and (count is None or count <= 0)))
+    return changes
+
+
+# --- readiness -------------------------------------------------------------------------------------
+
+_CONDITION_HINTS = {
+    "enabled": "the Online Ordering API is not enabled for this location",
+    "salesPeriodOpened": "the sales period is closed (open the day on the POS)",
+    "acceptingOnlineOrders": "no POS has 'Online Orders enabled' in Control center",
+    "availableDevices": "no POS device is running to take online orders",
+}
+
+
+def readiness_from(body: object) -> tuple[bool, dict[str, bool], str]:
+    """Return (ready, the four READY conditions by name, a human detail) from an onlineOrderReadiness body.
+
+    Accepts the ``GET /o/op/1/onlineOrderReadiness`` answer and the ONLINE_ORDER_READINESS notification
+    (same fields). ``status`` decides; without one, ready means all four conditions hold.
+    """
+    answer = _Answer(200, body)
+    if not answer.is_object:
+        shown = answer.words() or type(body).__name__
+        return False, {}, f"unexpected readiness answer: {shown}"
+    data: dict[str, Any] = answer.data
+    config = data.get("onlineOrderingApiConfiguration")
+    pos = data.get("posStatus")
+    config = config if isinstance(config, dict) else {}
+    pos = pos if isinstance(pos, dict) else {}
+    devices = pos.get("availableDevices")
+    conditions = {
+        "enabled": config.get("enabled") is True,
+        "salesPeriodOpened": str(pos.get("salesPeriod") or "").upper() == "OPENED",
+        "acceptingOnlineOrders": pos.get("acceptingOnlineOrders") is True,
+        # Typed boolean; a device count would mean the same when above zero.
+        "availableDevices": devices is True
+        or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 0),
+    }
+    status = data.get("status")
+    ready = status.upper() == "READY" if isinstance(status, str) else all(conditions.values())
+    shown_status = status.upper() if isinstance(status, str) else ("READY" if ready else "NOT_READY")
+    updated = data.get("lastUpdatedAt")
+    since = f" (as of {updated})" if isinstance(updated, str) and updated else ""
+    if ready:
+        return True, conditions, f"{shown_status}{since}"
+    missing = [_CONDITION_HINTS[name] for name, ok in conditions.items() if not ok]
+    why = f": {'; '.join(missing)}" if missing else ""
+    return False, conditions, f"{shown_status}{why}{since}"

@@ -1,0 +1,484 @@
+"""The simulator's Lightspeed K-Series dialect (SPEC §7.1, §7.4): token, order, readiness endpoints and webhooks.
+
+Endpoints: ``POST /oauth/token`` (refresh_token grant, single-use refresh tokens), ``POST /o/op/1/order/toGo``
+and ``/o/op/1/order/local`` (Bearer, validated like the real API, 409 on a used ``thirdPartyReference``),
+``GET /o/op/1/onlineOrderReadiness``; control under ``/_sim/lightspeed`` (GET shows, POST sets the dialect's
+settings; see ``LightspeedSim.update``) and ``GET /_sim/lightspeed/webhooks`` (deliveries made).
+
+The shared fault switches apply: ``down``/``slow_ms``/``html_errors`` on every endpoint, ``rate_limit``/
+``rate_limit_count``/``error_rate`` on orders, ``auth_expired`` (401 on orders and readiness whatever the token),
+``sold_out_skus``/``unknown_skus`` (accepted, then a FAILURE webhook, as the real API reports them
+asynchronously), ``never_confirm`` (accepted, no webhook), ``not_ready`` (readiness NOT_READY).
+A refresh token never seen before is accepted once (any seed works in a demo) unless
+``accept_unknown_refresh_tokens`` is off; an issued or used one works only while it is the unused latest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs
+
+import httpx
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from drivers.pos import simulator as _sim
+
+if TYPE_CHECKING:
+    from drivers.pos.simulator import SimulatorState
+
+log = structlog.get_logger("venue_agent.pos.sim_lightspeed")
+
+ORDER_PATHS = {"/o/op/1/order/toGo": "toGoOrder", "/o/op/1/order/local": "localOrder"}
+READINESS_PATH = "/o/op/1/onlineOrderReadiness"
+TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+
+
+@dataclass
+class WebhookDelivery:
+    """One notification the simulator POSTed (or failed to)."""
+
+    third_party_reference: str
+    body: dict[str, Any]
+    status: int | None
+    error: str | None = None
+
+
+@dataclass
+class LightspeedSim:
+    """The dialect's own state: tokens, webhook target and switches (owned by the routes)."""
+
+    state: SimulatorState
+    webhook_url: str | None = None
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    confirm_delay_seconds: float = 0.5
+    failure_reason: str | None = None
+    not_ready: bool = False
+    access_token_ttl_seconds: int = 3600
+    accept_unknown_refresh_tokens: bool = True
+    client_id: str | None = None  # None: any client id and secret are accepted
+    client_secret: str | None = None
+    business_location_id: int | None = None  # None: any location
+    access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+    live_refresh_tokens: set[str] = field(default_factory=set)
+    used_refresh_tokens: set[str] = field(default_factory=set)
+    deliveries: list[WebhookDelivery] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    next_account: int = 1
+
+    SETTABLE: ClassVar[dict[str, tuple[type, ...]]] = {
+        "webhook_url": (str, type(None)),
+        "webhook_username": (str, type(None)),
+        "webhook_password": (str, type(None)),
+        "confirm_delay_seconds": (int, float),
+        "failure_reason": (str, type(None)),
+        "not_ready": (bool,),
+        "access_token_ttl_seconds": (int,),
+        "accept_unknown_refresh_tokens": (bool,),
+        "client_id": (str, type(None)),
+        "client_secret": (str, type(None)),
+        "business_location_id": (int, type(None)),
+    }
+    ACTIONS: ClassVar[tuple[str, ...]] = ("expire_access_tokens", "revoke_refresh_tokens", "reset")
+
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Set settings and run actions (``expire_access_tokens``, ``revoke_refresh_tokens``, ``reset``: true)."""
+        for name, value in changes.items():
+            if name in self.ACTIONS:
+                if value is not True:
+                    msg = f"{name!r} is an action: send true"
+                    raise ValueError(msg)
+                continue
+            kinds = self.SETTABLE.get(name)
+            if kinds is None:
+                msg = f"unknown setting {name!r}; known: {', '.join(sorted([*self.SETTABLE, *self.ACTIONS]))}"
+                raise ValueError(msg)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                msg = f"setting {name!r} does not take {value!r}"
+                raise ValueError(msg)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                msg = f"setting {name!r} takes a number >= 0"
+                raise ValueError(msg)
+        if changes.get("reset") is True:
+            self._reset()
+        for name, value in changes.items():
+            if name in self.SETTABLE:
+                setattr(self, name, float(value) if name == "confirm_delay_seconds" else value)  # type: ignore[arg-type]
+        if changes.get("expire_access_tokens") is True:
+            self.access_tokens.clear()
+        if changes.get("revoke_refresh_tokens") is True:
+            self.used_refresh_tokens |= self.live_refresh_tokens
+            self.live_refresh_tokens.clear()
+            self.accept_unknown_refresh_tokens = False
+
+    def public(self) -> dict[str, Any]:
+        """Return the settings, with the webhook password masked."""
+        shown = {name: getattr(self, name) for name in self.SETTABLE}
+        if shown["webhook_password"]:
+            shown["webhook_password"] = "********"  # noqa: S105 - a mask
+        if shown["client_secret"]:
+            shown["client_secret"] = "********"  # noqa: S105 - a mask
+        return {**shown, "live_access_tokens": len(self.access_tokens), "webhooks_sent": len(self.deliveries)}
+
+    def _reset(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        fresh = LightspeedSim(self.state)
+        for name in (*self.SETTABLE, "access_tokens", "live_refresh_tokens", "used_refresh_tokens", "deliveries"):
+            setattr(self, name, getattr(fresh, name))
+        self.next_account = 1
+
+
+def routes(state: SimulatorState) -> list[Route]:
+    """Return the K-Series routes over ``state``, each with its own ``LightspeedSim``."""
+    handlers = _Handlers(LightspeedSim(state))
+    wrap = handlers.contract
+    return [
+        Route(TOKEN_PATH, wrap(handlers.token), methods=["POST"]),
+        *(Route(path, wrap(handlers.order), methods=["POST"]) for path in ORDER_PATHS),
+        Route(READINESS_PATH, wrap(handlers.readiness), methods=["GET"]),
+        Route("/_sim/lightspeed", handlers.control, methods=["GET", "POST"]),
+        Route("/_sim/lightspeed/webhooks", handlers.webhooks, methods=["GET"]),
+    ]
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Handlers:
+    def __init__(self, sim: LightspeedSim) -> None:
+        self.sim = sim
+        self.state = sim.state
+
+    def contract(self, handler: Handler) -> Handler:
+        """Log the request, read its body, then apply the shared slow/down faults before the handler."""
+
+        async def endpoint(request: Request) -> Response:
+            record = self.state.log_request(request)
+            try:
+                await request.body()
+            except ClientDisconnect:
+                record.status = 499
+                return Response(status_code=499)
+            faults = self.state.faults
+            if faults.slow_ms > 0:
+                await asyncio.sleep(faults.slow_ms / 1000)
+            if faults.down or faults.hard_down:
+                response = self._error(503, "Service Unavailable", "the POS API is down", retry_after=True)
+            else:
+                response = await handler(request)
+            record.status = response.status_code
+            return response
+
+        return endpoint
+
+    async def token(self, request: Request) -> Response:
+        """The refresh_token grant; each refresh token works once."""
+        sim = self.sim
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        if form.get("grant_type") != "refresh_token":
+            return _oauth_error(400, "unsupported_grant_type", "only refresh_token is supported here")
+        if sim.client_id is not None and (
+            form.get("client_id") != sim.client_id or form.get("client_secret") != sim.client_secret
+        ):
+            return _oauth_error(401, "invalid_client", "client authentication failed")
+        old = form.get("refresh_token", "")
+        known = old in sim.live_refresh_tokens or old in sim.used_refresh_tokens
+        if not old or old in sim.used_refresh_tokens or (not known and not sim.accept_unknown_refresh_tokens):
+            return _oauth_error(400, "invalid_grant", "the refresh token is invalid, expired or already used")
+        sim.live_refresh_tokens.discard(old)
+        sim.used_refresh_tokens.add(old)
+        access, refresh = f"sim-at-{secrets.token_urlsafe(18)}", f"sim-rt-{secrets.token_urlsafe(18)}"
+        sim.access_tokens[access] = self.state.monotonic() + sim.access_token_ttl_seconds
+        sim.live_refresh_tokens.add(refresh)
+        answer = {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": sim.access_token_ttl_seconds,
+            "refresh_token": refresh,
+            "scope": "orders-api",
+        }
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    async def order(self, request: Request) -> Response:
+        """Validate and accept an order for asynchronous delivery; the outcome comes by webhook."""
+        state, faults, sim = self.state, self.state.faults, self.sim
+        refused = self._unauthorised(request)
+        if refused is not None:
+            return refused
+        if faults.rate_limit or faults.rate_limit_count > 0:
+            faults.rate_limit_count = max(0, faults.rate_limit_count - 1)
+            return self._error(429, "Too Many Requests", "Rate limiting enforced", retry_after=True)
+        if faults.error_rate > 0 and state.random.random() < faults.error_rate:
+            return self._error(500, "Internal Server Error", "simulated failure")
+        object_name = ORDER_PATHS[request.url.path]
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._error(400, "Bad Request", "JSON parse error: the body is not JSON")
+        if not isinstance(body, dict):
+            return self._error(400, "Bad Request", "JSON parse error: the body is not a JSON object")
+        reference = body.get("thirdPartyReference")
+        if isinstance(reference, str) and reference:
+            self._count_attempt(reference)
+        problems = _validate(body, local=object_name == "localOrder", location=sim.business_location_id)
+        if problems:
+            return _validation_error(request.url.path, object_name, problems)
+        assert isinstance(reference, str)
+        if reference in state.orders:
+            return JSONResponse({"status": "fail", "msg": f"reference has already been used {reference}"}, 409)
+        skus = _skus(body.get("items"))
+        sold_out = [s for s in skus if s in faults.sold_out_skus]
+        unknown = [s for s in skus if s in faults.unknown_skus]
+        reason = sim.failure_reason
+        if sold_out:
+            reason = f"Item not available (sales restriction): {', '.join(sold_out)}"
+        elif unknown:
+            reason = f"Unknown product (no item with sku {', '.join(unknown)})"
+        now = state.monotonic()
+        account = f"A{100000 + sim.next_account}.1"
+        sim.next_account += 1
+        confirm_at = None if faults.never_confirm else now + sim.confirm_delay_seconds
+        state.orders[reference] = _sim.OrderRecord(
+            key=reference,
+            pos_reference=account,
+            order=body,
+            received_at=state.wall(),
+            received_monotonic=now,
+            two_phase=True,
+            confirm_at=confirm_at,
+            failure=None if reason is None else {"error": "failure", "reason": reason},
+        )
+        if not faults.never_confirm:
+            self._schedule_webhook(reference, body["businessLocationId"], account, reason)
+        return JSONResponse({"status": "ok"})
+
+    def _schedule_webhook(self, reference: str, location: int, account: str, reason: str | None) -> None:
+        sim = self.sim
+        if not sim.webhook_url:
+            log.info("pos_sim_webhook_skipped", third_party_reference=reference, reason="no webhook_url set")
+            return
+        notification: dict[str, Any] = {
+            "type": "ORDER",
+            "status": "SUCCESS" if reason is None else "FAILURE",
+            "thirdPartyReference": reference,
+            "businessLocationId": location,
+        }
+        if reason is None:
+            notification["ikentooAccountIdentifier"] = account
+            notification["iKentooAccountId"] = int(account[1:].split(".")[0])
+        else:
+            notification["reason"] = reason
+        task = asyncio.create_task(
+            self._deliver(reference, notification, sim.confirm_delay_seconds),
+            name=f"pos-sim.lightspeed.webhook.{reference}",
+        )
+        sim.tasks.add(task)
+        task.add_done_callback(sim.tasks.discard)
+
+    async def readiness(self, request: Request) -> Response:
+        """Report READY or NOT_READY with the four conditions."""
+        refused = self._unauthorised(request)
+        if refused is not None:
+            return refused
+        location = request.query_params.get("businessLocationId", "")
+        if not location.isdigit():
+            return self._error(400, "Bad Request", "Required parameter 'businessLocationId' is not present")
+        if self.sim.business_location_id is not None and int(location) != self.sim.business_location_id:
+            return self._error(404, "Not Found", "Invalid input business location id")
+        not_ready = self.sim.not_ready or self.state.faults.not_ready
+        body = {
+            "status": "NOT_READY" if not_ready else "READY",
+            "lastUpdatedAt": self.state.wall().isoformat(),
+            "onlineOrderingApiConfiguration": {"enabled": True, "orderProfileId": 1, "staffId": 1},
+            "posStatus": {"salesPeriod": "OPENED", "acceptingOnlineOrders": True, "availableDevices": not not_ready},
+        }
+        return JSONResponse(body)
+
+    async def control(self, request: Request) -> Response:
+        """Show the dialect's settings, or change them (POST a JSON object)."""
+        if request.method == "POST":
+            try:
+                changes = await request.json()
+            except ValueError:
+                changes = None
+            if not isinstance(changes, dict):
+                return JSONResponse({"error": "invalid_json", "detail": "POST a JSON object"}, 400)
+            try:
+                self.sim.update(changes)
+            except ValueError as exc:
+                return JSONResponse({"error": "invalid_setting", "detail": str(exc)}, 400)
+        return JSONResponse(self.sim.public())
+
+    async def webhooks(self, request: Request) -> Response:
+        """List the notifications sent, with the status the receiver answered."""
+        return JSONResponse(
+            [
+                {"thirdPartyReference": d.third_party_reference, "body": d.body, "status": d.status, "error": d.error}
+                for d in self.sim.deliveries
+            ]
+        )
+
+    async def _deliver(self, reference: str, notification: dict[str, Any], delay: float) -> None:
+        await asyncio.sleep(delay)
+        sim = self.sim
+        if not sim.webhook_url:
+            log.info("pos_sim_webhook_skipped", third_party_reference=reference, reason="webhook_url was cleared")
+            return
+        auth: httpx.Auth | None = None
+        if sim.webhook_username is not None:
+            auth = httpx.BasicAuth(sim.webhook_username, sim.webhook_password or "")
+        delivery = WebhookDelivery(reference, notification, None)
+        sim.deliveries.append(delivery)
+        try:
+            async with httpx.AsyncClient(timeout=5, trust_env=False, auth=auth) as client:
+                response = await client.post(sim.webhook_url, json=notification)
+            delivery.status = response.status_code
+        except httpx.HTTPError as exc:
+            delivery.error = type(exc).__name__
+            log.warning("pos_sim_webhook_failed", third_party_reference=reference, reason=type(exc).__name__)
+            return
+        log.info(
+            "pos_sim_webhook_sent",
+            third_party_reference=reference,
+            status=response.status_code,
+            outcome=notification["status"],
+        )
+
+    def _unauthorised(self, request: Request) -> Response | None:
+        if self.state.faults.auth_expired:
+            return self._error(401, "Unauthorized", "Authentication failed.")
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        expiry = self.sim.access_tokens.get(token)
+        if expiry is None or self.state.monotonic() >= expiry:
+            return self._error(401, "Unauthorized", "Authentication failed.")
+        return None
+
+    def _count_attempt(self, reference: str) -> None:
+        record = self.state.requests[-1] if self.state.requests else None
+        if record is not None and record.idempotency_key is None:
+            record.idempotency_key = reference
+            self.state.attempts[reference] += 1
+
+    def _error(self, status: int, error: str, message: str, *, retry_after: bool = False) -> Response:
+        headers = {"Retry-After": str(self.state.faults.retry_after_seconds)} if retry_after else None
+        if status >= 500 and self.state.faults.html_errors:
+            title = f"{status} {HTTPStatus(status).phrase}"
+            page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+            return HTMLResponse(page, status_code=status, headers=headers)
+        body = {"timestamp": datetime.now(UTC).isoformat(), "status": status, "error": error, "message": message}
+        return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _oauth_error(status: int, error: str, description: str) -> Response:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    field: str
+    code: str
+    message: str
+    rejected: object = None
+
+
+def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> list[_Problem]:
+    """Return what the real API's bean validation would reject (the fields the OAS marks required)."""
+    problems: list[_Problem] = []
+    blid = body.get("businessLocationId")
+    if not isinstance(blid, int) or isinstance(blid, bool):
+        problems.append(_Problem("businessLocationId", "NotNull", "must not be null", blid))
+    elif location is not None and blid != location:
+        problems.append(_Problem("businessLocationId", "Invalid", "Invalid input business location id", blid))
+    reference = body.get("thirdPartyReference")
+    if not isinstance(reference, str) or not reference:
+        problems.append(_Problem("thirdPartyReference", "NotNull", "must not be null", reference))
+    elif len(reference) > 48:
+        problems.append(_Problem("thirdPartyReference", "Size", "size must be between 1 and 48", reference))
+    endpoint = body.get("endpointId")
+    if not isinstance(endpoint, str) or not endpoint:
+        problems.append(_Problem("endpointId", "NotNull", "must not be null", endpoint))
+    customer = body.get("customerInfo")
+    first = customer.get("firstName") if isinstance(customer, dict) else None
+    if not isinstance(customer, dict):
+        problems.append(_Problem("customerInfo", "NotNull", "must not be null", customer))
+    elif not isinstance(first, str) or not 1 <= len(first) <= 128:
+        problems.append(_Problem("customerInfo.firstName", "Size", "size must be between 1 and 128", first))
+    wait = body.get("maxTimeToAttemptOrderDeliverToPos")
+    if wait is not None and (not isinstance(wait, int) or wait < 60000):
+        problems.append(_Problem("maxTimeToAttemptOrderDeliverToPos", "Min", "must be greater than or equal to 60000"))
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        problems.append(_Problem("items", "NotEmpty", "must not be empty", items))
+    else:
+        _validate_lines(items, "items", problems, local=local)
+    return problems
+
+
+def _validate_lines(lines: list[Any], path: str, problems: list[_Problem], *, local: bool) -> None:
+    for index, line in enumerate(lines):
+        where = f"{path}[{index}]"
+        if not isinstance(line, dict):
+            problems.append(_Problem(where, "NotNull", "must not be null", line))
+            continue
+        sku = line.get("sku")
+        if not isinstance(sku, str) or not 1 <= len(sku) <= 25:
+            problems.append(_Problem(f"{where}.sku", "Size", "size must be between 1 and 25", sku))
+        quantity = line.get("quantity")
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            problems.append(_Problem(f"{where}.quantity", "NotNull", "must be a whole number >= 1", quantity))
+        course = line.get("course")
+        if course is not None and (not isinstance(course, int) or course < 0):
+            problems.append(_Problem(f"{where}.course", "Min", "must be greater than or equal to 0", course))
+        subs = line.get("subItems")
+        if isinstance(subs, list):
+            _validate_lines(subs, f"{where}.subItems", problems, local=False)
+
+
+def _validation_error(path: str, object_name: str, problems: list[_Problem]) -> Response:
+    errors = [
+        {
+            "codes": [f"{p.code}.{object_name}.{p.field}", p.code],
+            "arguments": None,
+            "defaultMessage": p.message,
+            "objectName": object_name,
+            "field": p.field,
+            "rejectedValue": p.rejected,
+            "bindingFailure": False,
+            "code": p.code,
+        }
+        for p in problems
+    ]
+    body = {
+        "timestamp": datetime.now(UTC).isoformat(),
+        "status": 400,
+        "error": "Bad Request",
+        "message": f"Validation failed for object='{object_name}'. Error count: {len(problems)}",
+        "errors": errors,
+        "path": path,
+    }
+    return JSONResponse(body, status_code=400)
+
+
+def _skus(lines: object) -> list[str]:
+    """Return every SKU of the item lines and their sub-items, in order."""
+    found: list[str] = []
+    if not isinstance(lines, list):
+        return found
+    for line in lines:
+        if isinstance(line, dict):
+            sku = line.get("sku")
+            if isinstance(sku, str):
+                found.append(sku)
+            found.extend(_skus(line.get("subItems")))
+    return found

@@ -1,0 +1,214 @@
+"""Lightspeed K-Series end to end: the real agent (in-process), the simulator's K-Series dialect on loopback.
+
+The simulator accepts orders with 200 and confirms them later by POSTing a notification to the agent's
+``/v1/webhooks/lightspeed`` with HTTP Basic, as Lightspeed does; the agent moves each order from
+``awaiting_pos`` to ``injected`` or ``failed`` on that notification.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from agent import snoozes
+from tests.conftest import RunningAgent, Sim, agent_settings, eventually, make_order, run_agent
+
+WEBHOOK_USER, WEBHOOK_PASSWORD = "lightspeed", "hook-secret"
+
+
+def lightspeed_settings(tmp_path: Path, sim: Sim, **fallback: Any) -> Any:
+    """Agent settings with the lightspeed_k driver pointed at the simulator."""
+    return agent_settings(
+        tmp_path,
+        sim.url,
+        pos={
+            "driver": "lightspeed_k",
+            "http": None,
+            "lightspeed_k": {
+                "base_url": f"http://127.0.0.1:{sim.port}",
+                "business_location_id": 45454545,
+                "client_id": "venue-agent",
+                "client_secret": "client-secret",
+                "refresh_token": "seed-refresh-token",
+                "endpoint_id": "venue-agent-hook",
+                "webhook_username": WEBHOOK_USER,
+                "webhook_password": WEBHOOK_PASSWORD,
+            },
+        },
+        fallback=fallback or {"print_after_seconds": 600},
+    )
+
+
+async def point_webhooks(sim: Sim, running: RunningAgent, **extra: Any) -> None:
+    """Tell the simulator where to deliver notifications (the agent's webhook, with Basic auth)."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.post(
+            f"http://127.0.0.1:{sim.port}/_sim/lightspeed",
+            json={
+                "webhook_url": f"http://127.0.0.1:{running.agent.port}/v1/webhooks/lightspeed",
+                "webhook_username": WEBHOOK_USER,
+                "webhook_password": WEBHOOK_PASSWORD,
+                "confirm_delay_seconds": 0.05,
+                **extra,
+            },
+        )
+        assert response.status_code == 200, response.text
+
+
+async def detail(running: RunningAgent, order_id: str) -> dict[str, Any]:
+    """The order as the agent's API shows it."""
+    body: dict[str, Any] = (await running.client.get(f"/v1/orders/{order_id}")).json()
+    return body
+
+
+async def test_to_go_order_is_injected_on_the_success_webhook(tmp_path: Path, sim: Sim) -> None:
+    """Accepted (awaiting_pos), then the SUCCESS notification makes it injected with the POS account id."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+        response = await running.client.post("/v1/orders", json=make_order("ord_ls_1"))
+        assert response.status_code == 202
+        await running.wait_state("ord_ls_1", "injected")
+        shown = await detail(running, "ord_ls_1")
+        assert shown["pos_reference"]
+        body = sim.state.orders[next(iter(sim.state.orders))].order
+        assert body["thirdPartyReference"] == "harbour-kitchen:ord_ls_1"
+        assert body["customerInfo"]["firstName"] == "Sam"
+
+
+async def test_dine_in_goes_to_the_local_endpoint_with_table_and_covers(tmp_path: Path, sim: Sim) -> None:
+    """A dine-in order is a local order with its table number and covers."""
+    order = make_order("ord_ls_2", fulfillment={"type": "dine_in", "table": "12", "covers": 3})
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+        assert (await running.client.post("/v1/orders", json=order)).status_code == 202
+        await running.wait_state("ord_ls_2", "injected")
+    body = next(iter(sim.state.orders.values())).order
+    assert str(body["tableNumber"]) == "12" and body["clientCount"] == 3
+
+
+async def test_sold_out_failure_fails_the_order_and_snoozes_the_sku_until_eight(tmp_path: Path, sim: Sim) -> None:
+    """A FAILURE for a sold-out item fails the order as unavailable and snoozes its SKU until 08:00."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+        await sim.state.apply_faults({"sold_out_skus": ["PZ-MARG"]})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_3"))).status_code == 202
+        await running.wait_state("ord_ls_3", "failed")
+        shown = await detail(running, "ord_ls_3")
+        assert shown["error_class"] == "unavailable"
+        now = running.clock.now()
+        active = await running.agent.outbox.read(lambda c: snoozes.active(c, now=now))
+        assert [s.sku for s in active] == ["PZ-MARG"] and active[0].source == "lightspeed"
+        assert active[0].until == snoozes.snooze_until(now, running.agent.settings.venue.tz)
+
+
+async def test_webhook_needs_basic_auth_and_ignores_unknown_references(tmp_path: Path, sim: Sim) -> None:
+    """Wrong credentials get 401; a notification for an order the agent does not know is ignored, 200."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        url = "/v1/webhooks/lightspeed"
+        unknown = {"type": "ORDER", "status": "SUCCESS", "thirdPartyReference": "someone-else:1"}
+        refused = await running.client.post(url, json=unknown, auth=("lightspeed", "wrong"))
+        assert refused.status_code == 401
+        with capture_logs() as logs:
+            ignored = await running.client.post(url, json=unknown, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD))
+        assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+        assert any(e["event"] == "webhook_unknown_reference" for e in logs)
+        garbage = await running.client.post(url, json={"hello": "world"}, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD))
+        assert garbage.status_code == 422
+
+
+async def test_never_confirmed_order_gets_a_fallback_ticket_and_unconfirmed(tmp_path: Path, sim: Sim) -> None:
+    """No notification within confirm_timeout_seconds: failed/unconfirmed and a fallback ticket."""
+    settings = lightspeed_settings(tmp_path, sim)
+    async with run_agent(settings) as running:
+        await point_webhooks(sim, running)
+        await sim.state.apply_faults({"never_confirm": True})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_4"))).status_code == 202
+        await running.wait_state("ord_ls_4", "awaiting_pos")
+        await running.advance(settings.injection.confirm_timeout_seconds + 2)
+        await running.wait_state("ord_ls_4", "failed")
+        shown = await detail(running, "ord_ls_4")
+        assert shown["error_class"] == "unconfirmed"
+
+        async def printed() -> bool:
+            return any(t["state"] == "printed" for t in (await detail(running, "ord_ls_4"))["tickets"])
+
+        await eventually(printed, bool)
+        # A late SUCCESS still wins: the POS has the order after all.
+        late = {"type": "ORDER", "status": "SUCCESS", "thirdPartyReference": "harbour-kitchen:ord_ls_4"}
+        answer = await running.client.post("/v1/webhooks/lightspeed", json=late, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD))
+        assert answer.json()["status"] == "applied"
+        await running.wait_state("ord_ls_4", "injected")
+
+
+@pytest.mark.parametrize("replays", [2])
+async def test_replayed_success_is_a_no_op(tmp_path: Path, sim: Sim, replays: int) -> None:
+    """The same SUCCESS notification delivered again changes nothing."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_5"))).status_code == 202
+        await running.wait_state("ord_ls_5", "injected")
+        before = await detail(running, "ord_ls_5")
+        note = {"type": "ORDER", "status": "SUCCESS", "thirdPartyReference": "harbour-kitchen:ord_ls_5"}
+        for _ in range(replays):
+            again = await running.client.post(
+                "/v1/webhooks/lightspeed", json=note, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD)
+            )
+            assert again.json()["status"] == "duplicate"
+        assert (await detail(running, "ord_ls_5"))["pos_reference"] == before["pos_reference"]
+
+
+async def test_revoked_token_pauses_injection_until_pos_authorize(tmp_path: Path, sim: Sim) -> None:
+    """A refused refresh token pauses injection with an alert; POST /v1/pos/authorize with a new one resumes it."""
+    async with httpx.AsyncClient(trust_env=False) as control:
+        await control.post(
+            f"http://127.0.0.1:{sim.port}/_sim/lightspeed",
+            json={"accept_unknown_refresh_tokens": False},
+        )
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running, accept_unknown_refresh_tokens=True)
+        async with httpx.AsyncClient(trust_env=False) as control:
+            await control.post(f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json={"revoke_refresh_tokens": True})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_6"))).status_code == 202
+
+        async def pos_state() -> str:
+            return str((await running.client.get("/v1/health")).json()["pos"]["state"])
+
+        await eventually(pos_state, lambda s: s == "auth_required")
+        assert await running.state_of("ord_ls_6") in ("queued", "retrying", "failed")
+        alerts = await running.agent.outbox.alerts()
+        assert any("re-authorise" in a["action"] for a in alerts)
+        async with httpx.AsyncClient(trust_env=False) as control:
+            await control.post(
+                f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json={"accept_unknown_refresh_tokens": True}
+            )
+        answer = await running.client.post("/v1/pos/authorize", json={"refresh_token": "fresh-token-from-portal"})
+        assert answer.status_code == 200 and answer.json()["authorized"] is True
+        await running.wait_state("ord_ls_6", "injected", timeout=10)
+
+
+async def test_readiness_not_ready_opens_the_circuit_and_prints_a_fallback(tmp_path: Path, sim: Sim) -> None:
+    """The POS reports NOT_READY: health shows the four conditions, and the kitchen gets the ticket at once."""
+    async with httpx.AsyncClient(trust_env=False) as control:
+        await control.post(f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json={"not_ready": True})
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+
+        async def health() -> dict[str, Any]:
+            await running.advance(61)
+            body: dict[str, Any] = (await running.client.get("/v1/health")).json()
+            return body
+
+        shown = await eventually(health, lambda h: h["pos"]["state"] == "down" and h["pos"]["conditions"])
+        assert shown["pos"]["conditions"]["availableDevices"] is False
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_7"))).status_code == 202
+
+        async def printed() -> bool:
+            await running.advance(1)
+            return any(t["state"] == "printed" for t in (await detail(running, "ord_ls_7"))["tickets"])
+
+        await eventually(printed, bool)
+        assert "harbour-kitchen:ord_ls_7" not in {o.order.get("thirdPartyReference") for o in sim.state.orders.values()}
