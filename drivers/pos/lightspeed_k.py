@@ -76,8 +76,12 @@ class LightspeedKDriver:
         store: KeyValueStore | None,
         clock: Callable[[], datetime] | None = None,
         client: httpx.AsyncClient | None = None,
+        confirm_timeout_seconds: float = 120,
     ) -> None:
         self._settings = check_settings(settings)
+        # Lightspeed stops trying to deliver the order to the POS when the agent stops waiting and prints
+        # the fallback ticket; a longer window could bring the order to the till after the kitchen has it.
+        self._max_attempt_ms = max(60_000, int(confirm_timeout_seconds * 1000))
         self._tz = tz
         self._clock = clock or (lambda: datetime.now(UTC))
         self._base = settings.base_url.rstrip("/")
@@ -110,6 +114,7 @@ class LightspeedKDriver:
                 already_printed=request.already_printed,
                 tz=self._tz,
                 now=self._clock(),
+                max_attempt_ms=self._max_attempt_ms,
             )
         except MappingError as exc:
             result: InjectResult = _mapping_failure(exc)

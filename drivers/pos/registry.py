@@ -59,6 +59,7 @@ def _lightspeed_k(settings: Settings, store: KeyValueStore | None) -> Driver:
         tz=settings.venue.tz,
         timeout_seconds=settings.pos.timeout_seconds,
         store=store,
+        confirm_timeout_seconds=settings.injection.confirm_timeout_seconds,
     )
 
 
