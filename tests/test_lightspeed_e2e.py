@@ -212,3 +212,31 @@ async def test_readiness_not_ready_opens_the_circuit_and_prints_a_fallback(tmp_p
 
         await eventually(printed, bool)
         assert "harbour-kitchen:ord_ls_7" not in {o.order.get("thirdPartyReference") for o in sim.state.orders.values()}
+
+
+async def test_restriction_notifications_snooze_and_flag_later_tickets(tmp_path: Path, sim: Sim) -> None:
+    """RESTRICTED (none left) snoozes the SKU and later tickets flag it; NOT_RESTRICTED releases it."""
+    async with run_agent(lightspeed_settings(tmp_path, sim, print_after_seconds=0)) as running:
+        await point_webhooks(sim, running)
+        auth = (WEBHOOK_USER, WEBHOOK_PASSWORD)
+        url = "/v1/webhooks/lightspeed"
+        sold_out = {"type": "ITEM", "sku": "PZ-MARG", "status": "RESTRICTED", "count": 0}
+        answer = await running.client.post(url, json=sold_out, auth=auth)
+        assert answer.status_code == 200 and answer.json()["status"] == "snoozed"
+        now = running.clock.now()
+        assert [s.sku for s in await running.agent.outbox.read(lambda c: snoozes.active(c, now=now))] == ["PZ-MARG"]
+
+        await sim.state.apply_faults({"never_confirm": True})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_8"))).status_code == 202
+        await running.wait_state("ord_ls_8", "awaiting_pos")
+        assert (await running.client.post("/v1/orders/ord_ls_8/reprint")).status_code == 202
+
+        async def ticket_text() -> str:
+            return (tmp_path / "tickets.txt").read_text(encoding="utf-8") if (tmp_path / "tickets.txt").exists() else ""
+
+        text = await eventually(ticket_text, lambda t: "REPRINT 1" in t)
+        assert "!! SOLD OUT IN POS" in text
+
+        back = {"type": "ITEM", "sku": "PZ-MARG", "status": "NOT_RESTRICTED"}
+        assert (await running.client.post(url, json=back, auth=auth)).json()["status"] == "snoozed"
+        assert await running.agent.outbox.read(lambda c: snoozes.active(c, now=now)) == []
