@@ -7,6 +7,7 @@ The simulator accepts orders with 200 and confirms them later by POSTing a notif
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent import snoozes
+from agent.clock import FakeClock
 from tests.conftest import RunningAgent, Sim, agent_settings, eventually, make_order, run_agent
 
 WEBHOOK_USER, WEBHOOK_PASSWORD = "lightspeed", "hook-secret"
@@ -240,3 +242,15 @@ async def test_restriction_notifications_snooze_and_flag_later_tickets(tmp_path:
         back = {"type": "ITEM", "sku": "PZ-MARG", "status": "NOT_RESTRICTED"}
         assert (await running.client.post(url, json=back, auth=auth)).json()["status"] == "snoozed"
         assert await running.agent.outbox.read(lambda c: snoozes.active(c, now=now)) == []
+
+
+async def test_sold_out_the_night_the_clocks_go_forward_snoozes_until_eight_bst(tmp_path: Path, sim: Sim) -> None:
+    """At 21:00 GMT on 28 March 2026 a sold-out item is snoozed until 08:00 BST (07:00 UTC), not 08:00 GMT."""
+    clock = FakeClock(datetime(2026, 3, 28, 21, 0, tzinfo=UTC))
+    async with run_agent(lightspeed_settings(tmp_path, sim), clock=clock) as running:
+        await point_webhooks(sim, running)
+        await sim.state.apply_faults({"sold_out_skus": ["PZ-MARG"]})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_9"))).status_code == 202
+        await running.wait_state("ord_ls_9", "failed")
+        active = await running.agent.outbox.read(lambda c: snoozes.active(c, now=clock.now()))
+        assert [(s.sku, s.until) for s in active] == [("PZ-MARG", datetime(2026, 3, 29, 7, 0, tzinfo=UTC))]
