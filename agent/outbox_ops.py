@@ -8,6 +8,7 @@ back and leaves the rest of the batch alone.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from agent.models import Order
 from agent.records import OrderRecord, PrintJob, ts
 from agent.routing import TicketPart
 from agent.states import NOT_IN_POS, ErrorClass, Placement, State, can_move
+
+
+# Failures the POS decided on: a re-submission after one goes under a new idempotency key.
+FRESH_KEY_AFTER = frozenset({ErrorClass.MENU, ErrorClass.UNAVAILABLE, ErrorClass.REJECTED})
 
 
 @dataclass(frozen=True)
@@ -554,6 +559,15 @@ def resubmit(
             f"only failed or skipped orders can be re-submitted; this one is {current.state.value}",
             state=current.state.value,
         )
+    key = current.idempotency_key
+    if current.error_class in FRESH_KEY_AFTER:
+        # The POS said no to this key; a POS that remembers keys (Lightspeed's thirdPartyReference) would
+        # answer a resend with "already used" and never process it. A failure that may have reached the POS
+        # (outage, unconfirmed) keeps its key, so a resend cannot make the order twice.
+        count = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE order_id = ? AND type = 'resubmitted'", (order_id,)
+        ).fetchone()[0]
+        key = f"{re.sub(r':s[0-9]+$', '', key)}:s{int(count) + 1}"
     return transition(
         conn,
         order_id,
@@ -566,5 +580,6 @@ def resubmit(
         last_error=None,
         next_attempt_at=None,
         due_at=now,
-        detail={"reason": reason},
+        idempotency_key=key,
+        detail={"reason": reason, "idempotency_key": key},
     )

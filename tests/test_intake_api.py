@@ -511,7 +511,8 @@ async def test_resubmit_of_a_failed_order_injects_it(sim: Sim, running: RunningA
     shown = await detail(running)
     assert shown["attempts"] == 1
     assert shown["error_class"] is None
-    assert sim.accepted_keys() == [KEY]
+    # The POS refused the first key; the re-submission goes under a fresh one.
+    assert sim.accepted_keys() == [f"{KEY}:s1"]
 
 
 async def test_resubmit_of_an_order_that_did_not_fail_is_refused(sim: Sim, running: RunningAgent) -> None:

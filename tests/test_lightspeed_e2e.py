@@ -254,3 +254,17 @@ async def test_sold_out_the_night_the_clocks_go_forward_snoozes_until_eight_bst(
         await running.wait_state("ord_ls_9", "failed")
         active = await running.agent.outbox.read(lambda c: snoozes.active(c, now=clock.now()))
         assert [(s.sku, s.until) for s in active] == [("PZ-MARG", datetime(2026, 3, 29, 7, 0, tzinfo=UTC))]
+
+
+async def test_resubmit_after_a_pos_refusal_uses_a_fresh_reference(tmp_path: Path, sim: Sim) -> None:
+    """Lightspeed remembers thirdPartyReferences: after a FAILURE, a re-submission goes under a new one and lands."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+        await sim.state.apply_faults({"sold_out_skus": ["PZ-MARG"]})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_10"))).status_code == 202
+        await running.wait_state("ord_ls_10", "failed")
+        await sim.state.apply_faults({"sold_out_skus": []})
+        assert (await running.client.post("/v1/orders/ord_ls_10/resubmit")).status_code == 202
+        await running.wait_state("ord_ls_10", "injected")
+        references = [o.order["thirdPartyReference"] for o in sim.state.orders.values()]
+        assert references == ["harbour-kitchen:ord_ls_10", "harbour-kitchen:ord_ls_10:s1"]

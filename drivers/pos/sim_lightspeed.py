@@ -11,6 +11,9 @@ The shared fault switches apply: ``down``/``slow_ms``/``html_errors`` on every e
 asynchronously), ``never_confirm`` (accepted, no webhook), ``not_ready`` (readiness NOT_READY).
 A refresh token never seen before is accepted once (any seed works in a demo) unless
 ``accept_unknown_refresh_tokens`` is off; an issued or used one works only while it is the unused latest.
+``token_answer_delay_seconds`` makes ``POST /oauth/token`` rotate the refresh token at once but hold its answer
+that long (lowering the setting releases requests already held); ``pending_token_requests`` in
+``GET /_sim/lightspeed`` counts the requests held, so a test can crash its client between rotation and answer.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class LightspeedSim:
     client_id: str | None = None  # None: any client id and secret are accepted
     client_secret: str | None = None
     business_location_id: int | None = None  # None: any location
+    token_answer_delay_seconds: float = 0.0  # rotate at once, answer this much later (a crash window)
+    pending_token_requests: int = 0  # token requests rotated and still held by the delay
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     live_refresh_tokens: set[str] = field(default_factory=set)
     used_refresh_tokens: set[str] = field(default_factory=set)
@@ -87,6 +92,7 @@ class LightspeedSim:
         "client_id": (str, type(None)),
         "client_secret": (str, type(None)),
         "business_location_id": (int, type(None)),
+        "token_answer_delay_seconds": (int, float),
     }
     ACTIONS: ClassVar[tuple[str, ...]] = ("expire_access_tokens", "revoke_refresh_tokens", "reset")
 
@@ -112,7 +118,8 @@ class LightspeedSim:
             self._reset()
         for name, value in changes.items():
             if name in self.SETTABLE:
-                setattr(self, name, float(value) if name == "confirm_delay_seconds" else value)  # type: ignore[arg-type]
+                seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds")
+                setattr(self, name, float(value) if seconds else value)  # type: ignore[arg-type]
         if changes.get("expire_access_tokens") is True:
             self.access_tokens.clear()
         if changes.get("revoke_refresh_tokens") is True:
@@ -127,7 +134,12 @@ class LightspeedSim:
             shown["webhook_password"] = "********"  # noqa: S105 - a mask
         if shown["client_secret"]:
             shown["client_secret"] = "********"  # noqa: S105 - a mask
-        return {**shown, "live_access_tokens": len(self.access_tokens), "webhooks_sent": len(self.deliveries)}
+        return {
+            **shown,
+            "live_access_tokens": len(self.access_tokens),
+            "webhooks_sent": len(self.deliveries),
+            "pending_token_requests": self.pending_token_requests,
+        }
 
     def _reset(self) -> None:
         for task in self.tasks:
@@ -207,7 +219,21 @@ class _Handlers:
             "refresh_token": refresh,
             "scope": "orders-api",
         }
+        if sim.token_answer_delay_seconds > 0:
+            await self._hold_token_answer()
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    async def _hold_token_answer(self) -> None:
+        """Wait ``token_answer_delay_seconds`` after rotating; the setting is re-read, so lowering it releases."""
+        sim = self.sim
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sim.pending_token_requests += 1
+        try:
+            while (left := sim.token_answer_delay_seconds - (loop.time() - started)) > 0:
+                await asyncio.sleep(min(left, 0.05))
+        finally:
+            sim.pending_token_requests -= 1
 
     async def order(self, request: Request) -> Response:
         """Validate and accept an order for asynchronous delivery; the outcome comes by webhook."""
