@@ -21,7 +21,6 @@ from agent.records import OrderRecord, PrintJob, ts
 from agent.routing import TicketPart
 from agent.states import NOT_IN_POS, ErrorClass, Placement, State, can_move
 
-
 # Failures the POS decided on: a re-submission after one goes under a new idempotency key.
 FRESH_KEY_AFTER = frozenset({ErrorClass.MENU, ErrorClass.UNAVAILABLE, ErrorClass.REJECTED})
 
