@@ -219,7 +219,7 @@ class Dispatcher:
             record.id,
             State.INJECTED,
             event="injected",
-            expect=(State.SENDING, State.AWAITING_POS, State.FAILED),
+            expect=(State.SENDING, State.AWAITING_POS, State.FAILED, State.QUEUED, State.RETRYING),
             pos_reference=result.pos_reference or record.pos_reference,
             injected_at=self.clock.now(),
             error_class=None,

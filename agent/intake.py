@@ -58,8 +58,14 @@ def create_app(
     def guarded(handler: Handler, *, basic: bool = False) -> Handler:
         async def endpoint(request: Request) -> Response:
             if basic:
+                if expected_basic is None:
+                    return problem(
+                        403,
+                        "the Lightspeed webhook refuses unauthenticated notifications: set"
+                        " pos.lightspeed_k.webhook_username and webhook_password",
+                    )
                 given = request.headers.get("authorization", "").encode()
-                if expected_basic is not None and not hmac.compare_digest(given, expected_basic):
+                if not hmac.compare_digest(given, expected_basic):
                     log.warning("webhook_auth_refused", path=request.url.path)
                     return problem(
                         401,

@@ -60,6 +60,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             State.QUEUED,
             State.SKIPPED,
             State.FAILED,
+            State.INJECTED,
         }
     ),
     State.SENDING: frozenset(
@@ -75,6 +76,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
             State.FAILED,
             State.SKIPPED,
             State.RETRYING,
+            State.INJECTED,
         }
     ),
     State.FAILED: frozenset(
@@ -84,7 +86,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.INJECTED: frozenset(),
     State.CANCELLED: frozenset(),
 }
-"""Legal moves; a failed order may still become injected when a late two-phase confirmation arrives."""
+"""Legal moves. A two-phase confirmation (a Lightspeed SUCCESS notification) makes an order injected from
+wherever it waits: awaiting_pos, failed (late), or queued/retrying (the POS's first answer was lost)."""
 
 
 def can_move(source: State, target: State) -> bool:

@@ -63,12 +63,18 @@ class LightspeedWebhooks:
 
     async def handle(self, payload: object) -> WebhookResult:
         """Apply one notification; raise ``WebhookInvalid`` for a body that is not one."""
+        if isinstance(payload, list):
+            return await self._restriction(payload)
         try:
             kind = notification_type(payload)
         except ValueError as exc:
             raise WebhookInvalid(str(exc)) from None
-        if kind == "ITEM" or isinstance(payload, list):
+        if kind in ("ITEM", "SALES_RESTRICTION_UPDATED"):
             return await self._restriction(payload)
+        if kind != "ORDER":
+            # Payment and other notifications carry nothing the agent acts on; answering 200 stops redelivery.
+            log.info("webhook_ignored", type=kind)
+            return WebhookResult("ignored")
         if not isinstance(payload, dict):
             raise WebhookInvalid("expected one notification object")
         try:
@@ -84,10 +90,11 @@ class LightspeedWebhooks:
         if outcome.status == "SUCCESS":
             if record.state is State.INJECTED:
                 return WebhookResult("duplicate", record.id, record.state.value)
-            if record.state not in (*_OPEN, State.FAILED):
+            if record.state not in (*_OPEN, State.FAILED, State.QUEUED, State.RETRYING):
                 log.warning("webhook_success_for_closed_order", order_id=record.id, state=record.state.value)
                 return WebhookResult("ignored", record.id, record.state.value)
-            # A late SUCCESS after the confirm timeout still wins: the POS has the order.
+            # The POS has the order: a late SUCCESS after the confirm timeout, or one for an order whose first
+            # answer was lost and that waits for a resend, still makes it injected.
             updated = await self.dispatcher.apply(record, Injected(pos_reference=outcome.pos_reference))
             log.info("webhook_applied", order_id=record.id, status="SUCCESS", pos_reference=outcome.pos_reference)
             return WebhookResult("applied", record.id, updated.state.value)

@@ -268,3 +268,42 @@ async def test_resubmit_after_a_pos_refusal_uses_a_fresh_reference(tmp_path: Pat
         await running.wait_state("ord_ls_10", "injected")
         references = [o.order["thirdPartyReference"] for o in sim.state.orders.values()]
         assert references == ["harbour-kitchen:ord_ls_10", "harbour-kitchen:ord_ls_10:s1"]
+
+
+async def test_webhook_without_configured_credentials_is_refused_and_payments_are_ignored(
+    tmp_path: Path, sim: Sim
+) -> None:
+    """No webhook credentials configured: 403 naming the keys. A PAYMENT notification is acknowledged, ignored."""
+    settings = lightspeed_settings(tmp_path, sim)
+    assert settings.pos.lightspeed_k is not None
+    open_settings = settings.model_copy(
+        update={
+            "pos": settings.pos.model_copy(
+                update={
+                    "lightspeed_k": settings.pos.lightspeed_k.model_copy(
+                        update={"webhook_username": None, "webhook_password": None}
+                    )
+                }
+            )
+        }
+    )
+    async with run_agent(open_settings) as running:
+        refused = await running.client.post("/v1/webhooks/lightspeed", json={"type": "ORDER"})
+        assert refused.status_code == 403 and "webhook_username" in refused.json()["detail"]
+    async with run_agent(settings) as running:
+        payment = {"type": "PAYMENT", "status": "SUCCESS", "thirdPartyReference": "x"}
+        answer = await running.client.post(
+            "/v1/webhooks/lightspeed", json=payment, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD)
+        )
+        assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+
+
+async def test_success_for_an_order_waiting_to_be_resent_makes_it_injected(tmp_path: Path, sim: Sim) -> None:
+    """The POS's answer was lost (the order waits in retrying), but its SUCCESS notification arrives: injected."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await sim.state.apply_faults({"down": True})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_11"))).status_code == 202
+        await running.wait_state("ord_ls_11", "retrying")
+        note = {"type": "ORDER", "status": "SUCCESS", "thirdPartyReference": "harbour-kitchen:ord_ls_11"}
+        answer = await running.client.post("/v1/webhooks/lightspeed", json=note, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD))
+        assert answer.json() == {"status": "applied", "order_id": "ord_ls_11", "state": "injected"}
