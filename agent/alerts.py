@@ -14,8 +14,10 @@ ACTIONS: dict[ErrorClass, str] = {
         " has a fallback ticket."
     ),
     ErrorClass.AUTH: (
-        "The POS connection has expired or was revoked: re-authorise the POS connection. Orders keep printing"
-        " as fallback tickets until then; re-submit this one afterwards."
+        "The POS connection has expired or was revoked: re-authorise the POS connection (Lightspeed: get a new"
+        " refresh token and run 'venue-agent pos authorize'; Square: put a new access token in the config and"
+        " restart). Orders keep printing as fallback tickets until then, and orders that failed on credentials"
+        " are sent again automatically once the POS accepts the agent."
     ),
     ErrorClass.MENU: (
         "An item's SKU is not in the POS menu: check the SKUs match between the ordering platform and the POS"

@@ -19,6 +19,7 @@ that long (lowering the setting releases requests already held); ``pending_token
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class LightspeedSim:
     business_location_id: int | None = None  # None: any location
     token_answer_delay_seconds: float = 0.0  # rotate at once, answer this much later (a crash window)
     pending_token_requests: int = 0  # token requests rotated and still held by the delay
+    token_delay_changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes held token requests
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     live_refresh_tokens: set[str] = field(default_factory=set)
     used_refresh_tokens: set[str] = field(default_factory=set)
@@ -120,6 +122,9 @@ class LightspeedSim:
             if name in self.SETTABLE:
                 seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds")
                 setattr(self, name, float(value) if seconds else value)  # type: ignore[arg-type]
+        if "token_answer_delay_seconds" in changes or changes.get("reset") is True:
+            self.token_delay_changed.set()  # held token requests look at the new delay
+            self.token_delay_changed = asyncio.Event()
         if changes.get("expire_access_tokens") is True:
             self.access_tokens.clear()
         if changes.get("revoke_refresh_tokens") is True:
@@ -231,7 +236,8 @@ class _Handlers:
         sim.pending_token_requests += 1
         try:
             while (left := sim.token_answer_delay_seconds - (loop.time() - started)) > 0:
-                await asyncio.sleep(min(left, 0.05))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sim.token_delay_changed.wait(), left)
         finally:
             sim.pending_token_requests -= 1
 
