@@ -303,7 +303,8 @@ async def test_success_for_an_order_waiting_to_be_resent_makes_it_injected(tmp_p
     async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
         await sim.state.apply_faults({"down": True})
         assert (await running.client.post("/v1/orders", json=make_order("ord_ls_11"))).status_code == 202
-        await running.wait_state("ord_ls_11", "retrying")
+        # Whether the send failed (retrying) or the open circuit held it back (queued), it waits to be resent.
+        await running.wait_state("ord_ls_11", "retrying", "queued")
         note = {"type": "ORDER", "status": "SUCCESS", "thirdPartyReference": "harbour-kitchen:ord_ls_11"}
         answer = await running.client.post("/v1/webhooks/lightspeed", json=note, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD))
         assert answer.json() == {"status": "applied", "order_id": "ord_ls_11", "state": "injected"}
