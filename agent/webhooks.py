@@ -22,12 +22,8 @@ from agent.outbox import Outbox
 from agent.records import OrderRecord
 from agent.states import State
 from drivers.pos.base import Injected, Permanent
-from drivers.pos.lightspeed_mapping import (
-    classify_restriction,
-    classify_webhook,
-    notification_type,
-    third_party_reference,
-)
+from drivers.pos.lightspeed_mapping import third_party_reference
+from drivers.pos.lightspeed_notifications import classify_restriction, classify_webhook, notification_type
 
 log = structlog.get_logger("venue_agent.webhooks")
 

@@ -23,7 +23,7 @@ from agent.states import ErrorClass
 from drivers.pos.base import Accepted, InjectRequest, Permanent, ReadinessState, Transient
 from drivers.pos.errors import PosConfigError
 from drivers.pos.lightspeed_k import LightspeedKDriver, check_settings
-from drivers.pos.lightspeed_mapping import classify_webhook
+from drivers.pos.lightspeed_notifications import classify_webhook
 from drivers.pos.registry import build_driver
 from drivers.pos.simulator import SimulatorState
 from tests.conftest import Sim, eventually, make_order, run_simulator

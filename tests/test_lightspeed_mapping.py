@@ -26,17 +26,19 @@ from drivers.pos.lightspeed_mapping import (
     ORDER_NOTE_MAX,
     TO_GO_PATH,
     MappingError,
-    WebhookOutcome,
     build_order_request,
     classify_answer,
-    classify_restriction,
-    classify_webhook,
     e164_phone,
     json_amount,
     local_time_text,
     major_units,
-    readiness_from,
     third_party_reference,
+)
+from drivers.pos.lightspeed_notifications import (
+    WebhookOutcome,
+    classify_restriction,
+    classify_webhook,
+    readiness_from,
 )
 
 LONDON = ZoneInfo("Europe/London")

@@ -1,8 +1,8 @@
 """The Lightspeed K-Series Order and Pay contract (SPEC §7.1) as pure functions.
 
-Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, and reads what
-Lightspeed answers: the create call's status and body, the order notifications (webhooks), the
-sales-restriction notifications and the online-order readiness. No I/O and no clock: times are passed in.
+Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, and reads the create
+call's answer; notifications and readiness are read in ``lightspeed_notifications``. No I/O and no clock:
+times are passed in.
 Field names and rules follow the Order and Pay OpenAPI file (see ../shared/reference/pos-apis.md §1).
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.config import LightspeedKSettings
@@ -88,16 +87,6 @@ _ITEM_MISSING = re.compile(
     r"|\b(unknown|invalid|no such)\b.*\b(items?|modifiers?)\b",
     re.IGNORECASE,
 )
-_OUTAGE_WORDS = re.compile(r"validity ended|task_timeout|not processed before", re.IGNORECASE)
-_UNAVAILABLE_WORDS = re.compile(
-    r"restrict|sold[ _-]?out|not available|unavailable|out of stock|no stock|insufficient stock|not for sale",
-    re.IGNORECASE,
-)
-_MENU_FAILURE_WORDS = re.compile(
-    r"unknown|not found|not_found|\bno\b.*\bfound\b|does not exist|doesn't exist|no such|invalid|missing|not exist",
-    re.IGNORECASE,
-)
-_MENU_SUBJECT = re.compile(r"sku|product|item|plu|modifier|menu", re.IGNORECASE)
 
 
 class MappingError(PosDriverError, ValueError):
@@ -107,20 +96,6 @@ class MappingError(PosDriverError, ValueError):
         super().__init__(message)
         self.error_class = error_class
         self.skus = skus
-
-
-@dataclass(frozen=True)
-class WebhookOutcome:
-    """An order notification: whose it is, SUCCESS / FAILURE / OTHER, and for a FAILURE its class and SKUs."""
-
-    third_party_reference: str
-    status: Literal["SUCCESS", "FAILURE", "OTHER"]
-    pos_reference: str | None = None
-    error_class: ErrorClass | None = None
-    reason: str = ""
-    skus: tuple[str, ...] = ()
-    raw_status: str = ""  # the API's own status (READY_FOR_PICKUP, CANCELLED...), kept for OTHER
-    business_location_id: int | None = None
 
 
 # --- thirdPartyReference -------------------------------------------------------------------------
@@ -410,7 +385,7 @@ def classify_answer(status: int, body: object) -> InjectResult:
     ``Permanent(AUTH)``: the driver refreshes the access token and retries once before reporting it.
     429 and 5xx are transient; the driver adds the ``Retry-After`` it read from the headers.
     """
-    answer = _Answer(status, body)
+    answer = ApiAnswer(status, body)
     if 200 <= status < 300:
         word = str(answer.field("status") or "").lower()
         if word == "ok":
@@ -440,7 +415,7 @@ def classify_answer(status: int, body: object) -> InjectResult:
     return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed rejected the order."), status=status)
 
 
-def _classify_bad_request(answer: _Answer) -> Permanent:
+def _classify_bad_request(answer: ApiAnswer) -> Permanent:
     problems: list[str] = []
     skus: list[str] = []
     menu = False
@@ -463,7 +438,7 @@ def _classify_bad_request(answer: _Answer) -> Permanent:
     return Permanent(ErrorClass.REJECTED, answer.reason(f"Lightspeed rejected the order{listed}."), status=400)
 
 
-class _Answer:
+class ApiAnswer:
     """A Lightspeed answer whose body may be a JSON object, other JSON, raw text or nothing."""
 
     def __init__(self, status: int, body: object) -> None:
@@ -494,9 +469,9 @@ class _Answer:
         for key in ("message", "msg", "error_description", "error"):
             value = self.field(key)
             if isinstance(value, str) and value.strip():
-                return _shorten(value)
+                return shorten(value)
         if self.raw and not self.is_object:
-            return _shorten(_TAG.sub(" ", self.raw))
+            return shorten(_TAG.sub(" ", self.raw))
         return ""
 
     def reason(self, summary: str) -> str:
@@ -511,206 +486,6 @@ class _Answer:
         return f"{summary} Lightspeed answered {self.status}: {words}"
 
 
-def _shorten(text: str, limit: int = _SNIPPET_CHARS) -> str:
+def shorten(text: str, limit: int = _SNIPPET_CHARS) -> str:
     flat = _SPACE.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
-
-
-# --- notifications ---------------------------------------------------------------------------------
-
-
-def notification_type(payload: object) -> str:
-    """Return a K-Series notification's type (ORDER, PAYMENT, ITEM, ORDER_API), or raise ``ValueError``."""
-    if not isinstance(payload, dict):
-        msg = f"not a K-Series notification: expected a JSON object, got {type(payload).__name__}"
-        raise ValueError(msg)
-    kind = payload.get("type")
-    if isinstance(kind, str) and kind.strip():
-        return kind.strip().upper()
-    # The OAS defaults type to ORDER, and its own FAILURE example omits it.
-    if isinstance(payload.get("thirdPartyReference"), str) and isinstance(payload.get("status"), str):
-        return "ORDER"
-    msg = "not a K-Series notification: no type, and no thirdPartyReference with a status"
-    raise ValueError(msg)
-
-
-def classify_webhook(payload: dict[str, Any], order_skus: tuple[str, ...] = ()) -> WebhookOutcome:
-    """Read an ORDER notification; ``order_skus`` lets a FAILURE name which of the order's SKUs it is about."""
-    kind = notification_type(payload)
-    if kind != "ORDER":
-        hint = " (use classify_restriction)" if kind in ("ITEM", "SALES_RESTRICTION_UPDATED") else ""
-        msg = f"not an order notification: type {kind}{hint}"
-        raise ValueError(msg)
-    reference = payload.get("thirdPartyReference")
-    if not isinstance(reference, str) or not reference:
-        msg = "order notification without a thirdPartyReference"
-        raise ValueError(msg)
-    raw_status = payload.get("status")
-    if not isinstance(raw_status, str) or not raw_status:
-        msg = f"order notification for {reference!r} without a status"
-        raise ValueError(msg)
-    raw_status = raw_status.strip().upper()
-    location = payload.get("businessLocationId")
-    common: dict[str, Any] = {
-        "third_party_reference": reference,
-        "raw_status": raw_status,
-        "business_location_id": location if isinstance(location, int) and not isinstance(location, bool) else None,
-        "pos_reference": _pos_reference(payload),
-    }
-    if raw_status == "SUCCESS":
-        return WebhookOutcome(status="SUCCESS", **common)
-    if raw_status != "FAILURE":
-        return WebhookOutcome(status="OTHER", reason=_failure_text(payload), **common)
-    text = _failure_text(payload)
-    skus = _named_skus(payload, text, order_skus)
-    error_class = failure_class(text)
-    return WebhookOutcome(
-        status="FAILURE",
-        error_class=error_class,
-        reason=_failure_reason(error_class, text),
-        skus=skus if error_class in (ErrorClass.UNAVAILABLE, ErrorClass.MENU) else (),
-        **common,
-    )
-
-
-def failure_class(reason: str) -> ErrorClass:
-    """Return the error class a FAILURE reason means (validity ended, restricted, unknown SKU, else rejected)."""
-    if _OUTAGE_WORDS.search(reason):
-        return ErrorClass.OUTAGE
-    if _UNAVAILABLE_WORDS.search(reason):
-        return ErrorClass.UNAVAILABLE
-    if "ITEM_NOT_FOUND" in reason or (_MENU_FAILURE_WORDS.search(reason) and _MENU_SUBJECT.search(reason)):
-        return ErrorClass.MENU
-    return ErrorClass.REJECTED
-
-
-def _pos_reference(payload: dict[str, Any]) -> str | None:
-    for key in ("ikentooAccountIdentifier", "iKentooAccountIdentifier"):
-        value = payload.get(key)
-        if isinstance(value, str) and value:
-            return value
-    account = payload.get("account")
-    if isinstance(account, dict) and isinstance(account.get("ikaccountId"), str) and account["ikaccountId"]:
-        return str(account["ikaccountId"])
-    # The deprecated V2 id (``ikentooAccountId`` in the examples, ``iKentooAccountId`` in the schema).
-    for key in ("ikentooAccountId", "iKentooAccountId"):
-        value = payload.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value)
-    return None
-
-
-def _failure_text(payload: dict[str, Any]) -> str:
-    """Return the reason and any structured error details of a notification as one line."""
-    pieces: list[str] = []
-    reason = payload.get("reason")
-    if isinstance(reason, str) and reason.strip():
-        pieces.append(reason.strip())
-    errors = payload.get("errors")
-    if isinstance(errors, dict):
-        timeout = errors.get("timeout")
-        if isinstance(timeout, dict):
-            for key in ("message", "errorKey"):
-                if isinstance(timeout.get(key), str) and timeout[key] not in pieces:
-                    pieces.append(timeout[key])
-        account = errors.get("account")
-        if isinstance(account, dict) and isinstance(account.get("type"), str):
-            pieces.append(account["type"])
-    return "; ".join(pieces)
-
-
-def _failure_reason(error_class: ErrorClass, text: str) -> str:
-    said = f" Lightspeed said: {_shorten(text, 300)}" if text else " Lightspeed gave no reason."
-    summary = {
-        ErrorClass.OUTAGE: "The POS did not pick the order up in time (is the POS app open on the iPad?).",
-        ErrorClass.UNAVAILABLE: "The POS refused items that are sold out or restricted.",
-        ErrorClass.MENU: "The POS does not know items of this order: check the SKUs against the POS menu.",
-    }.get(error_class, "The POS refused the order.")
-    return summary + said
-
-
-def _named_skus(payload: dict[str, Any], text: str, order_skus: tuple[str, ...]) -> tuple[str, ...]:
-    found: list[str] = []
-    value = payload.get("skus", payload.get("sku"))
-    for candidate in value if isinstance(value, list) else [value]:
-        if isinstance(candidate, str | int) and not isinstance(candidate, bool) and str(candidate) not in found:
-            found.append(str(candidate))
-    for sku in order_skus:
-        pattern = rf"(?<![A-Za-z0-9_-]){re.escape(sku)}(?![A-Za-z0-9_-])"
-        if sku and sku not in found and re.search(pattern, text):
-            found.append(sku)
-    return tuple(found)
-
-
-def classify_restriction(payload: object) -> list[tuple[str, bool]]:
-    """Return ``(sku, cannot be sold now)`` per item of a SALES_RESTRICTION_UPDATED (type ITEM) notification.
-
-    RESTRICTED with a remaining ``count`` above zero is still for sale (False); RESTRICTED with count 0
-    (or no count) is sold out (True); NOT_RESTRICTED is False. A list of notifications is accepted too.
-    """
-    entries = payload if isinstance(payload, list) else [payload]
-    changes: list[tuple[str, bool]] = []
-    for entry in entries:
-        kind = notification_type(entry)
-        if kind not in ("ITEM", "SALES_RESTRICTION_UPDATED"):
-            msg = f"not a sales-restriction notification: type {kind}"
-            raise ValueError(msg)
-        assert isinstance(entry, dict)
-        sku, status, count = entry.get("sku"), entry.get("status"), entry.get("count")
-        if not isinstance(sku, str) or not sku:
-            msg = "sales-restriction notification without a sku"
-            raise ValueError(msg)
-        if status not in ("RESTRICTED", "NOT_RESTRICTED"):
-            msg = f"sales-restriction notification for {sku!r} with status {status!r}"
-            raise ValueError(msg)
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
-            msg = f"sales-restriction notification for {sku!r} with count {count!r}"
-            raise ValueError(msg)
-        changes.append((sku, status == "RESTRICTED" and (count is None or count <= 0)))
-    return changes
-
-
-# --- readiness -------------------------------------------------------------------------------------
-
-_CONDITION_HINTS = {
-    "enabled": "the Online Ordering API is not enabled for this location",
-    "salesPeriodOpened": "the sales period is closed (open the day on the POS)",
-    "acceptingOnlineOrders": "no POS has 'Online Orders enabled' in Control center",
-    "availableDevices": "no POS device is running to take online orders",
-}
-
-
-def readiness_from(body: object) -> tuple[bool, dict[str, bool], str]:
-    """Return (ready, the four READY conditions by name, a human detail) from an onlineOrderReadiness body.
-
-    Accepts the ``GET /o/op/1/onlineOrderReadiness`` answer and the ONLINE_ORDER_READINESS notification
-    (same fields). ``status`` decides; without one, ready means all four conditions hold.
-    """
-    answer = _Answer(200, body)
-    if not answer.is_object:
-        shown = answer.words() or type(body).__name__
-        return False, {}, f"unexpected readiness answer: {shown}"
-    data: dict[str, Any] = answer.data
-    config = data.get("onlineOrderingApiConfiguration")
-    pos = data.get("posStatus")
-    config = config if isinstance(config, dict) else {}
-    pos = pos if isinstance(pos, dict) else {}
-    devices = pos.get("availableDevices")
-    conditions = {
-        "enabled": config.get("enabled") is True,
-        "salesPeriodOpened": str(pos.get("salesPeriod") or "").upper() == "OPENED",
-        "acceptingOnlineOrders": pos.get("acceptingOnlineOrders") is True,
-        # Typed boolean; a device count would mean the same when above zero.
-        "availableDevices": devices is True
-        or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 0),
-    }
-    status = data.get("status")
-    ready = status.upper() == "READY" if isinstance(status, str) else all(conditions.values())
-    shown_status = status.upper() if isinstance(status, str) else ("READY" if ready else "NOT_READY")
-    updated = data.get("lastUpdatedAt")
-    since = f" (as of {updated})" if isinstance(updated, str) and updated else ""
-    if ready:
-        return True, conditions, f"{shown_status}{since}"
-    missing = [_CONDITION_HINTS[name] for name, ok in conditions.items() if not ok]
-    why = f": {'; '.join(missing)}" if missing else ""
-    return False, conditions, f"{shown_status}{why}{since}"
