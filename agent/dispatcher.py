@@ -388,6 +388,9 @@ class Dispatcher:
         now = self.clock.now()
         timeout = timedelta(seconds=self.settings.injection.confirm_timeout_seconds)
         for record in await self.outbox.orders_in((State.AWAITING_POS,), limit=200):
+            # Each poll is bounded by the POS timeout; marking progress per order keeps a long round over a
+            # slow POS from looking like a wedged scheduler to the systemd watchdog.
+            self._mark("scheduler")
             result = await self.driver.confirmation(self._request(record))
             try:
                 if result is not None:

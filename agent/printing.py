@@ -132,6 +132,8 @@ class PrintWorker:
             self.progress = time.monotonic()
             self._wake.clear()
             for job in await self.outbox.due_print_jobs(self.clock.now()):
+                # Per job, so a round over several dead printers does not look wedged to the watchdog.
+                self.progress = time.monotonic()
                 await self.print_job(job)
             await self._sleep(1.0, wake=True)
 
