@@ -20,6 +20,7 @@ from agent.config import Settings
 from agent.dispatcher import Dispatcher
 from agent.health import HealthReporter
 from agent.intake import create_app
+from agent.mqtt import MqttReporter
 from agent.operations import Orders
 from agent.outbox import Outbox
 from agent.printing import PrintWorker
@@ -85,6 +86,11 @@ class Agent:
         self.webhooks = LightspeedWebhooks(
             outbox=self.outbox, dispatcher=self.dispatcher, settings=settings, clock=self.clock
         )
+        self.mqtt = (
+            MqttReporter(settings=settings, outbox=self.outbox, health=self.health, clock=self.clock)
+            if settings.mqtt.enabled
+            else None
+        )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: _Server | None = None
         self.advertiser: Advertiser | None = None
@@ -113,6 +119,9 @@ class Agent:
             ("retention", self._retention()),
         ):
             self._tasks[name] = asyncio.create_task(coro, name=f"venue-agent {name}")
+        if self.mqtt is not None:
+            # Reports from the outbox on its own: nothing in the order path awaits the broker.
+            self._tasks["mqtt"] = asyncio.create_task(self.mqtt.run(), name="venue-agent mqtt")
         intake = self.settings.intake
         token = intake.token.get_secret_value() if intake.token else None
         lightspeed = self.settings.pos.lightspeed_k
@@ -200,6 +209,13 @@ class Agent:
                     await task
         with contextlib.suppress(Exception):
             await self.outbox.event("agent_stopped")
+        mqtt = self._tasks.pop("mqtt", None)
+        if mqtt is not None and self.mqtt is not None:
+            # Forwards what is left and publishes the retained offline status before disconnecting (bounded).
+            await self.mqtt.close()
+            mqtt.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await mqtt
         await self.driver.aclose()
         await self.outbox.close()
         log.info("agent_stopped")
