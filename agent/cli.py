@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli_printers
 
     cli_printers.add_commands(sub, config_parent, json_parent)
+    from agent import console
+
+    console.add_commands(sub, config_parent, json_parent)
     from agent import cli_pos
 
     cli_pos.add_commands(sub, config_parent, json_parent)

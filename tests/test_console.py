@@ -1,0 +1,356 @@
+"""The fleet console: the pure fold and table, the command against a real Mosquitto, and the example ACL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from agent.cli import build_parser, main
+from agent.console import Fleet, as_json, connection_from_args, render_table, split_broker
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_ACL = REPO / "config" / "mosquitto" / "venue-agent-acl.conf"
+NOW = 1_795_000_000.0  # 2026-11-18T...Z; the fold takes time as an argument
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(epoch))
+
+
+def status(state: str, boot_id: str, seq: int, since: float = NOW - 600) -> bytes:
+    body = {"state": state, "since": iso(since), "version": "0.1.0", "boot_id": boot_id, "seq": seq}
+    return json.dumps(body).encode()
+
+
+def health(**overrides: Any) -> bytes:
+    body: dict[str, Any] = {
+        "ts": iso(NOW),
+        "uptime_s": 600,
+        "version": "0.1.0",
+        "outbox": {"held": 0, "scheduled": 1, "queued": 2, "retrying": 1, "awaiting_pos": 0, "failed": 1},
+        "oldest_pending_age_s": 95.0,
+        "pos": {"driver": "square", "state": "degraded", "latency_ms": 850, "circuit": "half_open"},
+        "printers": [{"name": "kitchen", "state": "ok"}, {"name": "bar", "state": "paper_out"}],
+        "disk_free_mb": 5120,
+        "seq": 3,
+    }
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+def alert(name: str, at: float) -> bytes:
+    return json.dumps(
+        {
+            "ts": iso(at),
+            "alert": name,
+            "severity": "high",
+            "order": {"id": "ord_1", "display_code": "A17"},
+            "reason": "POS refused",
+            "action": "enter it by hand",
+        }
+    ).encode()
+
+
+# ---- the pure fold ---------------------------------------------------------------------------------------------------
+
+
+def test_birth_makes_a_venue_online() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/harbour-kitchen/status", status("online", "boot-a", 0), now=NOW)
+    row = fleet.venues["harbour-kitchen"]
+    assert (row.state, row.boot_id, row.seq, row.version) == ("online", "boot-a", 0, "0.1.0")
+    assert row.last_seen == NOW
+    assert "online" in render_table(fleet, NOW)
+
+
+def test_health_fills_outbox_pos_printers_and_disk() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/harbour-kitchen/health", health(), now=NOW)
+    row = fleet.venues["harbour-kitchen"]
+    assert row.state == "unknown"  # health without a status yet
+    assert row.pending == 4
+    assert row.outbox["failed"] == 1
+    assert row.oldest_pending_age_s == 95.0
+    assert row.pos["state"] == "degraded"
+    assert row.printers_not_ok == ["bar:paper_out"]
+    assert row.disk_free_mb == 5120
+    line = render_table(fleet, NOW).splitlines()[1]
+    assert "4/1" in line and "1m" in line and "degraded/half_open" in line and "bar:paper_out" in line
+
+
+def test_alerts_are_counted_since_the_last_birth_and_the_latest_three_kept() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/hk/status", status("online", "boot-a", 0), now=NOW)
+    for i, name in enumerate(["order_failed", "printer_paper_out", "disk_low", "pos_auth_required"]):
+        fleet.apply("venues/hk/alerts", alert(name, NOW - 300 + i * 60), now=NOW)
+    row = fleet.venues["hk"]
+    assert row.open_alerts == 4
+    assert [name for _, name in row.latest_alerts] == ["printer_paper_out", "disk_low", "pos_auth_required"]
+    assert "4 pos_auth_required(2m),disk_low(3m)" in render_table(fleet, NOW)
+    assert as_json(fleet)[0]["latest_alerts"][0] == {"alert": "pos_auth_required", "ts": iso(NOW - 120)}
+
+    fleet.apply("venues/hk/status", status("online", "boot-a", 0), now=NOW + 1)  # a duplicate birth
+    assert fleet.venues["hk"].open_alerts == 4
+    fleet.apply("venues/hk/status", status("online", "boot-b", 0, since=NOW + 5), now=NOW + 5)  # a restart
+    assert (fleet.venues["hk"].open_alerts, fleet.venues["hk"].latest_alerts) == (0, [])
+
+
+def test_a_stale_will_from_the_previous_boot_is_ignored() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/hk/status", status("online", "boot-a", 0), now=NOW)
+    fleet.apply("venues/hk/status", status("online", "boot-b", 0, since=NOW + 10), now=NOW + 10)
+    fleet.apply("venues/hk/status", status("offline", "boot-a", 0, since=NOW + 11), now=NOW + 11)
+    row = fleet.venues["hk"]
+    assert (row.state, row.boot_id, row.since) == ("online", "boot-b", iso(NOW + 10))
+    assert row.last_seen == NOW + 11  # the broker still heard of the venue
+
+
+def test_a_stale_will_from_an_earlier_connection_of_the_same_boot_is_ignored() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/hk/status", status("online", "boot-a", 2), now=NOW)
+    fleet.apply("venues/hk/status", status("offline", "boot-a", 1), now=NOW + 1)
+    assert fleet.venues["hk"].state == "online"
+
+
+def test_a_real_offline_after_online_is_shown() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/hk/status", status("online", "boot-a", 2), now=NOW)
+    fleet.apply("venues/hk/status", status("offline", "boot-a", 2, since=NOW + 30), now=NOW + 30)
+    row = fleet.venues["hk"]
+    assert (row.state, row.since) == ("offline", iso(NOW + 30))
+    # And back online after a reconnect of the same boot.
+    fleet.apply("venues/hk/status", status("online", "boot-a", 3, since=NOW + 60), now=NOW + 60)
+    assert fleet.venues["hk"].state == "online"
+
+
+def test_offline_and_alerting_venues_sort_first() -> None:
+    fleet = Fleet("venues")
+    fleet.apply("venues/a-fine/status", status("online", "b1", 0), now=NOW)
+    fleet.apply("venues/b-alerting/status", status("online", "b2", 0), now=NOW)
+    fleet.apply("venues/b-alerting/alerts", alert("order_failed", NOW - 5), now=NOW)
+    fleet.apply("venues/c-offline/status", status("offline", "b3", 0), now=NOW)
+    fleet.apply("venues/0-also-offline/status", status("offline", "b4", 0), now=NOW)
+    assert [r["venue"] for r in as_json(fleet)] == ["0-also-offline", "c-offline", "b-alerting", "a-fine"]
+    lines = render_table(fleet, NOW).splitlines()
+    assert lines[0].startswith("VENUE")
+    assert [line.split()[0] for line in lines[1:]] == ["0-also-offline", "c-offline", "b-alerting", "a-fine"]
+    # Fixed width: the state column starts at the same offset on every line.
+    assert [line[21:].split()[0] for line in lines] == ["STATE", "offline", "offline", "online", "online"]
+
+
+def test_unusable_topics_and_payloads_are_ignored() -> None:
+    fleet = Fleet("acme/venues")
+    fleet.apply("acme/venues/hk/status", b"not json", now=NOW)
+    fleet.apply("other/hk/status", status("online", "b", 0), now=NOW)
+    fleet.apply("acme/venues/hk/cmd/status", b"{}", now=NOW)
+    fleet.apply("acme/venues/hk/status", b"[1, 2]", now=NOW)
+    assert fleet.venues == {}
+    assert fleet.ignored == 4
+    fleet.apply("acme/venues/hk/events", b'{"type": "order_state"}', now=NOW)
+    assert fleet.venues["hk"].last_seen == NOW
+
+
+def test_split_broker() -> None:
+    assert split_broker("broker.example", 1883) == ("broker.example", 1883)
+    assert split_broker("broker.example:8883", 1883) == ("broker.example", 8883)
+    assert split_broker("[::1]:1884", 1883) == ("::1", 1884)
+    with pytest.raises(ValueError, match="broker"):
+        split_broker("host:0", 1883)
+
+
+def test_defaults_come_from_the_config_mqtt_section_and_flags_win(tmp_path: Path) -> None:
+    text = (REPO / "config" / "example.toml").read_text(encoding="utf-8")
+    mqtt_at = text.index("[mqtt]")
+    head, mqtt = text[:mqtt_at], text[mqtt_at:]
+    mqtt = mqtt.replace('# host = "mqtt.example.net"', 'host = "mqtt.example.net"\nusername = "ops-console"', 1)
+    mqtt = mqtt.replace("tls = false", "tls = true", 1)
+    config = tmp_path / "agent.toml"
+    config.write_text(head + mqtt, encoding="utf-8")
+    (tmp_path / "pw").write_text("s3cret\n")
+
+    conn = connection_from_args(build_parser().parse_args(["console", "--config", str(config)]))
+    assert (conn.host, conn.port, conn.tls, conn.username, conn.prefix) == (
+        "mqtt.example.net",
+        8883,
+        True,
+        "ops-console",
+        "venues",
+    )
+    args = ["console", "--config", str(config), "--broker", "127.0.0.1:1884", "--prefix", "acme/venues/"]
+    conn = connection_from_args(
+        build_parser().parse_args([*args, "--username", "me", "--password-file", str(tmp_path / "pw")])
+    )
+    assert (conn.host, conn.port, conn.prefix, conn.username, conn.password) == (
+        "127.0.0.1",
+        1884,
+        "acme/venues",
+        "me",
+        "s3cret",
+    )
+
+
+def test_an_unreachable_broker_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VENUE_AGENT_CONFIG", "/nonexistent/agent.toml")
+    code = main(["console", "--broker", f"127.0.0.1:{free_port()}", "--once", "0.5"])
+    assert code == 1
+    assert "error: MQTT broker 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_no_broker_anywhere_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VENUE_AGENT_CONFIG", "/nonexistent/agent.toml")
+    assert main(["console", "--once", "0"]) == 2
+    assert "--broker" in capsys.readouterr().err
+
+
+# ---- against a real broker -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def mosquitto(tmp_path: Path, extra: str = "allow_anonymous true\n") -> Iterator[tuple[int, Path]]:
+    """Run Mosquitto on a free loopback port; yield (port, log file)."""
+    assert MOSQUITTO is not None
+    port = free_port()
+    log = tmp_path / "mosquitto.log"
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        # Run as whoever runs the tests: as root, Mosquitto would otherwise switch to a `mosquitto` user.
+        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+        f"log_dest file {log}\nlog_type all\n{extra}"
+    )
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    pytest.fail(f"mosquitto did not start: {err} {log.read_text() if log.exists() else ''}")
+                time.sleep(0.05)
+        yield port, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@asynccontextmanager
+async def client(port: int, username: str | None = None, password: str | None = None) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client("127.0.0.1", port, username=username, password=password, timeout=5) as c:
+        yield c
+
+
+async def wait_for_log(log: Path, text: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text(errors="replace") if log.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the broker log"
+        await asyncio.sleep(0.05)
+
+
+@needs_mosquitto
+async def test_console_once_json_against_a_real_broker(tmp_path: Path) -> None:
+    with mosquitto(tmp_path) as (port, log):
+        async with client(port) as pub:
+            await pub.publish("venues/harbour-kitchen/status", status("online", "boot-a", 0), qos=1, retain=True)
+            await pub.publish("venues/harbour-kitchen/health", health(), qos=1, retain=True)
+            await pub.publish("venues/dock-diner/status", status("offline", "boot-z", 4), qos=1, retain=True)
+            await pub.publish("venues/dock-diner/health", health(printers=[]), qos=1, retain=True)
+
+            env = {**os.environ, "VENUE_AGENT_CONFIG": str(tmp_path / "absent.toml")}
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "agent.cli", "console", "--broker", f"127.0.0.1:{port}"),
+                *("--once", "1.5", "--json"),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            # Alerts are not retained: send this one once the console has subscribed to them.
+            await wait_for_log(log, "venues/+/alerts", timeout=10)
+            await pub.publish("venues/harbour-kitchen/alerts", alert("order_failed", time.time()), qos=1)
+            out, err = await asyncio.wait_for(proc.communicate(), 15)
+
+    assert proc.returncode == 0, err.decode()
+    rows = json.loads(out)
+    assert [r["venue"] for r in rows] == ["dock-diner", "harbour-kitchen"]
+    diner, kitchen = rows
+    assert (diner["state"], diner["boot_id"], diner["seq"], diner["printers_not_ok"]) == ("offline", "boot-z", 4, [])
+    assert (kitchen["state"], kitchen["boot_id"]) == ("online", "boot-a")
+    assert kitchen["pending"] == 4 and kitchen["outbox"]["failed"] == 1
+    assert kitchen["pos"]["state"] == "degraded"
+    assert kitchen["printers_not_ok"] == ["bar:paper_out"]
+    assert kitchen["open_alerts"] == 1
+    assert kitchen["latest_alerts"][0]["alert"] == "order_failed"
+
+
+@needs_mosquitto
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
+async def test_example_acl_isolates_venues(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    users = {"ops-console": "ops-pw", "harbour-kitchen": "hk-pw", "other-venue": "ov-pw"}
+    for i, (user, password) in enumerate(users.items()):
+        flags = ["-c", "-b"] if i == 0 else ["-b"]
+        subprocess.run(["mosquitto_passwd", *flags, str(passwd), user, password], check=True, capture_output=True)
+    passwd.chmod(0o600)
+    extra = f"allow_anonymous false\npassword_file {passwd}\nacl_file {EXAMPLE_ACL}\n"
+
+    with mosquitto(tmp_path, extra) as (port, _):
+        async with (
+            client(port, "ops-console", "ops-pw") as ops,
+            client(port, "harbour-kitchen", "hk-pw") as venue,
+        ):
+            await ops.subscribe("venues/#", qos=1)
+            await venue.subscribe("venues/+/cmd/#", qos=1)
+            # The forbidden publish goes first, so by the time the allowed one arrives it would have too.
+            await venue.publish("venues/other-venue/status", b'{"state":"offline","spoofed":true}', qos=1)
+            await venue.publish("venues/harbour-kitchen/status", status("online", "boot-a", 0), qos=1)
+            await ops.publish("venues/other-venue/cmd/status", b"{}", qos=1)
+            await ops.publish("venues/harbour-kitchen/cmd/status", b"{}", qos=1)
+
+            async def until(c: aiomqtt.Client, topic: str) -> list[str]:
+                seen: list[str] = []
+                async for message in c.messages:
+                    seen.append(str(message.topic))
+                    if seen[-1] == topic:
+                        break
+                return seen
+
+            ops_seen = await asyncio.wait_for(until(ops, "venues/harbour-kitchen/status"), 5)
+            venue_seen = await asyncio.wait_for(until(venue, "venues/harbour-kitchen/cmd/status"), 5)
+
+    # Each forbidden message was sent before the allowed one that was received, so it was dropped, not late.
+    assert "venues/other-venue/status" not in ops_seen
+    assert venue_seen == ["venues/harbour-kitchen/cmd/status"]
