@@ -16,11 +16,14 @@ from typing import Any, Literal
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent import __version__
 from agent.clock import Clock
 from agent.config import Settings
 from agent.health import HealthReporter
+from agent.mqtt_commands import MqttControl
 from agent.outbox import Outbox
 from agent.records import EventRecord
 
@@ -32,6 +35,8 @@ POLL_SECONDS = 1.0
 BATCH_SIZE = 500
 KEEPALIVE_SECONDS = 30
 CLOSE_TIMEOUT_SECONDS = 3.0
+# The broker keeps the session (subscriptions, QoS 1 orders and commands) this long while the agent is away.
+SESSION_EXPIRY_SECONDS = 86_400
 
 Table = Literal["events", "alerts"]
 
@@ -39,8 +44,17 @@ Table = Literal["events", "alerts"]
 class MqttReporter:
     """Keeps one MQTT connection to the ops broker (reconnecting with capped backoff) and reports over it."""
 
-    def __init__(self, *, settings: Settings, outbox: Outbox, health: HealthReporter, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        outbox: Outbox,
+        health: HealthReporter,
+        clock: Clock,
+        control: MqttControl | None = None,
+    ) -> None:
         self.settings = settings
+        self.control = control
         self.outbox = outbox
         self.health = health
         self.clock = clock
@@ -62,6 +76,9 @@ class MqttReporter:
             try:
                 async with self._client() as client:
                     await self._publish_status(client, "online")
+                    if self.control is not None:
+                        for topic in self.control.topics:
+                            await client.subscribe(topic, qos=1)
                     log.info("mqtt_connected", host=self.settings.mqtt.host, seq=self.births)
                     delay, failing = BACKOFF_INITIAL_SECONDS, False
                     await self._connected(client)
@@ -102,6 +119,9 @@ class MqttReporter:
                 keyfile=str(mqtt.key_file) if mqtt.key_file else None,
             )
         will = aiomqtt.Will(f"{self.prefix}/status", self._status("offline"), qos=1, retain=True)
+        # A persistent session from the very first connect: orders sent while the agent was away are delivered.
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
         return aiomqtt.Client(
             mqtt.host,
             mqtt.port,
@@ -112,6 +132,8 @@ class MqttReporter:
             tls_params=tls,
             keepalive=KEEPALIVE_SECONDS,
             will=will,
+            clean_start=False,
+            properties=properties,
         )
 
     def _log_failure(self, failing: bool, reason: str) -> bool:
@@ -142,11 +164,31 @@ class MqttReporter:
     async def _wait_closing(self) -> None:
         await self._closing.wait()
 
-    @staticmethod
-    async def _watch(client: aiomqtt.Client) -> None:
-        """Raise MqttError as soon as the connection drops (the message iterator does that)."""
-        async for _message in client.messages:
-            pass
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Handle commands and orders one at a time; raise MqttError as soon as the connection drops.
+
+        aiomqtt 2.5 has no manual acknowledgement: the broker gets the PUBACK when the message is queued here, not
+        after the answer. An order is still delivered at least once: its sender resends until it sees the ack on
+        ``P/orders/<id>/ack`` (published after the commit), and a resent order is a duplicate, a no-op.
+        """
+        async for message in client.messages:
+            if self.control is None or not isinstance(message.payload, bytes):
+                continue
+            props = message.properties
+            answer = await self.control.handle(
+                message.topic.value,
+                message.payload,
+                response_topic=getattr(props, "ResponseTopic", None),
+                correlation=getattr(props, "CorrelationData", None),
+            )
+            if answer is None:
+                continue
+            reply_props = None
+            if answer.correlation is not None:
+                reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                reply_props.CorrelationData = answer.correlation
+            body = json.dumps(answer.payload, separators=(",", ":"), default=str)
+            await client.publish(answer.topic, body, qos=1, retain=False, properties=reply_props)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """Forward what is left (bounded), then publish the retained ``offline`` status."""

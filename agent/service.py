@@ -21,6 +21,7 @@ from agent.dispatcher import Dispatcher
 from agent.health import HealthReporter
 from agent.intake import create_app
 from agent.mqtt import MqttReporter
+from agent.mqtt_commands import MqttControl
 from agent.operations import Orders
 from agent.outbox import Outbox
 from agent.printing import PrintWorker
@@ -86,11 +87,21 @@ class Agent:
         self.webhooks = LightspeedWebhooks(
             outbox=self.outbox, dispatcher=self.dispatcher, settings=settings, clock=self.clock
         )
-        self.mqtt = (
-            MqttReporter(settings=settings, outbox=self.outbox, health=self.health, clock=self.clock)
-            if settings.mqtt.enabled
-            else None
-        )
+        self.mqtt: MqttReporter | None = None
+        if settings.mqtt.enabled:
+            secret = settings.mqtt.command_hmac_secret
+            control = MqttControl(
+                prefix=f"{settings.mqtt.topic_prefix}/{settings.venue.id}",
+                orders=self.orders,
+                outbox=self.outbox,
+                clock=self.clock,
+                health=self._health_snapshot,
+                webhooks=self.webhooks if settings.pos.driver == "lightspeed_k" else None,
+                secret=secret.get_secret_value() if secret else None,
+            )
+            self.mqtt = MqttReporter(
+                settings=settings, outbox=self.outbox, health=self.health, clock=self.clock, control=control
+            )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: _Server | None = None
         self.advertiser: Advertiser | None = None
@@ -181,6 +192,9 @@ class Agent:
         """Return (ready, snapshot): ready means the outbox is open and every loop is running."""
         ready = self.ready.is_set() and self.outbox.is_open and all(not t.done() for t in self._tasks.values())
         return ready, await self.health.snapshot(ready=ready)
+
+    async def _health_snapshot(self) -> dict[str, Any]:
+        return (await self.health_check())[1]
 
     def failed_task(self) -> asyncio.Task[Any] | None:
         """Return a loop that ended (it should never), if any."""

@@ -1,0 +1,243 @@
+"""Commands and orders received over MQTT (SPEC §8): parsing, signature checks and the dispatcher.
+
+Topics (``P = {topic_prefix}/{venue.id}``):
+
+- ``P/cmd/<name>`` — a command, a JSON object. Commands: ``resubmit {order_id}``, ``reprint {order_id}``,
+  ``cancel {order_id}``, ``status {}``, ``lightspeed_webhook {...}`` (the relayed K-Series notification is the
+  payload without ``ts``/``sig``). The reply ``{"ok": true, ...result}`` or ``{"ok": false, "error": ...}`` goes
+  to the MQTT 5 response topic of the request, with its correlation data, or else to ``P/cmd/<name>/reply``.
+- ``P/orders/new`` — a §4 order; it goes through the same validation and outbox as ``POST /v1/orders``, and the
+  answer ``{"order_id", "accepted", "duplicate", "state", "error"}`` is published on ``P/orders/<id>/ack`` after
+  the commit. A message whose order id cannot be read (not JSON, no valid ``id``) is answered on
+  ``P/orders/rejected`` with ``"order_id": null``.
+
+Command signatures (when ``mqtt.command_hmac_secret`` is set): the command object carries ``ts`` (Unix seconds,
+within ``MAX_SKEW_SECONDS`` of the agent's clock) and ``sig``, the lowercase hex HMAC-SHA256, keyed with the
+secret's UTF-8 bytes, of the *canonical form* of the object without ``sig`` (``ts`` included)::
+
+    json.dumps(payload_without_sig, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+
+A signature seen within the last ``REPLAY_WINDOW_SECONDS`` is refused as a replay. Refusals are logged
+(``mqtt_command_refused``) and recorded as a ``command_refused`` alert. Orders on ``P/orders/new`` are not signed:
+they are authenticated by the broker's ACL, like the intake token guards HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.clock import Clock
+from agent.errors import OrderConflict, OrderInvalid, OrderNotFound, StorageError
+from agent.operations import Orders
+from agent.outbox import Outbox
+from agent.webhooks import LightspeedWebhooks, WebhookInvalid
+
+log = structlog.get_logger("venue_agent.mqtt")
+
+MAX_SKEW_SECONDS = 60.0
+REPLAY_WINDOW_SECONDS = 120.0
+ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+HealthFn = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class CommandRefused(Exception):
+    """A command failed its signature check; the message says why."""
+
+
+class CommandInvalid(ValueError):
+    """The command is unknown or its arguments are wrong; the message says why."""
+
+
+def canonical(payload: dict[str, Any]) -> bytes:
+    """Return the bytes a command signature covers: ``payload`` without ``sig``, in canonical JSON."""
+    rest = {k: v for k, v in payload.items() if k != "sig"}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+
+
+def sign(payload: dict[str, Any], secret: str) -> str:
+    """Return the hex HMAC-SHA256 signature of ``payload`` (what a sender puts in ``sig``)."""
+    return hmac.new(secret.encode("utf-8"), canonical(payload), hashlib.sha256).hexdigest()
+
+
+class SignatureChecker:
+    """Verifies ``ts``/``sig`` on commands and remembers recent signatures to refuse replays."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self._seen: dict[str, float] = {}
+
+    def verify(self, payload: dict[str, Any], *, now: float) -> None:
+        """Raise CommandRefused unless ``payload`` is signed, fresh and not seen before; remember it."""
+        sig, ts = payload.get("sig"), payload.get("ts")
+        if not isinstance(sig, str) or not sig:
+            raise CommandRefused("unsigned: 'sig' is required")
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+            raise CommandRefused("'ts' (Unix seconds) is required")
+        if abs(now - ts) > MAX_SKEW_SECONDS:
+            raise CommandRefused(
+                f"stale: 'ts' is {now - ts:.0f} s from the agent's clock (limit {MAX_SKEW_SECONDS:.0f})"
+            )
+        if not hmac.compare_digest(sig.lower(), sign(payload, self.secret)):
+            raise CommandRefused("bad signature")
+        self._seen = {s: expiry for s, expiry in self._seen.items() if expiry > now}
+        if sig.lower() in self._seen:
+            raise CommandRefused("replayed: this signature was already used")
+        self._seen[sig.lower()] = now + REPLAY_WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish in answer (QoS 1, not retained); ``correlation`` goes with a response topic."""
+
+    topic: str
+    payload: dict[str, Any]
+    correlation: bytes | None = None
+
+
+class MqttControl:
+    """Handles every message on the agent's command and order topics; never raises on bad input."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        orders: Orders,
+        outbox: Outbox,
+        clock: Clock,
+        health: HealthFn,
+        webhooks: LightspeedWebhooks | None,
+        secret: str | None,
+    ) -> None:
+        self.prefix = prefix
+        self.orders = orders
+        self.outbox = outbox
+        self.clock = clock
+        self.health = health
+        self.webhooks = webhooks
+        self.checker = SignatureChecker(secret) if secret else None
+
+    @property
+    def topics(self) -> list[str]:
+        """Return the topic filters to subscribe to (QoS 1)."""
+        return [f"{self.prefix}/cmd/+", f"{self.prefix}/orders/new"]
+
+    async def handle(
+        self, topic: str, payload: bytes, *, response_topic: str | None = None, correlation: bytes | None = None
+    ) -> Outgoing | None:
+        """Run one message; return the answer to publish (None for a topic this agent does not serve)."""
+        if topic == f"{self.prefix}/orders/new":
+            return await self._order(payload)
+        head = f"{self.prefix}/cmd/"
+        if topic.startswith(head) and "/" not in topic[len(head) :]:
+            name = topic[len(head) :]
+            body = await self._command(name, payload)
+            if response_topic:
+                return Outgoing(response_topic, body, correlation)
+            return Outgoing(f"{topic}/reply", body)
+        return None
+
+    # ---- commands ----------------------------------------------------------------------------
+
+    async def _command(self, name: str, raw: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return {"ok": False, "error": f"the command is not JSON: {exc}"}
+        if not isinstance(payload, dict):
+            return {"ok": False, "error": "the command must be a JSON object"}
+        if self.checker is not None:
+            try:
+                self.checker.verify(payload, now=self.clock.now().timestamp())
+            except CommandRefused as exc:
+                await self._refused(name, str(exc))
+                return {"ok": False, "error": f"refused: {exc}"}
+        args = {k: v for k, v in payload.items() if k not in ("ts", "sig")}
+        try:
+            return {"ok": True, **await self._run(name, args)}
+        except OrderInvalid as exc:
+            return {"ok": False, "error": str(exc), "errors": [e.as_dict() for e in exc.errors]}
+        except OrderConflict as exc:
+            return {"ok": False, "error": exc.detail, "state": exc.state}
+        except (CommandInvalid, OrderNotFound, StorageError, WebhookInvalid) as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a bug must not end the connection: answer and log it
+            log.error("mqtt_command_failed", command=name, exc_info=exc)
+            return {"ok": False, "error": "the agent failed to run this command; it has been logged"}
+
+    async def _run(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name == "status":
+            return {"health": await self.health()}
+        if name == "lightspeed_webhook":
+            if self.webhooks is None:
+                raise CommandInvalid("the Lightspeed webhook is served only when pos.driver = 'lightspeed_k'")
+            return (await self.webhooks.handle(args)).as_json()
+        if name not in ("resubmit", "reprint", "cancel"):
+            raise CommandInvalid(
+                f"unknown command {name!r}; one of resubmit, reprint, cancel, status, lightspeed_webhook"
+            )
+        order_id = args.get("order_id")
+        if not isinstance(order_id, str) or not order_id:
+            raise CommandInvalid("'order_id' (a string) is required")
+        if name == "reprint":
+            if not self.orders.settings.printers_for("reprint"):
+                if await self.outbox.get(order_id) is None:
+                    raise OrderNotFound(order_id)
+                raise OrderConflict("no printer is configured for tickets: add a [[printers]] entry")
+            return {"order_id": order_id, "reprint_no": await self.orders.reprint(order_id)}
+        record = await (self.orders.cancel(order_id) if name == "cancel" else self.orders.resubmit(order_id))
+        return {"order_id": record.id, "state": record.state.value}
+
+    async def _refused(self, name: str, reason: str) -> None:
+        log.warning("mqtt_command_refused", command=name, reason=reason)
+        detail = {
+            "reason": f"MQTT command {name!r} refused: {reason}",
+            "action": "check the ops console's command secret and clock; if neither changed, someone else sent it",
+        }
+        try:
+            await self.outbox.alert("command_refused", "warning", detail)
+        except StorageError as exc:
+            log.warning("mqtt_command_refused_alert_lost", error=str(exc))
+
+    # ---- orders ------------------------------------------------------------------------------
+
+    async def _order(self, raw: bytes) -> Outgoing:
+        order_id: str | None = None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._ack(None, {"accepted": False, "error": f"the order is not JSON: {exc}"})
+        if isinstance(data, dict) and isinstance(data.get("id"), str) and ORDER_ID.match(data["id"]):
+            order_id = data["id"]
+        try:
+            result = await self.orders.submit(data)
+        except OrderInvalid as exc:
+            body = {"accepted": False, "error": str(exc), "errors": [e.as_dict() for e in exc.errors]}
+        except OrderConflict as exc:
+            body = {"accepted": False, "error": exc.detail}
+        except StorageError as exc:
+            log.error("mqtt_order_storage_unavailable", order_id=order_id, error=str(exc))
+            body = {
+                "accepted": False,
+                "error": f"the order was not stored: {exc}",
+                "retry_after": StorageError.retry_after_seconds,
+            }
+        except Exception as exc:  # a bug must not end the connection: answer (the sender resends) and log it
+            log.error("mqtt_order_failed", order_id=order_id, exc_info=exc)
+            body = {"accepted": False, "error": "the agent failed to take this order; it has been logged"}
+        else:
+            body = {"accepted": True, "duplicate": result.duplicate, "state": result.state.value, "error": None}
+        return self._ack(order_id, body)
+
+    def _ack(self, order_id: str | None, body: dict[str, Any]) -> Outgoing:
+        topic = f"{self.prefix}/orders/{order_id}/ack" if order_id else f"{self.prefix}/orders/rejected"
+        return Outgoing(topic, {"order_id": order_id, **body})
