@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from agent.config import LightspeedKSettings
 from agent.models import Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
+from agent.money import currency_exponent
 from agent.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, InjectResult, Permanent, Transient
 from drivers.pos.errors import PosDriverError
@@ -48,33 +49,6 @@ _FULFILMENT_LABEL = {
     FulfillmentType.PICKUP: "Pickup",
     FulfillmentType.DELIVERY: "Delivery",
     FulfillmentType.DINE_IN: "Dine in",
-}
-# ISO 4217 minor-unit exponents that are not 2.
-_EXPONENTS = {
-    **dict.fromkeys(
-        (
-            "BIF",
-            "CLP",
-            "DJF",
-            "GNF",
-            "ISK",
-            "JPY",
-            "KMF",
-            "KRW",
-            "PYG",
-            "RWF",
-            "UGX",
-            "UYI",
-            "VND",
-            "VUV",
-            "XAF",
-            "XOF",
-            "XPF",
-        ),
-        0,
-    ),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-    **dict.fromkeys(("CLF", "UYW"), 4),
 }
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -115,11 +89,6 @@ def third_party_reference(idempotency_key: str) -> str:
 
 
 # --- amounts ---------------------------------------------------------------------------------------
-
-
-def currency_exponent(currency: str) -> int:
-    """Return the number of minor-unit digits of an ISO 4217 currency (2 unless listed otherwise)."""
-    return _EXPONENTS.get(currency.upper(), 2)
 
 
 def major_units(minor: int, currency: str) -> Decimal:

@@ -14,6 +14,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from agent.models import FulfillmentType, Item, Modifier, Order, PaymentStatus
+from agent.money import currency_exponent
 
 Align = Literal["left", "center", "right"]
 
@@ -21,31 +22,6 @@ MIN_COLUMNS = 20
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SYMBOLS = {"GBP": "£", "EUR": "€"}
-# ISO 4217 minor-unit exponents that are not 2; everything else is printed with two decimals.
-_EXPONENTS = {
-    **dict.fromkeys(
-        (
-            "BIF",
-            "CLP",
-            "DJF",
-            "GNF",
-            "ISK",
-            "JPY",
-            "KMF",
-            "KRW",
-            "PYG",
-            "RWF",
-            "UGX",
-            "VND",
-            "VUV",
-            "XAF",
-            "XOF",
-            "XPF",
-        ),
-        0,
-    ),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-}
 _FULFILMENT = {
     FulfillmentType.PICKUP: "PICKUP",
     FulfillmentType.DELIVERY: "DELIVERY",
@@ -214,7 +190,7 @@ def render_text(ticket: Ticket) -> str:
 
 def format_money(amount: int, currency: str) -> str:
     """Return ``amount`` minor units as ``£18.60``, ``€18.60`` or ``USD 18.60``."""
-    exponent = _EXPONENTS.get(currency, 2)
+    exponent = currency_exponent(currency)
     units, minor = divmod(amount, 10**exponent)
     number = f"{units:,}.{minor:0{exponent}d}" if exponent else f"{units:,}"
     symbol = _SYMBOLS.get(currency)
