@@ -7,9 +7,7 @@ import asyncio
 import json
 import sqlite3
 import sys
-import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,10 +15,10 @@ from zoneinfo import ZoneInfo
 from agent.config import PrinterSettings, Settings, load_settings
 from agent.errors import ConfigError, Problem
 from agent.models import Order, parse_order
+from agent.print_test import print_test, where
 from agent.records import OrderRecord
-from agent.tickets import PrinterSetup, order_ticket, print_test_page
-from drivers.printers.base import Delivery
-from drivers.printers.errors import PrinterConfigError, PrinterError, PrinterUnavailable
+from agent.tickets import PrinterSetup, order_ticket
+from drivers.printers.errors import PrinterConfigError
 from drivers.printers.layout import Ticket, TicketKind, render_text
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -138,42 +136,7 @@ def cmd_print_test(args: argparse.Namespace) -> int:
 async def _print_tests(settings: Settings, printers: list[PrinterSettings]) -> list[dict[str, Any]]:
     from drivers.printers.transports import build_transport
 
-    results = []
-    for printer in printers:
-        setup = PrinterSetup(printer)
-        result: dict[str, Any] = {
-            "printer": printer.name,
-            "connection": _where(printer),
-            "before": "unknown",
-            "after": "unknown",
-            "printed": False,
-            "error": None,
-            "notes": [],
-        }
-        started = time.monotonic()
-        try:
-            page = print_test_page(setup, now=datetime.now(UTC), tz=settings.venue.tz)
-            data = await asyncio.to_thread(setup.payload, page)
-            delivery: Delivery = await build_transport(printer).send(data)
-        except PrinterUnavailable as exc:
-            result.update(before=exc.status.value, error=exc.reason)
-        except PrinterError as exc:
-            result.update(error=str(exc))
-        else:
-            result.update(
-                before=delivery.before.status.value,
-                after=delivery.after.status.value,
-                printed=delivery.printed,
-                error=None if delivery.printed else delivery.after.detail,
-                bytes=len(data),
-                seconds=round(time.monotonic() - started, 3),
-            )
-            if delivery.after.status.value == "unknown" and not printer.writes_text:
-                result["notes"].append("the printer did not answer status requests: check the paper came out")
-            elif delivery.after.status.value == "paper_low":
-                result["notes"].append("paper is nearly out: put a new roll in soon")
-        results.append(result)
-    return results
+    return [await print_test(PrinterSetup(p), build_transport(p), tz=settings.venue.tz) for p in printers]
 
 
 def describe_printer(printer: PrinterSettings) -> str:
@@ -185,19 +148,9 @@ def describe_printer(printer: PrinterSettings) -> str:
         encoding = f"{printer.profile}, {setup.code_page.name}"
     categories = ", ".join(printer.categories) if printer.categories else "all items"
     return (
-        f"{printer.name}: {_where(printer)}, {encoding}, {printer.columns} columns,"
+        f"{printer.name}: {where(printer)}, {encoding}, {printer.columns} columns,"
         f" roles {'/'.join(printer.roles)}, {categories}"
     )
-
-
-def _where(printer: PrinterSettings) -> str:
-    if printer.connection == "network":
-        return f"network {printer.host}:{printer.port}"
-    if printer.connection == "serial":
-        return f"serial {printer.device}"
-    if printer.connection == "usb":
-        return f"usb {printer.usb_vendor or 0:04x}:{printer.usb_product or 0:04x}"
-    return f"file {printer.path}"
 
 
 def cmd_ticket_render(args: argparse.Namespace) -> int:

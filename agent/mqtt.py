@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 import aiomqtt
 import structlog
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import __version__
 from agent.clock import Clock
 from agent.config import Settings
-from agent.health import HealthReporter
-from agent.mqtt_commands import MqttControl
+from agent.mqtt_commands import HealthFn, MqttControl
 from agent.outbox import Outbox
 from agent.records import EventRecord
 
@@ -37,6 +37,9 @@ KEEPALIVE_SECONDS = 30
 CLOSE_TIMEOUT_SECONDS = 3.0
 # The broker keeps the session (subscriptions, QoS 1 orders and commands) this long while the agent is away.
 SESSION_EXPIRY_SECONDS = 86_400
+# CONNACK to an MQTT 5 CONNECT from a broker that speaks only 3.1.1: return code 1, which paho reports as reason
+# 132 "Unsupported protocol version".
+UNSUPPORTED_PROTOCOL = (1, 132)
 
 Table = Literal["events", "alerts"]
 
@@ -49,11 +52,13 @@ class MqttReporter:
         *,
         settings: Settings,
         outbox: Outbox,
-        health: HealthReporter,
+        health: HealthFn,
         clock: Clock,
         control: MqttControl | None = None,
+        changed: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
+        self.changed = changed
         self.control = control
         self.outbox = outbox
         self.health = health
@@ -61,6 +66,7 @@ class MqttReporter:
         self.prefix = f"{settings.mqtt.topic_prefix}/{settings.venue.id}"
         self.boot_id = str(uuid.uuid4())
         self.births = 0
+        self.protocol = aiomqtt.ProtocolVersion.V5
         self.published = {"events": 0, "alerts": 0}
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
@@ -84,6 +90,10 @@ class MqttReporter:
                     await self._connected(client)
                     # Only close() ends a session without an error: say goodbye before the context disconnects.
                     await self._goodbye(client)
+            except MqttConnectError as exc:
+                if self._fall_back(exc):
+                    continue
+                failing = self._log_failure(failing, str(exc))
             except aiomqtt.MqttError as exc:
                 failing = self._log_failure(failing, str(exc))
             except Exception as exc:  # a bug or a storage error must not end the agent: report, back off, retry
@@ -120,21 +130,32 @@ class MqttReporter:
             )
         will = aiomqtt.Will(f"{self.prefix}/status", self._status("offline"), qos=1, retain=True)
         # A persistent session from the very first connect: orders sent while the agent was away are delivered.
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+        # On 3.1.1 the session lasts as long as the broker keeps sessions (mosquitto: persistent_client_expiration).
+        session: dict[str, Any] = {"clean_session": False}
+        if self.protocol is aiomqtt.ProtocolVersion.V5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+            session = {"clean_start": False, "properties": properties}
         return aiomqtt.Client(
             mqtt.host,
             mqtt.port,
             identifier=f"venue-agent-{self.settings.venue.id}",
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=self.protocol,
             username=mqtt.username,
             password=mqtt.password.get_secret_value() if mqtt.password else None,
             tls_params=tls,
             keepalive=KEEPALIVE_SECONDS,
             will=will,
-            clean_start=False,
-            properties=properties,
+            **session,
         )
+
+    def _fall_back(self, exc: MqttConnectError) -> bool:
+        """Switch to MQTT 3.1.1 (for the life of the process) when the broker refused 5; return whether it did."""
+        if self.protocol is not aiomqtt.ProtocolVersion.V5 or exc.rc not in UNSUPPORTED_PROTOCOL:
+            return False
+        self.protocol = aiomqtt.ProtocolVersion.V311
+        log.warning("mqtt_protocol_fallback", host=self.settings.mqtt.host, protocol="3.1.1", reason=str(exc))
+        return True
 
     def _log_failure(self, failing: bool, reason: str) -> bool:
         if failing:
@@ -211,11 +232,25 @@ class MqttReporter:
         await client.publish(f"{self.prefix}/status", self._status(state), qos=1, retain=True)
 
     async def _health_loop(self, client: aiomqtt.Client) -> None:
+        """Publish the retained health every ``health_interval_seconds``, and at once when a component changes."""
         while True:
-            snapshot = await self.health.snapshot(ready=self.outbox.is_open)
-            payload = json.dumps(snapshot, separators=(",", ":"), default=str)
+            if self.changed is not None:
+                self.changed.clear()
+            payload = json.dumps(await self.health(), separators=(",", ":"), default=str)
             await client.publish(f"{self.prefix}/health", payload, qos=1, retain=True)
-            await self.clock.sleep(self.settings.mqtt.health_interval_seconds)
+            await self._until_due_or_changed(self.settings.mqtt.health_interval_seconds)
+
+    async def _until_due_or_changed(self, seconds: float) -> None:
+        interval = asyncio.create_task(self.clock.sleep(seconds), name="venue-agent mqtt health interval")
+        waits: set[asyncio.Task[Any]] = {interval}
+        if self.changed is not None:
+            waits.add(asyncio.create_task(self.changed.wait(), name="venue-agent mqtt health change"))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     # ---- store-and-forward -------------------------------------------------------------------
 

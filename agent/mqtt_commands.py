@@ -3,9 +3,10 @@
 Topics (``P = {topic_prefix}/{venue.id}``):
 
 - ``P/cmd/<name>`` — a command, a JSON object. Commands: ``resubmit {order_id}``, ``reprint {order_id}``,
-  ``cancel {order_id}``, ``status {}``, ``lightspeed_webhook {...}`` (the relayed K-Series notification is the
-  payload without ``ts``/``sig``). The reply ``{"ok": true, ...result}`` or ``{"ok": false, "error": ...}`` goes
-  to the MQTT 5 response topic of the request, with its correlation data, or else to ``P/cmd/<name>/reply``.
+  ``cancel {order_id}``, ``print_test {printer?}`` (every printer when none is named), ``status {}``,
+  ``lightspeed_webhook {...}`` (the relayed K-Series notification is the payload without ``ts``/``sig``).
+  The reply ``{"ok": true, ...result}`` or ``{"ok": false, "error": ...}`` goes to the MQTT 5 response topic of
+  the request, with its correlation data, or else (and always on MQTT 3.1.1) to ``P/cmd/<name>/reply``.
 - ``P/orders/new`` — a §4 order; it goes through the same validation and outbox as ``POST /v1/orders``, and the
   answer ``{"order_id", "accepted", "duplicate", "state", "error"}`` is published on ``P/orders/<id>/ack`` after
   the commit. A message whose order id cannot be read (not JSON, no valid ``id``) is answered on
@@ -48,6 +49,8 @@ REPLAY_WINDOW_SECONDS = 120.0
 ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 HealthFn = Callable[[], Awaitable[dict[str, Any]]]
+PrintTestFn = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
+COMMANDS = ("resubmit", "reprint", "cancel", "print_test", "status", "lightspeed_webhook")
 
 
 class CommandRefused(Exception):
@@ -117,6 +120,7 @@ class MqttControl:
         health: HealthFn,
         webhooks: LightspeedWebhooks | None,
         secret: str | None,
+        print_test: PrintTestFn,
     ) -> None:
         self.prefix = prefix
         self.orders = orders
@@ -124,6 +128,7 @@ class MqttControl:
         self.clock = clock
         self.health = health
         self.webhooks = webhooks
+        self.print_test = print_test
         self.checker = SignatureChecker(secret) if secret else None
 
     @property
@@ -181,10 +186,10 @@ class MqttControl:
             if self.webhooks is None:
                 raise CommandInvalid("the Lightspeed webhook is served only when pos.driver = 'lightspeed_k'")
             return (await self.webhooks.handle(args)).as_json()
-        if name not in ("resubmit", "reprint", "cancel"):
-            raise CommandInvalid(
-                f"unknown command {name!r}; one of resubmit, reprint, cancel, status, lightspeed_webhook"
-            )
+        if name == "print_test":
+            return await self._print_test(args)
+        if name not in COMMANDS:
+            raise CommandInvalid(f"unknown command {name!r}; one of {', '.join(COMMANDS)}")
         order_id = args.get("order_id")
         if not isinstance(order_id, str) or not order_id:
             raise CommandInvalid("'order_id' (a string) is required")
@@ -196,6 +201,18 @@ class MqttControl:
             return {"order_id": order_id, "reprint_no": await self.orders.reprint(order_id)}
         record = await (self.orders.cancel(order_id) if name == "cancel" else self.orders.resubmit(order_id))
         return {"order_id": record.id, "state": record.state.value}
+
+    async def _print_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        configured = [p.name for p in self.orders.settings.printers]
+        printer = args.get("printer")
+        if printer is not None and not isinstance(printer, str):
+            raise CommandInvalid("'printer' must be a printer's name (a string), or left out for every printer")
+        if not configured:
+            raise CommandInvalid("no printers are configured: add a [[printers]] entry")
+        if printer is not None and printer not in configured:
+            raise CommandInvalid(f"no printer named {printer!r} (configured: {', '.join(configured)})")
+        results = await self.print_test([printer] if printer else configured)
+        return {"printed": all(r["printed"] for r in results), "printers": results}
 
     async def _refused(self, name: str, reason: str) -> None:
         log.warning("mqtt_command_refused", command=name, reason=reason)

@@ -381,14 +381,22 @@ class Outbox:
             log.warning("orders_in_doubt_requeued", count=len(recovered), order_ids=recovered[:20])
         return recovered
 
-    async def purge(self, retention_days: int) -> int:
-        """Delete finished orders older than the retention period; return how many."""
+    async def purge(self, retention_days: int, *, events_cap: int = EVENTS_CAP, forwarding: bool = False) -> int:
+        """Delete finished orders older than the retention period, and component events past the cap.
+
+        ``forwarding``: events are published over MQTT, so pruning unpublished ones loses them for the ops console.
+        Return how many orders were deleted.
+        """
         now = self.clock.now()
-        purged = await self.write(
-            lambda c: ops.purge(c, before=now - timedelta(days=retention_days), events_cap=EVENTS_CAP)
-        )
+        purged = await self.write(lambda c: ops.purge(c, before=now - timedelta(days=retention_days)))
         if purged:
             log.info("orders_purged", count=purged, retention_days=retention_days)
+        pruned, unpublished = await self.write(lambda c: ops.prune_component_events(c, cap=events_cap))
+        if unpublished and forwarding:
+            # Only after a very long broker outage: the ops console misses these, the local audit log keeps the rest.
+            log.warning("events_pruned_unpublished", count=unpublished, cap=events_cap)
+        elif pruned:
+            log.info("events_pruned", count=pruned, cap=events_cap)
         return purged
 
 

@@ -422,7 +422,7 @@ def kv_put(conn: sqlite3.Connection, key: str, value: str, *, now: datetime) -> 
     )
 
 
-def purge(conn: sqlite3.Connection, *, before: datetime, events_cap: int) -> int:
+def purge(conn: sqlite3.Connection, *, before: datetime) -> int:
     """Delete finished orders last changed before ``before`` with their events and jobs; return how many."""
     ids = [
         r["id"]
@@ -437,12 +437,24 @@ def purge(conn: sqlite3.Connection, *, before: datetime, events_cap: int) -> int
         conn.execute(f"DELETE FROM events WHERE order_id IN ({marks})", chunk)  # noqa: S608
         conn.execute(f"DELETE FROM print_jobs WHERE order_id IN ({marks})", chunk)  # noqa: S608
         conn.execute(f"DELETE FROM orders WHERE id IN ({marks})", chunk)  # noqa: S608
-    # Component events (no order) are pruned past a cap, oldest published first; alerts are never pruned.
-    conn.execute(
-        "DELETE FROM events WHERE order_id IS NULL AND published = 1 AND seq <= (SELECT MAX(seq) FROM events) - ?",
-        (events_cap,),
-    )
     return len(ids)
+
+
+def prune_component_events(conn: sqlite3.Connection, *, cap: int) -> tuple[int, int]:
+    """Keep at most ``cap`` component events (no order), dropping published ones first, then the oldest.
+
+    Return (deleted, of which never published). Alerts are never pruned; order events go with their order.
+    """
+    beyond_cap = (
+        "SELECT seq, published FROM events WHERE order_id IS NULL ORDER BY published, seq DESC LIMIT -1 OFFSET ?"
+    )
+    row = conn.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(published = 0), 0) FROM ({beyond_cap})",  # noqa: S608 - a constant
+        (cap,),
+    ).fetchone()
+    if row[0]:
+        conn.execute(f"DELETE FROM events WHERE seq IN (SELECT seq FROM ({beyond_cap}))", (cap,))  # noqa: S608
+    return int(row[0]), int(row[1])
 
 
 def fail_overdue(conn: sqlite3.Connection, *, now: datetime, max_wait: timedelta) -> list[OrderRecord]:

@@ -26,6 +26,7 @@ from agent.backoff import full_jitter
 from agent.clock import Clock
 from agent.config import PrinterSettings, Settings
 from agent.outbox import Outbox
+from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
 from agent.tickets import PrinterSetup, order_ticket
@@ -146,6 +147,15 @@ class PrintWorker:
                 await self._observe(slot, reading)
             await self._flush_printer_alerts()
             await self._sleep(PROBE_INTERVAL_SECONDS, wake=False)
+
+    async def print_test(self, names: list[str]) -> list[dict[str, Any]]:
+        """Print the test page on each named printer, between tickets (never during one); report each result."""
+        results = []
+        for name in names:
+            slot = self.slots[name]
+            async with slot.lock:
+                results.append(await print_test(slot.setup, slot.transport, tz=self.settings.venue.tz))
+        return results
 
     async def print_job(self, job: PrintJob) -> bool:
         """Print one job (all its routed tickets); return whether every ticket printed."""

@@ -16,6 +16,7 @@ import uvicorn
 from agent import outbox_ops as ops
 from agent.advertise import Advertiser
 from agent.clock import Clock, SystemClock
+from agent.components import ComponentWatcher
 from agent.config import Settings
 from agent.dispatcher import Dispatcher
 from agent.health import HealthReporter
@@ -87,6 +88,7 @@ class Agent:
         self.webhooks = LightspeedWebhooks(
             outbox=self.outbox, dispatcher=self.dispatcher, settings=settings, clock=self.clock
         )
+        self.components = ComponentWatcher(read=self.component_states, outbox=self.outbox, clock=self.clock)
         self.mqtt: MqttReporter | None = None
         if settings.mqtt.enabled:
             secret = settings.mqtt.command_hmac_secret
@@ -98,9 +100,15 @@ class Agent:
                 health=self._health_snapshot,
                 webhooks=self.webhooks if settings.pos.driver == "lightspeed_k" else None,
                 secret=secret.get_secret_value() if secret else None,
+                print_test=self.printer.print_test,
             )
             self.mqtt = MqttReporter(
-                settings=settings, outbox=self.outbox, health=self.health, clock=self.clock, control=control
+                settings=settings,
+                outbox=self.outbox,
+                health=self._health_snapshot,
+                clock=self.clock,
+                control=control,
+                changed=self.components.changed,
             )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: _Server | None = None
@@ -171,6 +179,8 @@ class Agent:
             self.advertiser = Advertiser(venue_id=self.settings.venue.id, host=intake.host, port=self.port)
             await self.advertiser.start()
         self.ready.set()
+        # After ready, so its baseline is the running agent and the start itself is not a change.
+        self._tasks["components"] = asyncio.create_task(self.components.run(), name="venue-agent components")
         log.info(
             "agent_ready",
             listen=f"{intake.host}:{self.port}",
@@ -190,11 +200,23 @@ class Agent:
 
     async def health_check(self) -> tuple[bool, dict[str, Any]]:
         """Return (ready, snapshot): ready means the outbox is open and every loop is running."""
-        ready = self.ready.is_set() and self.outbox.is_open and all(not t.done() for t in self._tasks.values())
+        ready = self._is_ready()
         return ready, await self.health.snapshot(ready=ready)
+
+    def _is_ready(self) -> bool:
+        return self.ready.is_set() and self.outbox.is_open and all(not t.done() for t in self._tasks.values())
 
     async def _health_snapshot(self) -> dict[str, Any]:
         return (await self.health_check())[1]
+
+    def component_states(self) -> dict[str, str]:
+        """Return each component's state: ``intake`` (ready/not_ready), ``pos`` and ``printer:<name>``."""
+        ready = self.ready.is_set() and self.outbox.is_open and all(not t.done() for t in self._tasks.values())
+        states = {
+            "intake": "ready" if ready else "not_ready",
+            "pos": self.dispatcher.pos.state(self.dispatcher.circuit),
+        }
+        return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 
     def failed_task(self) -> asyncio.Task[Any] | None:
         """Return a loop that ended (it should never), if any."""
@@ -203,6 +225,11 @@ class Agent:
     async def stop(self) -> None:
         """Stop taking orders, finish POS calls in flight (bounded), stop the loops, close the outbox."""
         log.info("agent_stopping")
+        components = self._tasks.pop("components", None)
+        if components is not None:
+            components.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await components
         self.ready.clear()
         if self.advertiser is not None:
             await self.advertiser.stop()
@@ -237,7 +264,7 @@ class Agent:
     async def _retention(self) -> None:
         while True:
             try:
-                await self.outbox.purge(self.settings.storage.retention_days)
+                await self.outbox.purge(self.settings.storage.retention_days, forwarding=self.settings.mqtt.enabled)
             except Exception as exc:  # a failed purge must not stop the agent; the next round tries again
                 log.warning("purge_failed", error=str(exc))
             await self.clock.sleep(RETENTION_INTERVAL_SECONDS)

@@ -17,6 +17,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from structlog.testing import capture_logs
 
 from agent import __version__
 from agent.config import Settings
@@ -24,6 +25,7 @@ from tests.conftest import Sim, agent_settings, eventually, make_order, run_agen
 
 # _broker and _persistent_broker are fixtures: importing them registers "broker" and "persistent_broker" here.
 from tests.mosquitto import Mosquitto, _broker, _persistent_broker, free_port  # noqa: F401
+from tests.mqtt311_proxy import Mqtt311Only
 
 VENUE = "harbour-kitchen"
 P = f"venues/{VENUE}"
@@ -181,6 +183,66 @@ async def test_failed_order_raises_an_alert(tmp_path: Path, sim: Sim, broker: Mo
     assert alert["reason"]
     assert alert["action"]
     assert {"ts", "severity"} <= set(alert)
+
+
+async def test_health_is_published_at_once_when_a_component_changes(
+    tmp_path: Path, sim: Sim, broker: Mosquitto
+) -> None:
+    """A POS that starts refusing credentials shows in P/health within a second, not at the next interval."""
+    settings = mqtt_settings(tmp_path, sim, broker, health_interval_seconds=3600)
+    async with (
+        subscribed(broker.port, f"{P}/health", f"{P}/events") as sub,
+        run_agent(settings) as running,
+    ):
+        first = await sub.wait(f"{P}/health", bool)
+        assert first[-1]["pos"]["state"] == "ok"
+        sim.state.faults.auth_expired = True
+        await running.client.post("/v1/orders", json=make_order("ord_auth"))
+        await running.wait_state("ord_auth", "failed")
+        await running.advance(1)  # the component watcher reads the states once a second (agent clock)
+        health = await sub.wait(f"{P}/health", lambda h: h[-1]["pos"]["state"] == "auth_required")
+        events = await sub.wait(f"{P}/events", lambda e: any(x["type"] == "component_changed" for x in e))
+    assert len(health) == 2
+    assert health[-1]["seq"] > first[-1]["seq"]
+    change = next(x for x in events if x["type"] == "component_changed")
+    assert change["order_id"] is None
+    assert change["detail"] == {"component": "pos", "from": "ok", "to": "auth_required"}
+
+
+async def test_falls_back_to_mqtt_311_and_replies_on_the_reply_topic(
+    tmp_path: Path, sim: Sim, broker: Mosquitto
+) -> None:
+    """A broker that refuses MQTT 5 gets 3.1.1: presence, health and commands work, replies go to P/cmd/<name>/reply."""
+    async with Mqtt311Only.running(broker.port) as old_broker:
+        settings = agent_settings(
+            tmp_path, sim.url, mqtt={"enabled": True, "host": "127.0.0.1", "port": old_broker.port}
+        )
+        with capture_logs() as logs:
+            async with (
+                subscribed(broker.port, f"{P}/status", f"{P}/health", f"{P}/cmd/+/reply") as sub,
+                run_agent(settings),
+                aiomqtt.Client("127.0.0.1", broker.port, identifier="test-console") as console,
+            ):
+                await sub.wait(f"{P}/status", lambda s: bool(s) and s[-1]["state"] == "online")
+                await sub.wait(f"{P}/health", bool)
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.ResponseTopic = "console/replies/1"
+                props.CorrelationData = b"req-1"
+
+                async def ask() -> list[dict[str, Any]]:
+                    # The agent subscribes just after it connects: ask until it answers.
+                    await console.publish(f"{P}/cmd/status", "{}", qos=1, properties=props)
+                    await asyncio.sleep(0.1)
+                    return sub.on(f"{P}/cmd/status/reply")
+
+                replies = await eventually(ask, bool)
+    assert replies[0]["ok"] is True
+    assert old_broker.levels[:2] == [5, 4]
+    assert all(level == 4 for level in old_broker.levels[1:])
+    fallback = [e for e in logs if e["event"] == "mqtt_protocol_fallback"]
+    assert len(fallback) == 1
+    assert fallback[0]["log_level"] == "warning"
+    assert not any(e["event"] == "mqtt_unavailable" for e in logs)
 
 
 def _process_config(tmp_path: Path, *, agent_port: int, sim: Sim, broker: Mosquitto) -> Path:

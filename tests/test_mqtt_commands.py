@@ -14,12 +14,15 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.config import Settings
 from agent.mqtt_commands import sign
-from tests.conftest import RunningAgent, Sim, eventually, make_order, run_agent
+from tests.conftest import RunningAgent, Sim, agent_settings, eventually, make_order, run_agent
+from tests.fake_printer import FakeNetworkPrinter
 
 # _broker and _persistent_broker are fixtures: importing them registers "broker" and "persistent_broker" here.
 from tests.mosquitto import Mosquitto, _broker, _persistent_broker  # noqa: F401
 from tests.test_intake_api import preorder, wait_ticket
+from tests.test_lightspeed_e2e import lightspeed_settings, point_webhooks
 from tests.test_mqtt import P, Subscriber, mqtt_settings, subscribed
 
 SECRET = "s3cret-for-commands"
@@ -52,10 +55,11 @@ class Console:
 
 @asynccontextmanager
 async def console(
-    tmp_path: Path, sim: Sim, broker: Mosquitto, secret: str | None = None
+    tmp_path: Path, sim: Sim, broker: Mosquitto, secret: str | None = None, settings: Settings | None = None
 ) -> AsyncIterator[tuple[RunningAgent, Console, Subscriber]]:
     """Run an agent with MQTT control, a console client and a reply subscriber; wait until the agent listens."""
-    settings = mqtt_settings(tmp_path, sim, broker, **({"command_hmac_secret": secret} if secret else {}))
+    if settings is None:
+        settings = mqtt_settings(tmp_path, sim, broker, **({"command_hmac_secret": secret} if secret else {}))
     async with (
         run_agent(settings) as running,
         subscribed(broker.port, *REPLIES, identifier="test-replies") as sub,
@@ -153,6 +157,69 @@ async def test_resubmit_reprint_and_cancel(tmp_path: Path, sim: Sim, broker: Mos
         assert (await reply(sub, "cancel", 3))["ok"] is False
         await con.command("lightspeed_webhook", {"type": "ORDER"})
         assert "lightspeed_k" in (await reply(sub, "lightspeed_webhook"))["error"]
+
+
+async def test_print_test_prints_the_test_page_and_reports_each_printer(
+    tmp_path: Path, sim: Sim, broker: Mosquitto
+) -> None:
+    """print_test {printer} prints on that printer; print_test {} tries all and says which did not print and why."""
+    async with FakeNetworkPrinter.running("paper_out") as grill:
+        printers = [
+            {"name": "pass", "connection": "file", "path": str(tmp_path / "tickets.txt")},
+            {"name": "grill", "connection": "network", "host": "127.0.0.1", "port": grill.port},
+        ]
+        mqtt = {"enabled": True, "host": "127.0.0.1", "port": broker.port, "health_interval_seconds": 1}
+        settings = agent_settings(tmp_path, sim.url, mqtt=mqtt, printers=printers)
+        async with console(tmp_path, sim, broker, settings=settings) as (_, con, sub):
+            await con.command("print_test", {"printer": "pass"})
+            one = await reply(sub, "print_test")
+            assert one["ok"] is True
+            assert one["printed"] is True
+            assert [(r["printer"], r["printed"]) for r in one["printers"]] == [("pass", True)]
+            await wait_ticket(tmp_path, "TEST PRINT - DO NOT MAKE")
+
+            await con.command("print_test", {})
+            both = await reply(sub, "print_test", 2)
+            assert both["ok"] is True
+            assert both["printed"] is False
+            grill_result = next(r for r in both["printers"] if r["printer"] == "grill")
+            assert grill_result["printed"] is False
+            assert grill_result["before"] == "paper_out"
+            assert grill_result["connection"] == f"network 127.0.0.1:{grill.port}"
+            assert grill.jobs == []
+
+            await con.command("print_test", {"printer": "bar"})
+            unknown = await reply(sub, "print_test", 3)
+            assert unknown["ok"] is False
+            assert "no printer named 'bar'" in unknown["error"]
+            assert "pass, grill" in unknown["error"]
+
+
+async def test_relayed_lightspeed_notification_confirms_the_order(tmp_path: Path, sim: Sim, broker: Mosquitto) -> None:
+    """lightspeed_webhook {...} relayed by the console does what the HTTP webhook does: SUCCESS → injected."""
+    settings = lightspeed_settings(tmp_path, sim)
+    settings = settings.model_copy(update={"mqtt": mqtt_settings(tmp_path, sim, broker).mqtt})
+    async with console(tmp_path, sim, broker, settings=settings) as (running, con, sub):
+        await point_webhooks(sim, running)
+        await sim.state.apply_faults({"never_confirm": True})
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_mqtt"))).status_code == 202
+        await running.wait_state("ord_ls_mqtt", "awaiting_pos")
+
+        note = {
+            "type": "ORDER",
+            "status": "SUCCESS",
+            "thirdPartyReference": "harbour-kitchen:ord_ls_mqtt",
+            "ikentooAccountIdentifier": "A-5521",
+        }
+        await con.command("lightspeed_webhook", note)
+        answer = await reply(sub, "lightspeed_webhook")
+        assert answer["ok"] is True
+        await running.wait_state("ord_ls_mqtt", "injected")
+        shown = (await running.client.get("/v1/orders/ord_ls_mqtt")).json()
+        assert shown["pos_reference"] == "A-5521"
+
+        await con.command("lightspeed_webhook", {"type": "ORDER", "status": "SUCCESS"})
+        assert (await reply(sub, "lightspeed_webhook", 2))["ok"] is False
 
 
 # ---- signed commands -----------------------------------------------------------------------------------------

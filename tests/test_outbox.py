@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent import outbox_ops as ops
 from agent.clock import FakeClock
@@ -169,6 +171,45 @@ class TestTransitions:
         assert await outbox.purge(30) == 1
         assert await outbox.get("done") is None and await outbox.history("done") == []
         assert await outbox.get("waiting") is not None
+
+    async def test_component_events_are_capped_published_first_alerts_never(self, outbox: Outbox) -> None:
+        """Past the cap, published component events go first, then the oldest unpublished; alerts, order events stay."""
+        await submit(outbox, parsed("kept"))
+        for _ in range(3):  # each alert also writes an "alert" event, the oldest component events here
+            await outbox.alert("disk_low", "warning", {"reason": "r", "action": "a"})
+        await outbox.write(lambda c: c.execute("UPDATE events SET published = 1 WHERE type = 'alert'"))
+        for n in range(6):
+            await outbox.event("test_event", {"n": n})
+        # Events 0 and 1 reached the console; the rest did not.
+        await outbox.write(
+            lambda c: c.execute(
+                "UPDATE events SET published = 1 WHERE type = 'test_event' AND json_extract(detail, '$.n') < 2"
+            )
+        )
+
+        def component_ns(c: sqlite3.Connection) -> list[int]:
+            rows = c.execute("SELECT detail FROM events WHERE type = 'test_event' ORDER BY seq")
+            return [int(json.loads(r[0])["n"]) for r in rows]
+
+        with capture_logs() as logs:
+            await outbox.purge(30, events_cap=5, forwarding=True)
+        # 9 component events, cap 5: the 3 published alert events and published event 0 go; 1 (published) stays.
+        assert await outbox.read(component_ns) == [1, 2, 3, 4, 5]
+        assert not [e for e in logs if e["event"] == "events_pruned_unpublished"]
+
+        with capture_logs() as logs:
+            await outbox.purge(30, events_cap=2, forwarding=True)
+        assert await outbox.read(component_ns) == [4, 5]
+        lost = [e for e in logs if e["event"] == "events_pruned_unpublished"]
+        assert lost and lost[0]["count"] == 2 and lost[0]["log_level"] == "warning"
+        assert await outbox.read(lambda c: c.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]) == 3
+        assert await outbox.history("kept") != []
+
+        with capture_logs() as logs:
+            await outbox.event("test_event", {"n": 6})
+            await outbox.purge(30, events_cap=2, forwarding=False)
+        assert await outbox.read(component_ns) == [5, 6]
+        assert not [e for e in logs if e["event"] == "events_pruned_unpublished"]
 
     async def test_replace_gets_a_new_key_and_a_reprint_when_printed(self, outbox: Outbox) -> None:
         """A replaced order gets revision 2, its own key, and a modified ticket if it was printed."""

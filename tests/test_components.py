@@ -1,0 +1,60 @@
+"""The component watcher: a change of state in the POS, a printer or the intake becomes an event and a wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.components import CHECK_SECONDS, ComponentWatcher, changes
+from agent.outbox import Outbox
+
+
+def test_changes_lists_each_differing_component_in_name_order() -> None:
+    """Appeared, vanished and changed components are reported; equal ones are not."""
+    before = {"pos": "ok", "printer:pass": "ok", "printer:bar": "paper_low"}
+    after = {"pos": "down", "printer:pass": "ok", "printer:grill": "offline"}
+    assert changes(before, after) == [
+        ("pos", "ok", "down"),
+        ("printer:bar", "paper_low", None),
+        ("printer:grill", None, "offline"),
+    ]
+    assert changes(after, dict(after)) == []
+
+
+@pytest.fixture(name="outbox")
+async def _outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    outbox = Outbox(tmp_path / "outbox.db", clock=FakeClock(), min_free_mb=0)
+    await outbox.open()
+    yield outbox
+    await outbox.close()
+
+
+async def test_watcher_records_a_change_once_and_sets_changed(outbox: Outbox) -> None:
+    """The first reading is the baseline; a change writes one component_changed event per component, once."""
+    assert isinstance(outbox.clock, FakeClock)
+    clock = outbox.clock
+    states = {"intake": "ready", "pos": "ok"}
+    watcher = ComponentWatcher(read=lambda: dict(states), outbox=outbox, clock=clock)
+    task = asyncio.create_task(watcher.run(), name="test components")
+    try:
+        await asyncio.sleep(0.01)
+        clock.advance(CHECK_SECONDS)
+        await asyncio.sleep(0.05)
+        assert not watcher.changed.is_set()
+
+        states["pos"] = "auth_required"
+        clock.advance(CHECK_SECONDS)
+        await asyncio.wait_for(watcher.changed.wait(), 2)
+        watcher.changed.clear()
+        clock.advance(CHECK_SECONDS)
+        await asyncio.sleep(0.05)
+        assert not watcher.changed.is_set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    events = [e for e in await outbox.events_since(0) if e.type == "component_changed"]
+    assert [e.detail for e in events] == [{"component": "pos", "from": "ok", "to": "auth_required"}]
