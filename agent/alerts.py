@@ -99,6 +99,25 @@ def pos_auth_required(driver: str, reason: str) -> dict[str, Any]:
     }
 
 
+def disk_low(*, free_mb: float, min_free_mb: int, full: bool, path: str) -> dict[str, Any]:
+    """Return the ``disk_low`` alert payload: ``full`` when intake is refusing orders for lack of space."""
+    if full:
+        reason = (
+            f"only {free_mb:.0f} MB free on the disk holding {path}: below {min_free_mb} MB the agent refuses new"
+            " orders (the ordering platform gets 503 and must retry or route them elsewhere)"
+        )
+    else:
+        reason = f"only {free_mb:.0f} MB free on the disk holding {path}; at {min_free_mb} MB it refuses new orders"
+    return {
+        "order": None,
+        "reason": reason,
+        "action": (
+            "Free space on the box: check 'journalctl --disk-usage' and vacuum old logs, remove old files in"
+            " /var/tmp; if the outbox itself is large, lower storage.retention_days. Call support if it fills again."
+        ),
+    }
+
+
 PRINTER_ACTIONS = {
     "paper_out": "Put a new paper roll in printer {printer} and close its cover.",
     "paper_low": "Printer {printer} is nearly out of paper: put a new roll in before the next rush.",

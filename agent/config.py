@@ -430,8 +430,21 @@ class MqttSettings(Section):
 
     @model_validator(mode="after")
     def _host_when_enabled(self) -> MqttSettings:
+        problems: dict[str, str] = {}
         if self.enabled and not self.host:
-            raise _keyed({"host": "required when enabled = true"})
+            problems["host"] = "required when enabled = true"
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        for key, path in files.items():
+            if path is None:
+                continue
+            if not self.tls:
+                problems[key] = "is used only with tls = true: set tls = true, or remove it"
+            elif self.enabled and not path.is_file():
+                problems[key] = f"{path} does not exist or is not a file"
+        if self.key_file is not None and self.cert_file is None:
+            problems["cert_file"] = "required with key_file (the client certificate the key belongs to)"
+        if problems:
+            raise _keyed(problems)
         if self.port is None:
             self.port = 8883 if self.tls else 1883
         return self

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from agent.clock import FakeClock
-from agent.components import CHECK_SECONDS, ComponentWatcher, changes
+from agent.components import CHECK_SECONDS, ComponentWatcher, changes, disk_state
 from agent.outbox import Outbox
 
 
@@ -58,3 +59,30 @@ async def test_watcher_records_a_change_once_and_sets_changed(outbox: Outbox) ->
         await asyncio.gather(task, return_exceptions=True)
     events = [e for e in await outbox.events_since(0) if e.type == "component_changed"]
     assert [e.detail for e in events] == [{"component": "pos", "from": "ok", "to": "auth_required"}]
+
+
+def test_disk_state_is_full_below_min_free_and_low_near_it() -> None:
+    """Full below storage.min_free_mb (intake refuses orders), low within max(2x, +100 MB) of it."""
+    mb = 1_048_576
+    assert disk_state(49 * mb, 50) == "full"
+    assert disk_state(50 * mb, 50) == "low"
+    assert disk_state(149 * mb, 50) == "low"
+    assert disk_state(150 * mb, 50) == "ok"
+    assert disk_state(1500 * mb, 1000) == "low"
+    assert disk_state(2000 * mb, 1000) == "ok"
+
+
+async def test_disk_getting_low_then_full_raises_one_alert_each(outbox: Outbox) -> None:
+    """ok → low: a warning disk_low alert; low → full: a critical one; full → low → ok: none."""
+    states = {"disk": "ok"}
+    watcher = ComponentWatcher(read=lambda: dict(states), outbox=outbox, clock=outbox.clock)
+    watcher.states = dict(states)
+    for step in ("low", "full", "low", "ok"):
+        states["disk"] = step
+        await watcher.check()
+    rows = await outbox.read(lambda c: c.execute("SELECT alert, severity, payload FROM alerts ORDER BY seq").fetchall())
+    assert [(r["alert"], r["severity"]) for r in rows] == [("disk_low", "warning"), ("disk_low", "critical")]
+    payload = json.loads(rows[1]["payload"])
+    assert "refuses new orders" in payload["reason"]
+    assert str(outbox.path) in payload["reason"]
+    assert "journalctl" in payload["action"]

@@ -91,6 +91,24 @@ connection = "network"
         } <= keys
         assert all(p.source.endswith("agent.toml") for p in caught.value.problems)
 
+    def test_mqtt_tls_files_are_checked(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TLS files without tls = true, a key without its certificate and a missing file are each named."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        (tmp_path / "client.key").write_text("k")
+        plain = '[mqtt]\nenabled = true\nhost = "ops.example.net"\nca_file = "/etc/ssl/ops-ca.pem"\n'
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, GOOD + plain))
+        [problem] = caught.value.problems
+        assert problem.key == "mqtt.ca_file" and "tls = true" in problem.message
+        missing = f'[mqtt]\nenabled = true\nhost = "h"\ntls = true\nca_file = "{tmp_path}/nope.pem"\n'
+        keyonly = f'key_file = "{tmp_path}/client.key"\n'
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, GOOD + missing + keyonly))
+        problems = {p.key: p.message for p in caught.value.problems}
+        assert set(problems) == {"mqtt.ca_file", "mqtt.cert_file"}
+        assert f"{tmp_path}/nope.pem does not exist" in problems["mqtt.ca_file"]
+        assert "key_file" in problems["mqtt.cert_file"]
+
     def test_environment_errors_name_the_variable(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A bad override is blamed on the environment variable, not the file."""
         monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
