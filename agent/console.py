@@ -24,6 +24,8 @@ KINDS = ("status", "health", "alerts")
 LATEST_ALERTS = 3
 REDRAW_SECONDS = 2.0
 CONNECT_TIMEOUT_SECONDS = 10.0
+RECONNECT_INITIAL_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
 PENDING_STATES = ("held", "scheduled", "queued", "retrying", "awaiting_pos")
 
 
@@ -271,6 +273,8 @@ class Connection:
     password: str | None = None
     tls: bool = False
     ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: argparse.ArgumentParser) -> None:
@@ -288,6 +292,8 @@ def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: 
     console.add_argument("--password-file", metavar="FILE", help="file holding the password")
     console.add_argument("--tls", action="store_true", default=None, help="connect with TLS")
     console.add_argument("--ca-file", metavar="FILE", help="CA bundle for TLS (default: the system's)")
+    console.add_argument("--cert-file", metavar="FILE", help="client certificate for TLS (PEM)")
+    console.add_argument("--key-file", metavar="FILE", help="private key of --cert-file (default: in the cert file)")
     console.add_argument(
         "--once", type=float, metavar="SECONDS", help="collect for SECONDS, print once and exit (for scripts)"
     )
@@ -324,8 +330,9 @@ def _config_mqtt(explicit: str | None) -> MqttSettings | None:
 def connection_from_args(args: argparse.Namespace) -> Connection:
     """Combine the flags with the config's [mqtt] section (flags win); raise ValueError on unusable values."""
     mqtt = _config_mqtt(getattr(args, "config", None))
-    tls = bool(args.tls) if args.tls is not None else bool(mqtt and mqtt.tls)
-    default_port = (mqtt.port if mqtt and mqtt.port and args.tls is None else None) or (8883 if tls else 1883)
+    # Any TLS flag turns TLS on; without one the config decides. The config's port applies when its TLS setting does.
+    tls = bool(args.tls or args.ca_file or args.cert_file or args.key_file) or bool(mqtt and mqtt.tls)
+    default_port = (mqtt.port if mqtt and mqtt.port and mqtt.tls == tls else None) or (8883 if tls else 1883)
     broker = args.broker or (mqtt.host if mqtt else None)
     if not broker:
         msg = "no broker: pass --broker HOST[:PORT] or set [mqtt] host in the config"
@@ -341,19 +348,26 @@ def connection_from_args(args: argparse.Namespace) -> Connection:
     elif mqtt and mqtt.password:
         password = mqtt.password.get_secret_value()
     ca_file = Path(args.ca_file) if args.ca_file else (mqtt.ca_file if mqtt else None)
+    cert_file = Path(args.cert_file) if args.cert_file else (mqtt.cert_file if mqtt else None)
+    key_file = Path(args.key_file) if args.key_file else (mqtt.key_file if mqtt else None)
+    if key_file is not None and cert_file is None:
+        msg = "a client key needs its certificate: pass --cert-file (or set [mqtt] cert_file)"
+        raise ValueError(msg)
     return Connection(
         host=host,
         port=port,
         prefix=(args.prefix or (mqtt.topic_prefix if mqtt else "venues")).rstrip("/"),
         username=args.username or (mqtt.username if mqtt else None),
         password=password,
-        tls=tls or bool(args.ca_file),
+        tls=tls,
         ca_file=ca_file,
+        cert_file=cert_file if tls else None,
+        key_file=key_file if tls else None,
     )
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    """Show the fleet: once (``--once``) or redrawn every 2 s until Ctrl-C."""
+    """Show the fleet: once (``--once``) or redrawn every 2 s until Ctrl-C, reconnecting after the first connect."""
     try:
         conn = connection_from_args(args)
     except ValueError as exc:
@@ -370,9 +384,9 @@ def cmd_console(args: argparse.Namespace) -> int:
             asyncio.run(watch(conn, fleet, seconds=args.once))
             print(json.dumps(as_json(fleet), indent=2) if args.json else render_table(fleet, time.time()))
         else:
-            asyncio.run(watch(conn, fleet, seconds=None, on_tick=_redraw(args.json)))
+            asyncio.run(watch_live(conn, fleet, on_tick=_redraw(args.json)))
     except (aiomqtt.MqttError, TimeoutError, ssl.SSLError, OSError) as exc:
-        print(f"error: MQTT broker {conn.host}:{conn.port}: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"error: MQTT broker {conn.host}:{conn.port}: {_reason(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
@@ -391,20 +405,98 @@ def _redraw(as_json_output: bool) -> Callable[[Fleet], None]:
     return draw
 
 
-async def watch(
-    conn: Connection, fleet: Fleet, *, seconds: float | None, on_tick: Callable[[Fleet], None] | None = None
+def tls_context(conn: Connection) -> ssl.SSLContext | None:
+    """Return the TLS context for ``conn`` (None without TLS); raise OSError or ssl.SSLError on unusable files."""
+    if not conn.tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None)
+    except OSError as exc:  # ssl.SSLError included
+        raise OSError(f"cannot use CA file {conn.ca_file}: {_reason(exc)}") from None
+    if conn.cert_file is not None:
+        try:
+            context.load_cert_chain(conn.cert_file, conn.key_file)
+        except OSError as exc:
+            key = f" with key {conn.key_file}" if conn.key_file else ""
+            raise OSError(f"cannot use client certificate {conn.cert_file}{key}: {_reason(exc)}") from None
+    return context
+
+
+def _notice(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def watch_live(
+    conn: Connection,
+    fleet: Fleet,
+    *,
+    on_tick: Callable[[Fleet], None] | None = None,
+    notice: Callable[[str], None] = _notice,
+    initial_delay: float = RECONNECT_INITIAL_SECONDS,
+    max_delay: float = RECONNECT_MAX_SECONDS,
 ) -> None:
-    """Fold messages into ``fleet`` for ``seconds`` (or forever, ``on_tick`` every 2 s); raise MqttError on failure."""
+    """Watch until cancelled; the first connect must succeed (else raise), later losses are retried with backoff.
+
+    Each loss, failed retry and reconnect is one ``notice`` line; ``fleet`` is kept (retained messages refill it).
+    """
     import aiomqtt
 
-    tls_context = ssl.create_default_context(cafile=str(conn.ca_file) if conn.ca_file else None) if conn.tls else None
+    delay = initial_delay
+    connected = False
+    while True:
+        session = asyncio.Event()
+        back = f"reconnected to {conn.host}:{conn.port}" if connected else None
+
+        def subscribed(session: asyncio.Event = session, back: str | None = back) -> None:
+            session.set()
+            if back is not None:
+                notice(back)
+
+        try:
+            await watch(conn, fleet, seconds=None, on_tick=on_tick, on_connected=subscribed)
+            reason = "the broker ended the session"
+        except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+            if not connected and not session.is_set():
+                raise
+            reason = _reason(exc)
+        if session.is_set():
+            connected, delay = True, initial_delay
+            notice(f"broker lost: {reason}; reconnecting in {delay:g} s")
+        else:
+            notice(f"reconnect failed: {reason}; retrying in {delay:g} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a connection failed; aiomqtt keeps the underlying error as the cause."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_SECONDS:g} s"
+    return " ".join(str(cause).split()) or type(cause).__name__
+
+
+async def watch(
+    conn: Connection,
+    fleet: Fleet,
+    *,
+    seconds: float | None,
+    on_tick: Callable[[Fleet], None] | None = None,
+    on_connected: Callable[[], None] | None = None,
+) -> None:
+    """Fold messages into ``fleet`` for ``seconds`` (or until the connection ends, ``on_tick`` every 2 s).
+
+    Raise MqttError (or TimeoutError, OSError) when the connection fails or drops; ``on_connected`` runs on SUBACK.
+    """
+    import aiomqtt
+
     client = aiomqtt.Client(
         conn.host,
         conn.port,
         username=conn.username,
         password=conn.password,
         identifier=f"venue-agent-console-{uuid.uuid4().hex[:8]}",
-        tls_context=tls_context,
+        tls_context=tls_context(conn),
         timeout=CONNECT_TIMEOUT_SECONDS,
     )
     async with contextlib.AsyncExitStack() as stack:
@@ -412,6 +504,8 @@ async def watch(
         await asyncio.wait_for(stack.enter_async_context(client), CONNECT_TIMEOUT_SECONDS)
         for kind in KINDS:
             await client.subscribe(f"{conn.prefix}/+/{kind}", qos=1)
+        if on_connected is not None:
+            on_connected()
 
         async def fold() -> None:
             async for message in client.messages:

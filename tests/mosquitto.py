@@ -1,17 +1,49 @@
-"""A real ``mosquitto`` broker on a free loopback port, for tests: start, stop and restart on the same port."""
+"""A real ``mosquitto`` broker on a free loopback port, for tests: start, stop and restart on the same port.
+
+Anonymous and plain by default; a broker can also listen with TLS (optionally requiring client certificates) and
+check passwords from a ``mosquitto_passwd`` file.
+"""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or (
+    "/usr/bin/mosquitto_passwd" if Path("/usr/bin/mosquitto_passwd").exists() else None
+)
+
+
+@dataclass(frozen=True)
+class BrokerTLS:
+    """The broker's TLS listener: its CA, certificate and key, and whether clients must present a certificate."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+    # The client certificate's CN becomes the username (for ACLs); needs require_certificate.
+    use_identity_as_username: bool = False
+
+    def options(self) -> list[str]:
+        """Return the listener's lines for mosquitto.conf."""
+        lines = [f"cafile {self.cafile}", f"certfile {self.certfile}", f"keyfile {self.keyfile}"]
+        if self.require_certificate:
+            lines.append("require_certificate true")
+        if self.use_identity_as_username:
+            lines.append("use_identity_as_username true")
+        return lines
 
 
 def free_port() -> int:
@@ -22,18 +54,46 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    """One broker process at a time on a fixed port, anonymous clients allowed.
+    """One broker process at a time on a fixed port; anonymous clients allowed unless ``passwords`` are given.
 
     ``persistent`` keeps sessions (subscriptions, queued QoS 1 messages) across a stop/restart; else nothing is kept.
+    ``tls`` makes the one listener a TLS listener. ``passwords`` (username -> password) turns anonymous access off and
+    checks logins against a password file; with a TLS listener that takes identities from certificates, pass
+    ``allow_anonymous=False`` alone instead.
     """
 
-    def __init__(self, binary: str, directory: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        persistent: bool = False,
+        tls: BrokerTLS | None = None,
+        passwords: dict[str, str] | None = None,
+        allow_anonymous: bool | None = None,
+    ) -> None:
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.tls = tls
         self.config = directory / "mosquitto.conf"
-        persistence = f"persistence true\npersistence_location {directory}/\n" if persistent else "persistence false\n"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}", encoding="utf-8")
+        if allow_anonymous is None:
+            allow_anonymous = not passwords
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            *(tls.options() if tls else []),
+            f"allow_anonymous {str(allow_anonymous).lower()}",
+            # As root, Mosquitto would switch to the `mosquitto` user, which cannot read the test's private tmp dir
+            # (certificates, password file) nor write its persistence file there.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+        ]
+        if passwords:
+            lines.append(f"password_file {_password_file(directory / 'passwd', passwords)}")
+        if persistent:
+            lines += ["persistence true", f"persistence_location {directory}/"]
+        else:
+            lines.append("persistence false")
+        self.config.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -76,6 +136,25 @@ class Mosquitto:
         self.stop()
         self.start()
 
+    def log(self) -> str:
+        """Return what the latest broker process has logged so far."""
+        path = self.directory / f"mosquitto-{self.starts}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _password_file(path: Path, passwords: dict[str, str]) -> Path:
+    """Write ``passwords`` as a Mosquitto password file (hashed by ``mosquitto_passwd``); skip without that tool."""
+    if MOSQUITTO_PASSWD is None:
+        pytest.skip("mosquitto_passwd is not installed (it ships with the mosquitto package)")
+    path.unlink(missing_ok=True)
+    for i, (username, password) in enumerate(passwords.items()):
+        create = ["-c"] if i == 0 else []
+        subprocess.run(
+            [MOSQUITTO_PASSWD, "-b", *create, str(path), username, password], check=True, capture_output=True
+        )
+    path.chmod(0o600)
+    return path
+
 
 def _running(tmp_path: Path, *, persistent: bool) -> Iterator[Mosquitto]:
     if MOSQUITTO is None:
@@ -98,3 +177,50 @@ def _broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def _persistent_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """Return a running mosquitto that keeps sessions across restarts; stopped when the test ends."""
     yield from _running(tmp_path, persistent=True)
+
+
+class StartBroker(Protocol):
+    """The ``start_broker`` fixture's value."""
+
+    def __call__(
+        self,
+        *,
+        persistent: bool = False,
+        tls: BrokerTLS | None = None,
+        passwords: dict[str, str] | None = None,
+        allow_anonymous: bool | None = None,
+    ) -> Mosquitto: ...
+
+
+@pytest.fixture(name="start_broker")
+def _start_broker(tmp_path: Path) -> Iterator[StartBroker]:
+    """Return ``start(...)``: run a broker with ``Mosquitto``'s keyword options (tls, passwords, ...).
+
+    Each broker gets its own directory; all are stopped when the test ends, pass or fail.
+    """
+    if MOSQUITTO is None:
+        pytest.skip("the mosquitto binary is not installed (apt-get install mosquitto)")
+    binary = MOSQUITTO
+    brokers: list[Mosquitto] = []
+
+    def start(
+        *,
+        persistent: bool = False,
+        tls: BrokerTLS | None = None,
+        passwords: dict[str, str] | None = None,
+        allow_anonymous: bool | None = None,
+    ) -> Mosquitto:
+        directory = tmp_path / f"broker-{len(brokers) + 1}"
+        directory.mkdir()
+        broker = Mosquitto(
+            binary, directory, persistent=persistent, tls=tls, passwords=passwords, allow_anonymous=allow_anonymous
+        )
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    try:
+        yield start
+    finally:
+        for broker in brokers:
+            broker.stop()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,12 @@ import aiomqtt
 import pytest
 
 from agent.cli import build_parser, main
-from agent.console import Fleet, as_json, connection_from_args, render_table, split_broker
+from agent.console import Connection, Fleet, as_json, connection_from_args, render_table, split_broker, watch_live
+from tests.conftest import eventually
+
+# _broker and _start_broker are fixtures: importing them registers "broker" and "start_broker" here.
+from tests.mosquitto import BrokerTLS, Mosquitto, StartBroker, _broker, _start_broker  # noqa: F401
+from tests.tls_ca import TestCA, _test_ca  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_ACL = REPO / "config" / "mosquitto" / "venue-agent-acl.conf"
@@ -205,13 +212,49 @@ def test_defaults_come_from_the_config_mqtt_section_and_flags_win(tmp_path: Path
     )
 
 
-def test_an_unreachable_broker_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_client_certificate_from_flags_or_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("VENUE_AGENT_CONFIG", str(tmp_path / "absent.toml"))  # no config unless --config
+    text = (REPO / "config" / "example.toml").read_text(encoding="utf-8")
+    mqtt_at = text.index("[mqtt]")
+    head, mqtt = text[:mqtt_at], text[mqtt_at:]
+    mqtt = mqtt.replace('# host = "mqtt.example.net"', 'host = "mqtt.example.net"', 1)
+    mqtt = mqtt.replace("tls = false", "tls = true", 1)
+    mqtt = mqtt.replace("# cert_file", "cert_file", 1).replace("# key_file", "key_file", 1)
+    config = tmp_path / "agent.toml"
+    config.write_text(head + mqtt, encoding="utf-8")
+
+    conn = connection_from_args(build_parser().parse_args(["console", "--config", str(config)]))
+    assert (conn.tls, conn.port) == (True, 8883)
+    assert (conn.cert_file, conn.key_file) == (Path("/etc/venue-agent/client.pem"), Path("/etc/venue-agent/client.key"))
+    flags = ["--cert-file", "ops.pem", "--key-file", "ops.key"]
+    conn = connection_from_args(build_parser().parse_args(["console", "--config", str(config), *flags]))
+    assert (conn.cert_file, conn.key_file) == (Path("ops.pem"), Path("ops.key"))
+    # A client certificate means TLS, and so the TLS port, even without --tls.
+    conn = connection_from_args(build_parser().parse_args(["console", "--broker", "mqtt.example.net", *flags]))
+    assert (conn.tls, conn.port, conn.cert_file) == (True, 8883, Path("ops.pem"))
+
+    assert main(["console", "--broker", "mqtt.example.net", "--key-file", "ops.key", "--once", "0"]) == 2
+    assert "--cert-file" in capsys.readouterr().err
+    missing = tmp_path / "missing.pem"
+    assert main(["console", "--broker", f"127.0.0.1:{free_port()}", "--cert-file", str(missing), "--once", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: MQTT broker 127.0.0.1:") and f"client certificate {missing}:" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("mode", [["--once", "0.5"], []], ids=["once", "live"])
+def test_an_unreachable_broker_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    """Once or live, a broker that is not there at the start is a one-line error and exit 1, not a retry loop."""
     monkeypatch.setenv("VENUE_AGENT_CONFIG", "/nonexistent/agent.toml")
-    code = main(["console", "--broker", f"127.0.0.1:{free_port()}", "--once", "0.5"])
+    code = main(["console", "--broker", f"127.0.0.1:{free_port()}", *mode])
     assert code == 1
-    assert "error: MQTT broker 127.0.0.1:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: MQTT broker 127.0.0.1:")
+    assert err.count("\n") == 1
 
 
 def test_no_broker_anywhere_is_a_usage_error(
@@ -354,3 +397,130 @@ async def test_example_acl_isolates_venues(tmp_path: Path) -> None:
     # Each forbidden message was sent before the allowed one that was received, so it was dropped, not late.
     assert "venues/other-venue/status" not in ops_seen
     assert venue_seen == ["venues/harbour-kitchen/cmd/status"]
+
+
+# ---- reconnecting, and TLS with a client certificate --------------------------------------------------------------
+
+
+class Lines:
+    """Every line a stream has produced so far, read in the background."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.lines: list[str] = []
+        self.task = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            self.lines.append(line.decode().rstrip("\n"))
+
+    async def wait(self, accept: Callable[[list[str]], bool], timeout: float = 10) -> list[str]:
+        """Wait until ``accept(lines)`` holds; return the lines."""
+
+        async def probe() -> list[str]:
+            return list(self.lines)
+
+        result: list[str] = await eventually(probe, accept, timeout=timeout)
+        return result
+
+
+def venues(lines: list[str]) -> dict[str, str]:
+    """Venue -> state in the latest JSON redraw of a live console."""
+    return {row["venue"]: row["state"] for row in json.loads(lines[-1])} if lines else {}
+
+
+async def run_console(*args: str, tmp_path: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "VENUE_AGENT_CONFIG": str(tmp_path / "absent.toml")}
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "agent.cli", "console", *args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def test_live_console_survives_a_broker_restart(tmp_path: Path, broker: Mosquitto) -> None:
+    """Live: a broker restart is a line on stderr; the console reconnects, keeps what it knew and sees new venues."""
+    async with client(broker.port) as pub:
+        await pub.publish("venues/harbour-kitchen/status", status("online", "boot-a", 0), qos=1, retain=True)
+    proc = await run_console("--broker", f"127.0.0.1:{broker.port}", "--json", tmp_path=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    try:
+        await out.wait(lambda lines: venues(lines) == {"harbour-kitchen": "online"})
+        broker.stop()  # this broker keeps nothing: after the restart it no longer holds harbour-kitchen's status
+        await err.wait(lambda lines: len(lines) >= 1)
+        broker.start()
+        async with client(broker.port) as pub:
+            await pub.publish("venues/dock-diner/status", status("online", "boot-z", 1), qos=1, retain=True)
+        await out.wait(lambda lines: venues(lines) == {"dock-diner": "online", "harbour-kitchen": "online"})
+        assert proc.returncode is None
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        await asyncio.gather(out.task, err.task)
+    lost, *retries, back = err.lines
+    assert re.fullmatch(r"broker lost: .+; reconnecting in 1 s", lost), err.lines
+    assert all(line.startswith("reconnect failed: ") for line in retries)  # none, unless this machine is slow
+    assert back == f"reconnected to 127.0.0.1:{broker.port}"
+
+
+async def test_live_reconnect_backs_off_doubling_to_a_cap(broker: Mosquitto) -> None:
+    """While the broker stays away each retry is one line, the wait doubling to the cap; reconnecting resets it."""
+    notices: list[str] = []
+    fleet = Fleet()
+
+    async def known() -> set[str]:
+        return set(fleet.venues)
+
+    async def seen() -> list[str]:
+        return list(notices)
+
+    async def announce(venue: str) -> None:
+        async with client(broker.port) as pub:
+            await pub.publish(f"venues/{venue}/status", status("online", "boot-a", 0), qos=1, retain=True)
+
+    await announce("harbour-kitchen")
+    conn = Connection("127.0.0.1", broker.port)
+    live = asyncio.create_task(watch_live(conn, fleet, notice=notices.append, initial_delay=0.05, max_delay=0.2))
+    try:
+        await eventually(known, lambda v: v == {"harbour-kitchen"})
+        broker.stop()
+        await eventually(seen, lambda n: len(n) >= 5)
+        broker.start()
+        await announce("dock-diner")
+        await eventually(known, lambda v: v == {"harbour-kitchen", "dock-diner"})
+        assert notices[-1] == f"reconnected to 127.0.0.1:{broker.port}"
+        lost_before = len(notices)
+        broker.stop()
+        await eventually(seen, lambda n: len(n) > lost_before)
+    finally:
+        live.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live
+    waits = [line.rsplit(" in ", 1)[1] for line in notices[:5]]
+    assert waits == ["0.05 s", "0.1 s", "0.2 s", "0.2 s", "0.2 s"]
+    assert notices[0].startswith("broker lost: ")
+    assert all(line.startswith("reconnect failed: ") for line in notices[1:5])
+    assert notices[lost_before].startswith("broker lost: ")
+    assert notices[lost_before].endswith("reconnecting in 0.05 s")
+
+
+async def test_console_over_tls_with_a_client_certificate(
+    tmp_path: Path, test_ca: TestCA, start_broker: StartBroker
+) -> None:
+    """--ca-file with --cert-file/--key-file reaches a broker that admits only holders of a certificate from the CA."""
+    server = test_ca.server()
+    tls = BrokerTLS(test_ca.cert, server.cert, server.key, require_certificate=True, use_identity_as_username=True)
+    broker = start_broker(tls=tls, allow_anonymous=False)
+    venue, ops = test_ca.client("harbour-kitchen"), test_ca.client("ops-console")
+    venue_tls = aiomqtt.TLSParameters(ca_certs=str(test_ca.cert), certfile=str(venue.cert), keyfile=str(venue.key))
+    async with aiomqtt.Client("127.0.0.1", broker.port, tls_params=venue_tls, timeout=5) as pub:
+        await pub.publish("venues/harbour-kitchen/status", status("online", "boot-a", 0), qos=1, retain=True)
+
+    common = ("--broker", f"127.0.0.1:{broker.port}", "--ca-file", str(test_ca.cert), "--once", "1", "--json")
+    proc = await run_console(*common, "--cert-file", str(ops.cert), "--key-file", str(ops.key), tmp_path=tmp_path)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert [(r["venue"], r["state"]) for r in json.loads(out)] == [("harbour-kitchen", "online")]
+    assert "u'ops-console'" in broker.log()  # the broker knew the console by its certificate's CN
