@@ -57,8 +57,13 @@ class ComponentWatcher:
         self.states: States = {}
 
     async def run(self) -> None:
-        """Watch until cancelled; the first reading is the baseline (no events)."""
+        """Watch until cancelled; the first reading is the baseline (no events, but a disk_low alert if it is)."""
         self.states = self.read()
+        if self.states.get("disk") in ("low", "full"):
+            try:
+                await self._disk_alert(full=self.states["disk"] == "full")
+            except StorageError as exc:
+                log.warning("component_event_lost", component="disk", error=str(exc))
         while True:
             await self.clock.sleep(CHECK_SECONDS)
             await self.check()

@@ -16,7 +16,7 @@ import uvicorn
 from agent import outbox_ops as ops
 from agent.advertise import Advertiser
 from agent.clock import Clock, SystemClock
-from agent.components import ComponentWatcher
+from agent.components import ComponentWatcher, disk_state
 from agent.config import Settings
 from agent.dispatcher import Dispatcher
 from agent.health import HealthReporter
@@ -210,11 +210,11 @@ class Agent:
         return (await self.health_check())[1]
 
     def component_states(self) -> dict[str, str]:
-        """Return each component's state: ``intake`` (ready/not_ready), ``pos`` and ``printer:<name>``."""
-        ready = self.ready.is_set() and self.outbox.is_open and all(not t.done() for t in self._tasks.values())
+        """Return each component's state: ``intake`` (ready/not_ready), ``pos``, ``disk`` and ``printer:<name>``."""
         states = {
-            "intake": "ready" if ready else "not_ready",
+            "intake": "ready" if self._is_ready() else "not_ready",
             "pos": self.dispatcher.pos.state(self.dispatcher.circuit),
+            "disk": disk_state(self.outbox.disk_free_bytes(), self.outbox.min_free_mb),
         }
         return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 

@@ -12,6 +12,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.components import CHECK_SECONDS, ComponentWatcher, changes, disk_state
 from agent.outbox import Outbox
+from tests.conftest import eventually
 
 
 def test_changes_lists_each_differing_component_in_name_order() -> None:
@@ -86,3 +87,20 @@ async def test_disk_getting_low_then_full_raises_one_alert_each(outbox: Outbox) 
     assert "refuses new orders" in payload["reason"]
     assert str(outbox.path) in payload["reason"]
     assert "journalctl" in payload["action"]
+
+
+async def test_a_disk_already_full_at_start_is_alerted(outbox: Outbox) -> None:
+    """The baseline raises no change events, but a disk already full at start is still an alert."""
+    watcher = ComponentWatcher(read=lambda: {"disk": "full", "pos": "ok"}, outbox=outbox, clock=outbox.clock)
+    task = asyncio.create_task(watcher.run(), name="test components")
+
+    async def alerts() -> list[str]:
+        return await outbox.read(lambda c: [r["severity"] for r in c.execute("SELECT severity FROM alerts")])
+
+    try:
+        await eventually(alerts, bool)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await alerts() == ["critical"]
+    assert not [e for e in await outbox.events_since(0) if e.type == "component_changed"]
