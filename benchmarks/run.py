@@ -6,8 +6,15 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/run.py
 
 The table (with the machine and the command in its header) is also written to ``benchmarks/results.md``,
-overwriting the previous one. The whole run takes two to three minutes; ``--only printing`` runs (g), (h)
-and the RSS of the printing agents alone in about 30 s and only prints its table. Measures:
+overwriting the previous one. The whole run takes six to eight minutes. ``--only SECTION`` runs one section
+and only prints its table (results.md is left alone):
+
+``--only printing``
+    (g), (h) and the RSS of the printing agents, about 30 s;
+``--only mqtt``
+    (i), in ``benchmarks/publishing.py``, three to four minutes.
+
+Measures:
 
 (a) outbox full cycle (submit -> claim -> injected, ``synchronous=FULL``) against persist-queue's
     ``SQLiteAckQueue`` (put -> get -> ack) on the same disk;
@@ -18,7 +25,10 @@ and the RSS of the printing agents alone in about 30 s and only prints its table
 (e) start-up to ready with 10,000 pending orders;
 (f) peak RSS (VmHWM) of the agent processes, and of agents with python-escpos loaded (a network printer);
 (g) a 20-line kitchen ticket laid out and rendered to ESC/POS bytes (and the one-off python-escpos load);
-(h) fallback ticket latency: 202 -> the ticket's cut at a fake network printer while the POS is down.
+(h) fallback ticket latency: 202 -> the ticket's cut at a fake network printer while the POS is down;
+(i) MQTT publishing: the order figures of (b)-(f) with the broker down and a backlog of unpublished events,
+    against MQTT off; then a real mosquitto comes up and the backlog is published (time to the agent's
+    ``online`` status, to the 1,000th and to the last queued event; seq order, none missing).
 """
 
 from __future__ import annotations
@@ -416,11 +426,13 @@ def agent_config(
     printer_port: int | None = None,
     print_after_seconds: float = 3600,
     print_when_pos_not_ready: bool = True,
+    mqtt: dict[str, Any] | None = None,
 ) -> tuple[Path, Path, int]:
     """Write an agent config; return (config path, outbox path, intake port).
 
     By default the printer is a text file; with ``printer_port`` it is a network (ESC/POS) printer on
-    127.0.0.1 and mDNS advertising is off.
+    127.0.0.1 and mDNS advertising is off. ``mqtt`` is the ``[mqtt]`` section (strings, numbers, booleans);
+    without it MQTT is off.
     """
     port = free_port()
     db = workdir / f"{name}.db"
@@ -443,6 +455,10 @@ profile = "TM-T20II"
 advertise = false
 """
     not_ready = "" if print_when_pos_not_ready else "print_when_pos_not_ready = false\n"
+    mqtt_section = ""
+    if mqtt is not None:
+        values = (f"{k} = {json.dumps(v)}" for k, v in mqtt.items())  # JSON scalars are TOML scalars
+        mqtt_section = "[mqtt]\n" + "\n".join(values) + "\n\n"
     path.write_text(
         f"""
 [venue]
@@ -473,7 +489,7 @@ rate_limit_per_second = {rate}
 url = "http://127.0.0.1:{sim_port}/orders"
 
 {printers}
-[logging]
+{mqtt_section}[logging]
 level = "warning"
 format = "json"
 """,
@@ -606,10 +622,10 @@ async def intake_throughput(
 
 
 async def overhead_at(
-    port: int, sim: Sim, *, rate: float, seconds: float
+    port: int, sim: Sim, *, rate: float, seconds: float, prefix: str = "latency"
 ) -> tuple[list[float], list[float], list[float]]:
     """Send paid orders at a steady ``rate``; return ms of (202 -> POS received, POST -> 202, POST -> body)."""
-    bodies = order_bodies(int(rate * seconds), "latency")
+    bodies = order_bodies(int(rate * seconds), prefix)
     acked_at: dict[str, tuple[float, float]] = {}
     whole: list[float] = []
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -1113,6 +1129,18 @@ async def run_processes(report: Report, workdir: Path) -> None:
     )
 
 
+def run_mqtt(report: Report, workdir: Path) -> None:
+    """(i), in ``benchmarks/publishing.py`` (which builds on this module's helpers)."""
+    # Run as a script this module is ``__main__``: register it under its import name so that publishing.py's
+    # ``from benchmarks import run`` uses it instead of executing a second copy.
+    sys.modules.setdefault("benchmarks.run", sys.modules[__name__])
+    from benchmarks import publishing
+
+    logs = workdir / "mqtt"
+    logs.mkdir(exist_ok=True)
+    asyncio.run(publishing.run_publishing(report, logs))
+
+
 def render(header: list[str], report: Report, seconds: float) -> str:
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [*header, f"- load average at the end: {load}; benchmark wall time: {seconds:.0f} s", ""]
@@ -1128,9 +1156,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
         "--only",
-        choices=["printing"],
+        choices=["printing", "mqtt"],
         help="run only these measures: printing = (g) ticket rendering, (h) fallback ticket latency and the "
-        "RSS of an agent with python-escpos loaded (about 30 s); the table is printed, results.md is left alone",
+        "RSS of an agent with python-escpos loaded (about 30 s); mqtt = (i) order figures with the MQTT broker "
+        "down, and the backlog's publication when it comes back (3-4 min); the table is printed, "
+        "results.md is left alone",
     )
     return parser.parse_args(argv)
 
@@ -1145,7 +1175,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None:
             run_outbox_vs_persist_queue(report, workdir)
             asyncio.run(run_processes(report, workdir))
-        asyncio.run(run_printing(report, workdir))
+        if args.only in (None, "printing"):
+            asyncio.run(run_printing(report, workdir))
+        if args.only in (None, "mqtt"):
+            run_mqtt(report, workdir)
     except BaseException:
         print(f"benchmark failed; logs and databases kept in {workdir}", file=sys.stderr)
         raise

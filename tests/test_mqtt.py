@@ -144,15 +144,15 @@ async def test_events_survive_a_broker_restart_in_order(tmp_path: Path, sim: Sim
         outbox = running.agent.outbox
         await sub.wait(f"{P}/events", lambda e: any(x["type"] == "agent_started" for x in e))
         broker.stop()
-        for n in range(20):
+        for n in range(45):  # more than two publish windows
             await outbox.event("test_event", {"n": n})
         # The order path does not wait for the broker: the intake answers at once.
         response = await running.client.post("/v1/orders", json=make_order("ord_while_down"))
         assert response.status_code == 202
         broker.start()
-        events = await sub.wait(f"{P}/events", lambda e: sum(x["type"] == "test_event" for x in e) >= 20, timeout=15)
+        events = await sub.wait(f"{P}/events", lambda e: sum(x["type"] == "test_event" for x in e) >= 45, timeout=15)
         ns = [x["detail"]["n"] for x in events if x["type"] == "test_event"]
-        assert ns == list(range(20))
+        assert ns == list(range(45))
         seqs = [x["seq"] for x in events]
         assert seqs == sorted(seqs)
 
