@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from structlog.testing import capture_logs
@@ -316,3 +317,69 @@ async def test_will_after_sigkill(tmp_path: Path, sim: Sim, broker: Mosquitto) -
     async with subscribed(broker.port, f"{P}/status", identifier="late") as late:
         retained = await late.wait(f"{P}/status", bool)
     assert retained[-1]["state"] == "offline"
+
+
+async def test_events_written_before_a_sigkill_are_published_after_the_restart(
+    tmp_path: Path, sim: Sim, broker: Mosquitto
+) -> None:
+    """Broker down, an order flows, the agent is SIGKILLed: once both are back, every event it wrote is published."""
+    agent_port = free_port()
+    config = _process_config(tmp_path, agent_port=agent_port, sim=sim, broker=broker)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VENUE_AGENT_") and k != "NOTIFY_SOCKET"}
+    broker.stop()
+    runs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        with (tmp_path / f"agent-{len(runs)}.log").open("wb") as log_file:
+            runs.append(
+                subprocess.Popen(
+                    [str(BIN), "run", "--config", str(config)], stdout=log_file, stderr=subprocess.STDOUT, env=env
+                )
+            )
+
+    async def state(client: httpx.AsyncClient, order_id: str) -> str | None:
+        try:
+            response = await client.get(f"http://127.0.0.1:{agent_port}/v1/orders/{order_id}", timeout=2)
+        except httpx.TransportError:
+            return None
+        return str(response.json().get("state")) if response.status_code == 200 else None
+
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            start()
+
+            async def accepted() -> int | None:
+                try:
+                    url = f"http://127.0.0.1:{agent_port}/v1/orders"
+                    return (await client.post(url, json=make_order("ord_killed"), timeout=2)).status_code
+                except httpx.TransportError:
+                    return None
+
+            assert await eventually(accepted, lambda code: code in (200, 202), timeout=15) == 202
+            await eventually(lambda: state(client, "ord_killed"), lambda s: s == "injected", timeout=10)
+            runs[-1].send_signal(signal.SIGKILL)
+            runs[-1].wait(timeout=5)
+
+            broker.start()
+            async with subscribed(broker.port, f"{P}/events") as sub:
+                start()
+                events = await sub.wait(
+                    f"{P}/events",
+                    lambda e: (
+                        sum(x["type"] == "agent_started" for x in e) >= 2
+                        and any(x["order_id"] == "ord_killed" and x["state"] == "injected" for x in e)
+                    ),
+                    timeout=20,
+                )
+    finally:
+        for popen in runs:
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait(timeout=5)
+    seqs = [x["seq"] for x in events]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    first_run = seqs.index(next(x["seq"] for x in events if x["type"] == "agent_started"))
+    assert first_run == 0  # the killed run's events come first, from its own agent_started on
+    states = [x["state"] for x in events if x["order_id"] == "ord_killed"]
+    assert states == ["queued", "sending", "injected"]
