@@ -16,6 +16,7 @@ import structlog
 
 from agent.clock import FakeClock
 from agent.config import Settings, settings_from_dict
+from agent.outbox import Outbox
 from agent.service import Agent
 from drivers.pos.simulator import SimulatorState, serve_simulator
 
@@ -109,6 +110,15 @@ async def _sim() -> AsyncIterator[Sim]:
     """Return a running POS simulator."""
     async with run_simulator() as sim:
         yield sim
+
+
+@pytest.fixture(name="outbox")
+async def _outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    """An open outbox on a fresh file with a fake clock (``outbox.clock``); test modules may override it."""
+    outbox = Outbox(tmp_path / "outbox.db", clock=FakeClock(), min_free_mb=0)
+    await outbox.open()
+    yield outbox
+    await outbox.close()
 
 
 def agent_settings(tmp_path: Path, sim_url: str, **sections: dict[str, Any]) -> Settings:

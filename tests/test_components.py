@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from agent.clock import FakeClock
 from agent.components import CHECK_SECONDS, ComponentWatcher, changes, disk_state
@@ -25,14 +21,6 @@ def test_changes_lists_each_differing_component_in_name_order() -> None:
         ("printer:grill", None, "offline"),
     ]
     assert changes(after, dict(after)) == []
-
-
-@pytest.fixture(name="outbox")
-async def _outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    outbox = Outbox(tmp_path / "outbox.db", clock=FakeClock(), min_free_mb=0)
-    await outbox.open()
-    yield outbox
-    await outbox.close()
 
 
 async def test_watcher_records_a_change_once_and_sets_changed(outbox: Outbox) -> None:

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from agent.clock import FakeClock
 from agent.config import LightspeedKSettings, settings_from_dict
 from agent.models import Order, parse_order
 from agent.outbox import Outbox
@@ -111,14 +110,6 @@ def requests_to(sim: Sim, path: str) -> list[int]:
 async def _sim() -> AsyncIterator[Sim]:
     async with run_simulator(SimulatorState()) as sim:
         yield sim
-
-
-@pytest.fixture(name="outbox")
-async def _outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    outbox = Outbox(tmp_path / "outbox.db", clock=FakeClock(), min_free_mb=0)
-    await outbox.open()
-    yield outbox
-    await outbox.close()
 
 
 @asynccontextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,7 +10,6 @@ import pytest
 
 from agent import snoozes
 from agent.cli import main
-from agent.clock import FakeClock
 from agent.outbox import Outbox
 
 LONDON = ZoneInfo("Europe/London")
@@ -46,14 +44,6 @@ def test_across_spring_forward_the_snooze_is_an_hour_shorter_in_real_time() -> N
     """From 20:00 to 08:00 across the spring change is 11 real hours, not 12: the wall clock decides."""
     now = datetime(2026, 3, 28, 20, 0, tzinfo=LONDON)
     assert snoozes.snooze_until(now, LONDON) - now == timedelta(hours=11)
-
-
-@pytest.fixture(name="outbox")
-async def _outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
-    outbox = Outbox(tmp_path / "outbox.db", clock=FakeClock(), min_free_mb=0)
-    await outbox.open()
-    yield outbox
-    await outbox.close()
 
 
 async def test_rows_replace_expire_and_clear(outbox: Outbox) -> None:
