@@ -66,7 +66,10 @@ class ComponentWatcher:
                 log.warning("component_event_lost", component="disk", error=str(exc))
         while True:
             await self.clock.sleep(CHECK_SECONDS)
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:  # watching must not end the agent (failed_task): log it, look again next time
+                log.error("component_check_failed", exc_info=exc)
 
     async def check(self) -> None:
         """Compare the states with the last reading; record and announce what changed."""
