@@ -14,7 +14,7 @@ from typing import Any
 from agent import __version__, logs
 from agent.client import AgentClient, AgentUnreachable
 from agent.config import Settings, load_settings, redacted
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, OutboxRefused
 from agent.states import State
 from agent.tomlout import dumps
 
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli_pos
 
     cli_pos.add_commands(sub, config_parent, json_parent)
+    from agent import cli_outbox
+
+    cli_outbox.add_commands(sub, config_parent, json_parent)
 
     sim = sub.add_parser("pos-sim", help="run the POS simulator (for demos, rehearsals and tests)")
     from drivers.pos import simulator_cli
@@ -132,6 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(run_agent(settings))
     except PosConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OutboxRefused as exc:  # restarting cannot fix it: exit 2, which the unit does not restart
+        print(f"error: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AgentError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
