@@ -15,6 +15,7 @@ from agent import __version__, logs
 from agent.client import AgentClient, AgentUnreachable
 from agent.config import Settings, load_settings, redacted
 from agent.errors import AgentError, ConfigError, OutboxRefused
+from agent.outbox_identity import diagnose
 from agent.states import State
 from agent.tomlout import dumps
 
@@ -237,10 +238,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         response = client.call("GET", "/v1/health")
     except AgentUnreachable as exc:
         counts = _offline_counts(settings.storage.path)
+        refusal = diagnose(settings.storage.path)
+        refused = {"reason": refusal.reason, "message": refusal.message} if refusal else None
         if args.json:
-            print(json.dumps({"running": False, "error": str(exc), "outbox": counts}, indent=2))
+            print(json.dumps({"running": False, "error": str(exc), "outbox": counts, "refused": refused}, indent=2))
         else:
             print(f"agent: NOT RUNNING ({exc})")
+            if refusal is not None:
+                print(f"outbox: REFUSED ({refusal.reason}): {refusal.message}")
             if counts is not None:
                 print("outbox: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "outbox: empty")
         return EXIT_FAILURE
@@ -279,7 +284,7 @@ def _format_health(h: dict[str, Any]) -> str:
 
 
 def _offline_counts(path: Path) -> dict[str, int] | None:
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:  # SQLite would delete the -wal of an empty file
         return None
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)

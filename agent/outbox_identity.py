@@ -210,3 +210,24 @@ def fsync_dir(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def diagnose(db: Path) -> Refusal | None:
+    """Return why the agent would refuse the outbox at ``db`` (for ``venue-agent status``); opens it read-only."""
+    try:
+        marker = read_marker(marker_path(db))
+    except ValueError as exc:
+        return Refusal("marker", str(exc))
+    files = files_found(db)
+    refusal = check_files(marker, files, db)
+    if refusal is not None or not files.exists:
+        return refusal
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            found = database_found(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Refusal("corrupt", damaged_text(db, str(exc)))
+    return check_database(marker, found, db)

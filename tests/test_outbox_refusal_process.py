@@ -103,10 +103,24 @@ async def test_truncated_outbox_is_refused_until_init_force(
     """An outbox truncated to 0 bytes after 20 acked orders: start exits 2; `outbox init --force`, then it starts."""
     agent = AgentProcess(procs, tmp_path, sim.port)
     old_id = await twenty_pending_then_kill(agent, sim, client)
-    agent.db.write_bytes(b"")  # truncate to 0 bytes (the -wal a SIGKILL leaves stays)
+    wal = Path(f"{agent.db}-wal")
+    wal_bytes = wal.read_bytes()
+    assert wal_bytes, "a SIGKILL leaves the write-ahead log behind"
+    agent.db.write_bytes(b"")  # truncate to 0 bytes; the -wal stays
     agent.start()
     assert_refused(agent, await exit_code(agent), "empty")
     assert agent.db.stat().st_size == 0, "no new empty outbox was created in its place"
+
+    status = subprocess.run(
+        [str(BIN), "status", "--json", "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 1 and json.loads(status.stdout)["refused"]["reason"] == "empty", status
+    assert wal.read_bytes() == wal_bytes, "neither the agent nor status let SQLite delete the -wal"
 
     refused = outbox_init(agent)
     assert refused.returncode == EXIT_REFUSED and "--force" in refused.stderr, refused
@@ -118,6 +132,8 @@ async def test_truncated_outbox_is_refused_until_init_force(
     assert result["outbox_id"] != old_id
     assert str(agent.db) in result["moved"], "the truncated file is moved aside, not deleted"
     assert Path(result["moved"][str(agent.db)]).exists()
+    assert Path(result["moved"][str(wal)]).read_bytes() == wal_bytes, "its -wal too, for recovery"
+    assert not wal.exists() or wal.read_bytes() != wal_bytes
     assert identity.read_marker(identity.marker_path(agent.db)).outbox_id == result["outbox_id"]  # type: ignore[union-attr]
 
     await sim.faults(down=False)
@@ -148,7 +164,7 @@ async def test_deleted_outbox_is_refused(
 async def test_first_run_starts_and_reports_quick_check(
     tmp_path: Path, procs: Processes, sim: SimProcess, client: httpx.AsyncClient
 ) -> None:
-    """A fresh install (no marker, no outbox) starts; health shows the quick_check result; the marker is written."""
+    """A fresh install (no marker, no outbox) starts, writes the marker, shows quick_check in health; init refuses."""
     agent = AgentProcess(procs, tmp_path, sim.port)
     assert not agent.db.exists() and not identity.marker_path(agent.db).exists()
     agent.start()
@@ -158,3 +174,6 @@ async def test_first_run_starts_and_reports_quick_check(
     assert storage["integrity_detail"] is None
     marker = identity.read_marker(identity.marker_path(agent.db))
     assert marker is not None and marker.outbox_id == storage["outbox_id"]
+    busy = outbox_init(agent, "--force")  # never under a running agent
+    assert busy.returncode == 1 and "stop it first" in busy.stderr, busy
+    assert identity.read_marker(identity.marker_path(agent.db)) == marker
