@@ -118,6 +118,18 @@ def disk_low(*, free_mb: float, min_free_mb: int, full: bool, path: str) -> dict
     }
 
 
+def outbox_damaged(*, path: str, detail: str) -> dict[str, Any]:
+    """Return the ``outbox_integrity_failed`` alert payload (PRAGMA quick_check found damage while running)."""
+    return {
+        "order": None,
+        "reason": f"the outbox {path} is damaged (PRAGMA quick_check: {detail})",
+        "action": (
+            "Orders are still taken, but the file may lose them. Call support today: back up the outbox"
+            " (outbox.db and outbox.db-wal) now; the agent refuses to start on it after the next restart."
+        ),
+    }
+
+
 PRINTER_ACTIONS = {
     "paper_out": "Put a new paper roll in printer {printer} and close its cover.",
     "paper_low": "Printer {printer} is nearly out of paper: put a new roll in before the next rush.",

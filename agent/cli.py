@@ -14,7 +14,8 @@ from typing import Any
 from agent import __version__, logs
 from agent.client import AgentClient, AgentUnreachable
 from agent.config import Settings, load_settings, redacted
-from agent.errors import AgentError, ConfigError
+from agent.errors import AgentError, ConfigError, OutboxRefused
+from agent.outbox_identity import diagnose
 from agent.states import State
 from agent.tomlout import dumps
 
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli_pos
 
     cli_pos.add_commands(sub, config_parent, json_parent)
+    from agent import cli_outbox
+
+    cli_outbox.add_commands(sub, config_parent, json_parent)
 
     sim = sub.add_parser("pos-sim", help="run the POS simulator (for demos, rehearsals and tests)")
     from drivers.pos import simulator_cli
@@ -132,6 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(run_agent(settings))
     except PosConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OutboxRefused as exc:  # restarting cannot fix it: exit 2, which the unit does not restart
+        print(f"error: cannot start: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AgentError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
@@ -231,10 +238,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         response = client.call("GET", "/v1/health")
     except AgentUnreachable as exc:
         counts = _offline_counts(settings.storage.path)
+        refusal = diagnose(settings.storage.path)
+        refused = {"reason": refusal.reason, "message": refusal.message} if refusal else None
         if args.json:
-            print(json.dumps({"running": False, "error": str(exc), "outbox": counts}, indent=2))
+            print(json.dumps({"running": False, "error": str(exc), "outbox": counts, "refused": refused}, indent=2))
         else:
             print(f"agent: NOT RUNNING ({exc})")
+            if refusal is not None:
+                print(f"outbox: REFUSED ({refusal.reason}): {refusal.message}")
             if counts is not None:
                 print("outbox: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "outbox: empty")
         return EXIT_FAILURE
@@ -273,7 +284,7 @@ def _format_health(h: dict[str, Any]) -> str:
 
 
 def _offline_counts(path: Path) -> dict[str, int] | None:
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:  # SQLite would delete the -wal of an empty file
         return None
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)

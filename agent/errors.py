@@ -9,7 +9,8 @@ The hierarchy::
     │   ├── OrderConflict       same id, different content (use PUT), or the state forbids the operation
     │   └── OrderNotFound       no order with that id
     └── StorageError            the outbox cannot take a write right now
-        └── StorageFull         below ``storage.min_free_mb`` or the disk reported full
+        ├── StorageFull         below ``storage.min_free_mb`` or the disk reported full
+        └── OutboxRefused       the outbox file is missing, empty, another box's or damaged: a technician decides
 
 Driver errors live in ``drivers.pos.errors`` and ``drivers.printers.errors``; drivers translate
 third-party exceptions into those at their edge, and the core never sees an ``httpx`` exception.
@@ -94,3 +95,11 @@ class StorageError(AgentError):
 
 class StorageFull(StorageError):
     """Free disk space is below ``storage.min_free_mb`` or SQLite reported the disk full."""
+
+
+class OutboxRefused(StorageError):
+    """The agent will not open this outbox file (``reason``: missing, empty, foreign, corrupt, integrity, marker)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

@@ -44,6 +44,7 @@ class HealthReporter:
         last = await self.outbox.last_injected()
         self.seq += 1
         pos = self.dispatcher.pos
+        integrity = self.outbox.integrity
         circuit = self.dispatcher.circuit
         return {
             "ts": now.isoformat(),
@@ -64,6 +65,12 @@ class HealthReporter:
             "printers": self.printer.health(),
             "disk_free_mb": round(self.outbox.disk_free_bytes() / 1_048_576, 1),
             "db_size_mb": round(self.outbox.db_size_bytes() / 1_048_576, 2),
+            "storage": {
+                "outbox_id": self.outbox.outbox_id,
+                "integrity": integrity.state,
+                "integrity_checked_at": integrity.checked_at.isoformat() if integrity.checked_at else None,
+                "integrity_detail": integrity.detail,
+            },
             "rss_mb": rss_mb(),
             "seq": self.seq,
         }

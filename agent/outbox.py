@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 import aiosqlite
 import structlog
 
+from agent import outbox_identity as identity
 from agent import outbox_ops as ops
 from agent.clock import Clock
-from agent.errors import StorageError, StorageFull
+from agent.errors import OutboxRefused, StorageError, StorageFull
 from agent.models import Order
 from agent.records import EventRecord, OrderRecord, PrintJob, ts
 from agent.schema import migrate
@@ -75,25 +76,85 @@ class Outbox:
         self._disk_ok = True
         self.last_commit_ms = 0.0
         self.commits = 0
+        self.outbox_id = ""
+        self.integrity = identity.IntegrityResult("unknown", None, None)
 
     # ---- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open (creating and migrating) the database and start the group-commit writer."""
+        """Open (creating and migrating) the database and start the group-commit writer.
+
+        Raise OutboxRefused when the file is missing, empty or another box's while its marker says an outbox
+        existed, or when it fails ``PRAGMA quick_check``; the files are then left exactly as they were.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        marker_file = identity.marker_path(self.path)
+        try:
+            marker = identity.read_marker(marker_file)
+        except ValueError as exc:
+            hint = f" If the outbox at {self.path} is the right one, delete the marker and start again."
+            raise _refused(identity.Refusal("marker", f"{exc}.{hint}")) from exc
+        refusal = identity.check_files(marker, identity.files_found(self.path), self.path)
+        if refusal is not None:
+            raise _refused(refusal)
         try:
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
             self._writer.row_factory = sqlite3.Row
             await self._run_in_thread(self._writer, _configure_writer)
-            await self._run_in_thread(self._writer, migrate)
+            found = await self._run_in_thread(self._writer, identity.database_found)
+            refusal = identity.check_database(marker, found, self.path)
+            if refusal is None:
+                self.integrity = identity.integrity_result(
+                    await self._run_in_thread(self._writer, identity.integrity_check), self.clock.now()
+                )
+                if not self.integrity.ok:
+                    refusal = identity.Refusal(
+                        "integrity", identity.damaged_text(self.path, f"PRAGMA quick_check: {self.integrity.detail}")
+                    )
+            if refusal is not None:
+                await self.close()
+                raise _refused(refusal)
+            version = await self._run_in_thread(self._writer, migrate)
+            self.outbox_id = found.outbox_id or (marker.outbox_id if marker else identity.new_outbox_id())
+            if found.outbox_id is None:
+                if marker is not None:
+                    log.warning("outbox_id_adopted", path=str(self.path), outbox_id=self.outbox_id)
+                now = self.clock.now()
+                outbox_id = self.outbox_id
+                await self._run_in_thread(
+                    self._writer, lambda c: ops.kv_put(c, identity.OUTBOX_ID_KEY, outbox_id, now=now)
+                )
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
             await self._run_in_thread(self._reader, _configure_reader)
         except sqlite3.Error as exc:
             await self.close()
             msg = f"cannot open the outbox at {self.path}: {exc}"
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise _refused(identity.Refusal("corrupt", identity.damaged_text(self.path, str(exc)))) from exc
             raise StorageError(msg) from exc
+        if marker is None or (marker.outbox_id, marker.schema_version) != (self.outbox_id, version):
+            created = marker.created_at if marker else self.clock.now().isoformat()
+            identity.write_marker(marker_file, identity.Marker(self.outbox_id, version, created))
+            log.info("outbox_marker_written", path=str(marker_file), outbox_id=self.outbox_id, schema=version)
         self._task = asyncio.create_task(self._write_loop(), name="venue-agent outbox writer")
+
+    async def check_integrity(self) -> identity.IntegrityResult:
+        """Run ``PRAGMA quick_check`` on a connection (and thread) of its own; keep and return the result.
+
+        Neither the writer nor the reader waits for it. It reads the whole file: about a second per 100 MB.
+        """
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._run_in_thread(conn, _configure_reader)
+            self.integrity = identity.integrity_result(
+                await self._run_in_thread(conn, identity.integrity_check), self.clock.now()
+            )
+        except sqlite3.Error as exc:
+            self.integrity = identity.IntegrityResult("failed", str(exc), self.clock.now())
+        finally:
+            await conn.close()
+        return self.integrity
 
     async def close(self) -> None:
         """Finish queued writes, stop the writer and close both connections."""
@@ -408,6 +469,11 @@ def _configure_writer(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _refused(refusal: identity.Refusal) -> OutboxRefused:
+    log.error("outbox_refused", reason=refusal.reason, message=refusal.message)
+    return OutboxRefused(refusal.reason, refusal.message)
 
 
 def _configure_reader(conn: sqlite3.Connection) -> None:

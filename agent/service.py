@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 import uvicorn
 
+from agent import alerts
 from agent import outbox_ops as ops
 from agent.advertise import Advertiser
 from agent.clock import Clock, SystemClock
@@ -37,6 +38,8 @@ log = structlog.get_logger("venue_agent.service")
 
 DRAIN_SECONDS = 10.0
 RETENTION_INTERVAL_SECONDS = 3600.0
+# PRAGMA quick_check reads the whole file (about a second per 100 MB on an SD card) in a thread of its own.
+INTEGRITY_CHECK_SECONDS = 6 * 3600.0
 STATUS_INTERVAL_SECONDS = 10.0
 # How long a watched loop may go without marking progress before the systemd watchdog is withheld. Every
 # watched loop marks progress at least once a second while idle: the sender waits for work at most 1 s
@@ -136,6 +139,7 @@ class Agent:
             ("printer", self.printer.run()),
             ("printer-prober", self.printer.run_prober()),
             ("retention", self._retention()),
+            ("integrity", self._integrity()),
         ):
             self._tasks[name] = asyncio.create_task(coro, name=f"venue-agent {name}")
         if self.mqtt is not None:
@@ -215,6 +219,7 @@ class Agent:
             "intake": "ready" if self._is_ready() else "not_ready",
             "pos": self.dispatcher.pos.state(self.dispatcher.circuit),
             "disk": disk_state(self.outbox.disk_free_bytes(), self.outbox.min_free_mb),
+            "outbox": self.outbox.integrity.state,
         }
         return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 
@@ -242,7 +247,7 @@ class Agent:
         cut = await self.dispatcher.drain(DRAIN_SECONDS)
         if cut:
             log.warning("pos_calls_cut_at_shutdown", count=cut)
-        for name in ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention"):
+        for name in ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention", "integrity"):
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -268,6 +273,25 @@ class Agent:
             except Exception as exc:  # a failed purge must not stop the agent; the next round tries again
                 log.warning("purge_failed", error=str(exc))
             await self.clock.sleep(RETENTION_INTERVAL_SECONDS)
+
+    async def _integrity(self) -> None:
+        # The check at start ran in Outbox.open(); this one repeats it while the agent runs.
+        while True:
+            await self.clock.sleep(INTEGRITY_CHECK_SECONDS)
+            before = self.outbox.integrity.state
+            try:
+                result = await self.outbox.check_integrity()
+            except Exception as exc:  # a failed check must not stop the agent; the next round tries again
+                log.warning("outbox_integrity_check_failed", error=str(exc))
+                continue
+            if result.ok:
+                log.info("outbox_integrity_ok", path=str(self.outbox.path))
+                continue
+            log.error("outbox_integrity_failed", path=str(self.outbox.path), detail=result.detail)
+            if before != "failed":
+                with contextlib.suppress(Exception):
+                    payload = alerts.outbox_damaged(path=str(self.outbox.path), detail=result.detail or "")
+                    await self.outbox.alert("outbox_integrity_failed", "critical", payload)
 
 
 def watchdog_stale_after(settings: Settings) -> float:
