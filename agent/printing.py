@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
 from agent.tickets import PrinterSetup, order_ticket
-from drivers.printers.base import PrinterStatus, StatusReading, Transport
+from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport
 from drivers.printers.errors import PrinterError, PrinterUnavailable
 from drivers.printers.layout import Ticket
 from drivers.printers.transports import build_transport
@@ -201,8 +202,15 @@ class PrintWorker:
                 failures[name] = (reading.status.value, reading.detail)
                 log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
                 continue
+            if not slot.setup.settings.confirm:
+                delivery = dataclasses.replace(delivery, confirmable=False)
+            outcome = delivery.outcome
+            if outcome is Outcome.UNCONFIRMED:
+                job = await self._unconfirmed(slot, job, delivery)
+                failures[name] = (PrinterStatus.OFFLINE.value, slot.state.detail)
+                continue
             await self._observe(slot, delivery.after)
-            if not delivery.printed:
+            if outcome is Outcome.FAILED:
                 detail = f"{delivery.after.detail} (after the ticket was sent)"
                 failures[name] = (delivery.after.status.value, detail)
                 log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
@@ -266,6 +274,20 @@ class PrintWorker:
             payload = alerts.printer_problem(slot.name, status.value, slot.state.detail, covered_by=other)
             await self.outbox.alert(wants, severity, payload)
             log.warning("printer_alert", alert=wants, printer=slot.name, detail=slot.state.detail)
+
+    async def _unconfirmed(self, slot: PrinterSlot, job: PrintJob, delivery: Delivery) -> PrintJob:
+        """A printer took the bytes but gave no word after them: count it offline, the next copy is a reprint."""
+        detail = (
+            f"took the ticket but never confirmed it printed ({delivery.after.detail});"
+            " a copy goes to the next printer marked REPRINT"
+        )
+        await self._observe(slot, StatusReading(PrinterStatus.OFFLINE, detail, delivery.after.raw))
+        now = self.clock.now()
+        job = await self.outbox.write(
+            functools.partial(ops.unconfirmed_print_job, job_id=job.id, printer=slot.name, detail=detail, now=now)
+        )
+        log.warning("print_unconfirmed", printer=slot.name, job_id=job.id, order_id=job.order_id, error=detail)
+        return job
 
     async def _printed(self, job: PrintJob, printer: str) -> None:
         now = self.clock.now()
