@@ -34,6 +34,7 @@ from agent.tickets import PrinterSetup, order_ticket
 from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport
 from drivers.printers.errors import PrinterError, PrinterUnavailable
 from drivers.printers.layout import Ticket
+from drivers.printers.status import Timeouts
 from drivers.printers.transports import build_transport
 
 log = structlog.get_logger("venue_agent.printing")
@@ -41,9 +42,19 @@ log = structlog.get_logger("venue_agent.printing")
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 60.0
 PROBE_INTERVAL_SECONDS = 60.0
+SEND_BUDGET_MARGIN_SECONDS = 1.0
+SEND_BUDGET_DEFAULT_SECONDS = 60.0
 NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
 # SPEC §8 names printer states ok|paper_low|paper_out|offline|error; a cover left open is an error there.
 HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
+
+
+def send_budget(timeouts: object) -> float:
+    """Return the longest one job may take: every step's own timeout plus a margin (a safety net, never the rule)."""
+    if not isinstance(timeouts, Timeouts):
+        return SEND_BUDGET_DEFAULT_SECONDS
+    # Connect, two status dialogues (stray-byte drain plus three queries each), the write and the close.
+    return 2 * timeouts.connect + timeouts.write + 8 * timeouts.status + SEND_BUDGET_MARGIN_SECONDS
 
 
 @dataclass
@@ -189,8 +200,14 @@ class PrintWorker:
                 continue
             await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
             async with slot.lock:
+                budget = send_budget(getattr(slot.transport, "timeouts", None))
                 try:
-                    delivery = await slot.transport.send(data)
+                    async with asyncio.timeout(budget):
+                        delivery = await slot.transport.send(data)
+                except TimeoutError:
+                    # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
+                    overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
+                    delivery = Delivery(NOT_READ, overdue)
                 except PrinterUnavailable as exc:
                     reading = StatusReading(exc.status, exc.reason)
                     delivery = None

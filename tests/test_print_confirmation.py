@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
+from agent.clock import FakeClock
+from agent.outbox import Outbox
+from agent.printing import PrintWorker, send_budget
 from drivers.printers.base import UNKNOWN, Delivery, Outcome, PrinterStatus, StatusReading, judge
 from drivers.printers.network import NetworkTransport
 from drivers.printers.status import Timeouts
 from tests.fake_printer import FakeNetworkPrinter
-from tests.test_print_worker import net, rig_for, settings_for, texts
+from tests.test_print_worker import Rig, net, rig_for, settings_for, texts
 
 OK = StatusReading(PrinterStatus.OK, "ready")
 LOW = StatusReading(PrinterStatus.PAPER_LOW, "paper roll is nearly out")
@@ -110,3 +115,66 @@ async def test_a_printer_configured_not_to_confirm_counts_once_written(tmp_path:
         assert [(j.state, j.printer, j.in_doubt) for j in jobs] == [("printed", "pass", False)]
         assert await rig.alerts() == []
         await rig.outbox.close()
+
+
+class HangingTransport:
+    """A transport whose job never returns (a driver stuck below its own timeouts)."""
+
+    name = "pass"
+    timeouts = Timeouts(connect=0.1, status=0.1, write=0.1)
+
+    async def send(self, data: bytes) -> Delivery:
+        """Never finish."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def status(self) -> StatusReading:
+        """Never answer."""
+        return UNKNOWN
+
+
+def test_send_budget_covers_every_step() -> None:
+    """The safety net is the sum of the transport's own timeouts plus a margin; unknown transports get 60 s."""
+    assert send_budget(Timeouts(connect=3, status=1, write=10)) == 6 + 10 + 8 + 1
+    assert send_budget(None) == 60.0
+
+
+async def test_a_job_that_never_returns_cannot_hang_the_worker(tmp_path: Path) -> None:
+    """The worker gives up on a stuck job after its budget and prints the ticket on the backup, as a reprint."""
+    async with FakeNetworkPrinter.running() as backup:
+        settings = settings_for(tmp_path, [net("pass", backup), net("bar", backup)])
+        clock = FakeClock()
+        outbox = Outbox(settings.storage.path, clock=clock, min_free_mb=0)
+        await outbox.open()
+        worker = PrintWorker(outbox=outbox, settings=settings, clock=clock, transports={"pass": HangingTransport()})
+        await worker.prepare()
+        rig = Rig(outbox, worker, clock)
+        await rig.fallback("ord_1")
+        started = time.monotonic()
+        assert await asyncio.wait_for(rig.run_due(), 10) == [True]
+        assert time.monotonic() - started < send_budget(HangingTransport.timeouts) + 3
+        assert len(backup.jobs) == 1 and REPRINT in texts(backup.jobs[0])
+        assert {h["name"]: h["state"] for h in worker.health()} == {"pass": "offline", "bar": "ok"}
+        await outbox.close()
+
+
+async def test_a_chattering_printer_cannot_hold_the_status_read() -> None:
+    """A peer that sends bytes without pause: the stray-byte drain is bounded, the read ends with a status."""
+
+    async def chatter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                writer.write(b"\x41" * 64)
+                await writer.drain()
+                await asyncio.sleep(0.002)
+        except OSError:
+            pass
+
+    server = await asyncio.start_server(chatter, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        transport = NetworkTransport("pass", "127.0.0.1", port, Timeouts(connect=1, status=0.2, write=1))
+        reading = await asyncio.wait_for(transport.status(), 5)
+    finally:
+        server.close()
+    assert reading.status is PrinterStatus.UNKNOWN
