@@ -401,6 +401,22 @@ def start_print_job(conn: sqlite3.Connection, *, job_id: int, printer: str) -> N
     conn.execute("UPDATE print_jobs SET state = 'printing', printer = ? WHERE id = ?", (printer, job_id))
 
 
+def unconfirmed_print_job(
+    conn: sqlite3.Connection, *, job_id: int, printer: str, detail: str, now: datetime
+) -> PrintJob:
+    """Note that ``printer`` took a job's bytes but never confirmed it: the job is in doubt, the next copy a reprint."""
+    conn.execute("UPDATE print_jobs SET in_doubt = 1 WHERE id = ?", (job_id,))
+    job = PrintJob.from_row(conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone())
+    add_event(
+        conn,
+        now,
+        "print_unconfirmed",
+        order_id=job.order_id,
+        detail={"kind": job.kind, "printer": printer, "error": detail},
+    )
+    return job
+
+
 def recover_print_jobs(conn: sqlite3.Connection, *, now: datetime) -> list[int]:
     """Put jobs a crash caught while printing back to pending, marked in doubt; return their ids."""
     rows = conn.execute("SELECT id, order_id, printer FROM print_jobs WHERE state = 'printing'").fetchall()

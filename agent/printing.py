@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -30,9 +31,10 @@ from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
 from agent.tickets import PrinterSetup, order_ticket
-from drivers.printers.base import PrinterStatus, StatusReading, Transport
+from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport
 from drivers.printers.errors import PrinterError, PrinterUnavailable
 from drivers.printers.layout import Ticket
+from drivers.printers.status import Timeouts
 from drivers.printers.transports import build_transport
 
 log = structlog.get_logger("venue_agent.printing")
@@ -40,9 +42,19 @@ log = structlog.get_logger("venue_agent.printing")
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 60.0
 PROBE_INTERVAL_SECONDS = 60.0
+SEND_BUDGET_MARGIN_SECONDS = 1.0
+SEND_BUDGET_DEFAULT_SECONDS = 60.0
 NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
 # SPEC §8 names printer states ok|paper_low|paper_out|offline|error; a cover left open is an error there.
 HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
+
+
+def send_budget(timeouts: object) -> float:
+    """Return the longest one job may take: every step's own timeout plus a margin (a safety net, never the rule)."""
+    if not isinstance(timeouts, Timeouts):
+        return SEND_BUDGET_DEFAULT_SECONDS
+    # Connect, two status dialogues (stray-byte drain plus three queries each), the write and the close.
+    return 2 * timeouts.connect + timeouts.write + 8 * timeouts.status + SEND_BUDGET_MARGIN_SECONDS
 
 
 @dataclass
@@ -188,8 +200,14 @@ class PrintWorker:
                 continue
             await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
             async with slot.lock:
+                budget = send_budget(getattr(slot.transport, "timeouts", None))
                 try:
-                    delivery = await slot.transport.send(data)
+                    async with asyncio.timeout(budget):
+                        delivery = await slot.transport.send(data)
+                except TimeoutError:
+                    # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
+                    overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
+                    delivery = Delivery(NOT_READ, overdue)
                 except PrinterUnavailable as exc:
                     reading = StatusReading(exc.status, exc.reason)
                     delivery = None
@@ -201,8 +219,15 @@ class PrintWorker:
                 failures[name] = (reading.status.value, reading.detail)
                 log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
                 continue
+            if not slot.setup.settings.confirm:
+                delivery = dataclasses.replace(delivery, confirmable=False)
+            outcome = delivery.outcome
+            if outcome is Outcome.UNCONFIRMED:
+                job = await self._unconfirmed(slot, job, delivery)
+                failures[name] = (PrinterStatus.OFFLINE.value, slot.state.detail)
+                continue
             await self._observe(slot, delivery.after)
-            if not delivery.printed:
+            if outcome is Outcome.FAILED:
                 detail = f"{delivery.after.detail} (after the ticket was sent)"
                 failures[name] = (delivery.after.status.value, detail)
                 log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
@@ -266,6 +291,20 @@ class PrintWorker:
             payload = alerts.printer_problem(slot.name, status.value, slot.state.detail, covered_by=other)
             await self.outbox.alert(wants, severity, payload)
             log.warning("printer_alert", alert=wants, printer=slot.name, detail=slot.state.detail)
+
+    async def _unconfirmed(self, slot: PrinterSlot, job: PrintJob, delivery: Delivery) -> PrintJob:
+        """A printer took the bytes but gave no word after them: count it offline, the next copy is a reprint."""
+        detail = (
+            f"took the ticket but never confirmed it printed ({delivery.after.detail});"
+            " a copy goes to the next printer marked REPRINT"
+        )
+        await self._observe(slot, StatusReading(PrinterStatus.OFFLINE, detail, delivery.after.raw))
+        now = self.clock.now()
+        job = await self.outbox.write(
+            functools.partial(ops.unconfirmed_print_job, job_id=job.id, printer=slot.name, detail=detail, now=now)
+        )
+        log.warning("print_unconfirmed", printer=slot.name, job_id=job.id, order_id=job.order_id, error=detail)
+        return job
 
     async def _printed(self, job: PrintJob, printer: str) -> None:
         now = self.clock.now()

@@ -26,9 +26,10 @@ from typing import Literal
 
 import usb.core
 
-Mode = Literal["ok", "paper_low", "paper_out", "cover_open", "offline", "silent", "garbage"]
+Mode = Literal["ok", "paper_low", "paper_out", "cover_open", "offline", "silent", "garbage", "black_hole"]
 
-# Replies to DLE EOT 1, 2, 3, 4 (Epson semantics); "silent" answers nothing.
+# Replies to DLE EOT 1, 2, 3, 4 (Epson semantics). "silent" reads everything but answers nothing;
+# "black_hole" (network only) accepts connections but never reads from them, so never answers either.
 REPLIES: dict[str, tuple[int, int, int, int]] = {
     "ok": (0x12, 0x12, 0x12, 0x12),
     "paper_low": (0x12, 0x12, 0x12, 0x1E),
@@ -174,7 +175,7 @@ class FakeNetworkPrinter:
         self.open_connections += 1
         self._idle.clear()
         try:
-            if self._held:
+            if self._held or self.mode == "black_hole":
                 await self._stopping.wait()
                 return
             await self._converse(reader, writer)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.printers.base import PrinterStatus
+from drivers.printers.base import Outcome, PrinterStatus
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.network import NetworkTransport
 from drivers.printers.status import STATUS_QUERIES, Timeouts
@@ -75,15 +75,15 @@ async def test_blocking_status_before_sends_nothing(
     await printer.idle(timeout=0.5)
 
 
-async def test_silent_printer_prints_with_unknown_status(printer: FakeNetworkPrinter) -> None:
-    """A printer that never answers DLE EOT still gets the job; one status timeout per read, not three."""
+async def test_silent_printer_gets_the_job_but_it_is_unconfirmed(printer: FakeNetworkPrinter) -> None:
+    """A printer that never answers DLE EOT still gets the job, unconfirmed; one status timeout per read, not three."""
     printer.mode = "silent"
     started = time.monotonic()
     delivery = await transport_for(printer).send(TICKET)
     elapsed = time.monotonic() - started
     assert delivery.before.status is PrinterStatus.UNKNOWN
     assert delivery.after.status is PrinterStatus.UNKNOWN
-    assert delivery.printed
+    assert delivery.outcome is Outcome.UNCONFIRMED and not delivery.printed
     assert printer.queries == 2
     assert elapsed < 5 * FAST.status
     await printer.idle(timeout=0.5)

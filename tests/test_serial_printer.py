@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.printers.base import PrinterStatus
+from drivers.printers.base import Outcome, PrinterStatus
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.serial_port import SerialTransport
 from drivers.printers.status import STATUS_QUERIES, Timeouts
@@ -53,13 +53,13 @@ async def test_paper_out_sends_nothing(printer: FakeSerialPrinter) -> None:
     assert (await transport_for(printer).status()).status is PrinterStatus.PAPER_OUT
 
 
-async def test_silent_printer_prints_with_unknown_status(printer: FakeSerialPrinter) -> None:
+async def test_silent_printer_gets_the_job_but_it_is_unconfirmed(printer: FakeSerialPrinter) -> None:
     """A printer that never answers still gets the job; the status is unknown, not ok."""
     printer.mode = "silent"
     delivery = await transport_for(printer).send(TICKET)
     assert delivery.before.status is PrinterStatus.UNKNOWN
     assert delivery.after.status is PrinterStatus.UNKNOWN
-    assert delivery.printed
+    assert delivery.outcome is Outcome.UNCONFIRMED and not delivery.printed
     assert printer.queries == 2
     assert printer.data == TICKET
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import usb.core
 
-from drivers.printers.base import PrinterStatus
+from drivers.printers.base import Outcome, PrinterStatus
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.status import STATUS_QUERIES, Timeouts
 from drivers.printers.usb import UsbTransport
@@ -73,13 +73,13 @@ async def test_cover_open_status(device: FakeUsbDevice) -> None:
     assert device.data == b""
 
 
-async def test_silent_printer_prints_with_unknown_status(device: FakeUsbDevice) -> None:
+async def test_silent_printer_gets_the_job_but_it_is_unconfirmed(device: FakeUsbDevice) -> None:
     """No reply on the IN endpoint within the timeout is unknown; the job still goes out."""
     device.mode = "silent"
     delivery = await transport().send(TICKET)
     assert delivery.before.status is PrinterStatus.UNKNOWN
     assert delivery.after.status is PrinterStatus.UNKNOWN
-    assert delivery.printed
+    assert delivery.outcome is Outcome.UNCONFIRMED and not delivery.printed
     assert device.queries == 2
 
 

@@ -2,8 +2,9 @@
 
 Transports hold no ticket logic: the worker renders a ticket to bytes (ESC/POS, or plain text for a
 text file) and hands them to ``Transport.send``. A job counts as printed only when ``send`` returned
-and the status read after the bytes shows no error (python-escpos issue 253: a powered-off printer
-can swallow bytes without any error on the socket).
+(the write drained within its timeout) and the status read after the bytes answered with no error
+(python-escpos issue 253: a powered-off printer can swallow bytes without any error on the socket; a
+ticket fits in the kernel's send buffer, so a completed write alone proves nothing).
 """
 
 from __future__ import annotations
@@ -44,17 +45,47 @@ class StatusReading:
 UNKNOWN = StatusReading(PrinterStatus.UNKNOWN, "the printer did not answer a status request")
 
 
+class Outcome(StrEnum):
+    """What one job's delivery proves: ``printed``, ``unconfirmed`` (no word after the bytes) or ``failed``."""
+
+    PRINTED = "printed"
+    UNCONFIRMED = "unconfirmed"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class Delivery:
-    """What happened to one job's bytes: status before sending and after the printer took them."""
+    """What happened to one job's bytes: status before sending and after the printer took them.
+
+    ``confirmable`` is False for a transport that cannot read status at all (a device file, USB without an
+    IN endpoint): there a completed write is all the evidence there is. ``confirmed`` carries a printer's own
+    job confirmation where the profile supports one (``GS r``/ASB; None = not asked).
+    """
 
     before: StatusReading
     after: StatusReading
+    confirmable: bool = True
+    confirmed: bool | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """Return what this delivery proves (see ``judge``)."""
+        return judge(self)
 
     @property
     def printed(self) -> bool:
-        """True when the printer took the bytes and reported no error afterwards."""
-        return not self.after.status.blocks_printing
+        """True only on positive evidence that the ticket came out."""
+        return judge(self) is Outcome.PRINTED
+
+
+def judge(delivery: Delivery) -> Outcome:
+    """Decide from a completed write whether the job printed, is unconfirmed (try the next printer) or failed."""
+    status = delivery.after.status
+    if status.blocks_printing or delivery.confirmed is False:
+        return Outcome.FAILED if status.blocks_printing else Outcome.UNCONFIRMED
+    if status is PrinterStatus.UNKNOWN:
+        return Outcome.UNCONFIRMED if delivery.confirmable else Outcome.PRINTED
+    return Outcome.PRINTED
 
 
 class Transport(Protocol):

@@ -52,7 +52,7 @@ class FileTransport:
                     reason = f"{reason} ({exc.filename})"
                 raise self._unavailable(f"cannot write {self.path}: {reason}") from exc
         log.debug("printer_job_sent", printer=self.name, size=len(data), after=reading.status.value)
-        return Delivery(reading, reading)
+        return Delivery(reading, reading, confirmable=reading.status is not PrinterStatus.UNKNOWN)
 
     async def status(self) -> StatusReading:
         """Return ``ok`` if the file, or the directory it would be made in, is writable; ``unknown`` for a device."""

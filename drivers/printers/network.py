@@ -40,7 +40,9 @@ class _StreamPort:
     async def discard_input(self) -> None:
         """Drop whatever the printer sent unasked; raise ``_Closed`` at end of stream."""
         window = min(_STRAY_WINDOW, self._timeout)
-        while True:
+        # Bounded: a printer that chatters without pause must not keep the job (and the worker) here.
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while asyncio.get_running_loop().time() < deadline:
             try:
                 chunk = await asyncio.wait_for(self._reader.read(4096), window)
             except TimeoutError:

@@ -132,7 +132,7 @@ class UsbTransport:
         log.debug(
             "printer_job_sent", printer=self.name, size=len(data), before=before.status.value, after=after.status.value
         )
-        return Delivery(before, after)
+        return Delivery(before, after, confirmable=endpoints.in_ is not None)
 
     def _status(self) -> StatusReading:
         with self._device_lock:
