@@ -158,8 +158,8 @@ class IntakeSettings(Section):
     max_connections: Annotated[int, Field(ge=8, le=4096)] = 256
     # A keep-alive connection with no new request within this is closed.
     idle_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 5
-    # A request's line and headers must arrive within this of the connection (or the previous answer).
-    header_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    # A request (line, headers, body) must arrive within this of the connection (or of the previous answer).
+    request_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
 
     @field_validator("listen")
     @classmethod

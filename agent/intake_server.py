@@ -44,54 +44,57 @@ def longest_idle(connections: Iterable[tuple[bool, float, Any]]) -> Any | None:
 
 
 class CappedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a head timeout: the request line and headers must arrive in time."""
+    """uvicorn's httptools protocol with a request timeout: line, headers and body must arrive in time."""
 
-    header_timeout: float = 10.0
+    request_timeout: float = 10.0
     on_closed: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Register the connection and start its head timer."""
+        """Register the connection and start its request timer."""
         self.idle_since = time.monotonic()
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._received = False
+        self._request_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._arm_request_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the head timer and let uvicorn forget the connection."""
-        self._cancel_head_timer()
+        """Stop the request timer and let uvicorn forget the connection."""
+        self._cancel_request_timer()
         super().connection_lost(exc)
         if self.on_closed is not None:
             self.on_closed()
 
-    def on_headers_complete(self) -> None:
-        """The head arrived in time: stop its timer."""
-        self._cancel_head_timer()
-        super().on_headers_complete()
+    def on_message_complete(self) -> None:
+        """The whole request arrived in time: stop its timer."""
+        self._received = True
+        self._cancel_request_timer()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        """Answered: the next request's head is due within the timeout (slow trickles included)."""
+        """Answered: the next request is due within the timeout (slow trickles included)."""
         super().on_response_complete()
         self.idle_since = time.monotonic()
+        self._received = False
         if not self.transport.is_closing():
-            self._arm_head_timer()
+            self._arm_request_timer()
 
     @property
     def busy(self) -> bool:
         """Return whether a request is being handled (its head arrived, its answer is not complete)."""
         return self.cycle is not None and not self.cycle.response_complete
 
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+    def _arm_request_timer(self) -> None:
+        self._cancel_request_timer()
+        self._request_timer = self.loop.call_later(self.request_timeout, self._request_timed_out)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
 
-    def _head_timed_out(self) -> None:
-        if not self.busy and not self.transport.is_closing():
-            log.info("intake_header_timeout", seconds=self.header_timeout)
+    def _request_timed_out(self) -> None:
+        if not self._received and not self.transport.is_closing():
+            log.info("intake_request_timeout", seconds=self.request_timeout, in_request=self.busy)
             self.transport.close()
 
 
@@ -114,10 +117,10 @@ class _Listener:
 class IntakeServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the agent and accepts at most ``max_connections``."""
 
-    def __init__(self, config: uvicorn.Config, *, max_connections: int, header_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, *, max_connections: int, request_timeout: float) -> None:
         super().__init__(config)
         self.max_connections = max_connections
-        self.header_timeout = header_timeout
+        self.request_timeout = request_timeout
         self._freed = asyncio.Event()
 
     @contextlib.contextmanager
@@ -136,7 +139,7 @@ class IntakeServer(uvicorn.Server):
 
     def _protocol(self) -> CappedProtocol:
         protocol = CappedProtocol(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
-        protocol.header_timeout = self.header_timeout
+        protocol.request_timeout = self.request_timeout
         protocol.on_closed = self._freed.set
         return protocol
 
@@ -182,7 +185,7 @@ class IntakeServer(uvicorn.Server):
                 continue
 
 
-def build_server(app: Any, *, max_connections: int, idle_timeout: int, header_timeout: float) -> IntakeServer:
+def build_server(app: Any, *, max_connections: int, idle_timeout: int, request_timeout: float) -> IntakeServer:
     """Return the intake server for ``app`` (not started; ``serve(sockets=[...])`` starts it)."""
     config = uvicorn.Config(
         app,
@@ -193,4 +196,4 @@ def build_server(app: Any, *, max_connections: int, idle_timeout: int, header_ti
         timeout_graceful_shutdown=5,
         timeout_keep_alive=idle_timeout,
     )
-    return IntakeServer(config, max_connections=max_connections, header_timeout=header_timeout)
+    return IntakeServer(config, max_connections=max_connections, request_timeout=request_timeout)

@@ -157,7 +157,7 @@ class Agent:
             app,
             max_connections=cap,
             idle_timeout=intake.idle_timeout_seconds,
-            header_timeout=intake.header_timeout_seconds,
+            request_timeout=intake.request_timeout_seconds,
         )
         family = socket.AF_INET6 if ":" in intake.host else socket.AF_INET
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls).

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent.config import settings_from_dict
+from agent.config import Settings, settings_from_dict
 from agent.descriptors import RESERVED, connection_cap
 from agent.errors import ConfigError
 from agent.intake_server import ACCEPT_PAUSE_MAX_SECONDS, ACCEPT_PAUSE_MIN_SECONDS, accept_pause, longest_idle
@@ -48,7 +48,7 @@ def test_connection_cap_keeps_descriptors_in_reserve() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("max_connections", 0), ("idle_timeout_seconds", 0), ("header_timeout_seconds", 1000)]
+    ("key", "value"), [("max_connections", 0), ("idle_timeout_seconds", 0), ("request_timeout_seconds", 1000)]
 )
 def test_config_check_refuses_bad_limits(key: str, value: int) -> None:
     raw: dict[str, Any] = {"venue": {"id": "harbour-kitchen"}, "intake": {key: value}}
@@ -75,21 +75,32 @@ async def wait_closed(reader: asyncio.StreamReader, within: float) -> float:
 
 
 async def test_slow_headers_and_silent_connections_are_closed(tmp_path: Path, sim: Sim) -> None:
-    """Slowloris: a head trickling in, or nothing at all, is closed after header_timeout_seconds."""
-    settings = agent_settings(tmp_path, sim.url, intake={"header_timeout_seconds": 1, "idle_timeout_seconds": 1})
+    """Slowloris: a head or a body trickling in, or nothing at all, is closed after request_timeout_seconds."""
+    settings = agent_settings(tmp_path, sim.url, intake={"request_timeout_seconds": 1, "idle_timeout_seconds": 1})
+    with capture_logs() as logged:
+        await _slow_clients(settings)
+    events = [e["event"] for e in logged]
+    assert events.count("intake_request_timeout") == 3
+    assert "intake_internal_error" not in events, "a body cut by the timeout is no internal error"
+
+
+async def _slow_clients(settings: Settings) -> None:
     async with run_agent(settings) as running:
         port = running.agent.port
         silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
         slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
         slow_w.write(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\n")
+        body_r, body_w = await asyncio.open_connection("127.0.0.1", port)
+        body_w.write(b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         for _ in range(3):  # a byte every 0.4 s: never idle long, never complete
             await asyncio.sleep(0.4)
-            if slow_w.is_closing():
-                break
-            slow_w.write(b"X")
+            for writer in (slow_w, body_w):
+                if not writer.is_closing():
+                    writer.write(b"X")
         assert await wait_closed(silent_r, within=3) < 3
         assert await wait_closed(slow_r, within=3) < 3
-        for writer in (silent_w, slow_w):
+        assert await wait_closed(body_r, within=3) < 3
+        for writer in (silent_w, slow_w, body_w):
             writer.close()
         # A keep-alive client that goes quiet after its answer is closed too (idle timeout).
         ka_r, ka_w = await asyncio.open_connection("127.0.0.1", port)
@@ -103,7 +114,7 @@ async def test_slow_headers_and_silent_connections_are_closed(tmp_path: Path, si
 
 async def test_at_the_cap_idle_connections_make_room_for_a_real_client(tmp_path: Path, sim: Sim) -> None:
     """Three times the cap of idle connections: a real client still gets its 202 at once; the count stays capped."""
-    settings = agent_settings(tmp_path, sim.url, intake={"max_connections": 8, "header_timeout_seconds": 60})
+    settings = agent_settings(tmp_path, sim.url, intake={"max_connections": 8, "request_timeout_seconds": 60})
     async with run_agent(settings) as running:
         port = running.agent.port
         idle = []
