@@ -153,6 +153,13 @@ class IntakeSettings(Section):
     token: SecretStr | None = None
     token_file: str | None = None
     max_body_kb: Annotated[int, Field(ge=1, le=65536)] = 256
+    # Open intake connections at most (a flood cannot take the descriptors the POS and printers need);
+    # at the cap the longest-idle connection is closed for a new one.
+    max_connections: Annotated[int, Field(ge=8, le=4096)] = 256
+    # A keep-alive connection with no new request within this is closed.
+    idle_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 5
+    # A request (line, headers, body) must arrive within this of the connection (or of the previous answer).
+    request_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
 
     @field_validator("listen")
     @classmethod

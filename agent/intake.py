@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -82,6 +82,9 @@ def create_app(
                     )
             try:
                 return await handler(request)
+            except ClientDisconnect:  # gone, or closed by the intake's request timeout: nobody reads an answer
+                log.info("intake_client_gone", path=request.url.path)
+                return Response(status_code=400)
             except BodyTooLarge:
                 return problem(413, f"the body is over the limit of {max_body_bytes // 1024} KB")
             except OrderInvalid as exc:

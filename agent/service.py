@@ -7,11 +7,10 @@ import contextlib
 import signal
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import Any
 
 import structlog
-import uvicorn
 
 from agent import alerts
 from agent import outbox_ops as ops
@@ -19,9 +18,12 @@ from agent.advertise import Advertiser
 from agent.clock import Clock, SystemClock
 from agent.components import ComponentWatcher, disk_state
 from agent.config import Settings
+from agent.descriptors import connection_cap, raise_nofile_limit
 from agent.dispatcher import Dispatcher
 from agent.health import HealthReporter
 from agent.intake import create_app
+from agent.intake_server import IntakeServer, build_server
+from agent.logs import flush_suppressed
 from agent.mqtt import MqttReporter
 from agent.mqtt_commands import MqttControl
 from agent.operations import Orders
@@ -52,15 +54,6 @@ STATUS_INTERVAL_SECONDS = 10.0
 # POS timeout. The restart comes stale_after + WatchdogSec after a loop wedges.
 WATCHDOG_STALE_FLOOR_SECONDS = 120.0
 WATCHDOG_STALE_POS_TIMEOUTS = 4
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the agent."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        """Do nothing: the agent owns SIGTERM/SIGINT and stops the server itself."""
-        yield
 
 
 class Agent:
@@ -114,7 +107,7 @@ class Agent:
                 changed=self.components.changed,
             )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._server: _Server | None = None
+        self._server: IntakeServer | None = None
         self.advertiser: Advertiser | None = None
         self.ready = asyncio.Event()
         self.port: int | None = None
@@ -160,10 +153,16 @@ class Agent:
             webhook_credentials=credentials,
             authorize=self.authorize if isinstance(self.driver, Reauthorizable) else None,
         )
-        config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", http="httptools", timeout_graceful_shutdown=5
+        soft, _ = raise_nofile_limit()
+        cap = connection_cap(intake.max_connections, soft)
+        if cap < intake.max_connections:
+            log.warning("intake_connections_capped", max_connections=intake.max_connections, cap=cap, fd_limit=soft)
+        self._server = build_server(
+            app,
+            max_connections=cap,
+            idle_timeout=intake.idle_timeout_seconds,
+            request_timeout=intake.request_timeout_seconds,
         )
-        self._server = _Server(config)
         family = socket.AF_INET6 if ":" in intake.host else socket.AF_INET
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms delayed-ACK stalls).
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -191,6 +190,8 @@ class Agent:
             driver=self.driver.name,
             venue=self.settings.venue.id,
             outbox=str(self.settings.storage.path),
+            fd_limit=soft,
+            max_connections=cap,
         )
 
     async def authorize(self, refresh_token: str) -> int:
@@ -351,6 +352,13 @@ async def report_status(agent: Agent, notifier: Notifier, watchdog: Watchdog | N
         await asyncio.sleep(STATUS_INTERVAL_SECONDS)
 
 
+async def flush_log_summaries() -> None:
+    """Write the ``log_suppressed`` summaries of ended windows every STATUS_INTERVAL_SECONDS, until cancelled."""
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+        flush_suppressed()
+
+
 async def _cancel_in_order(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
@@ -385,6 +393,7 @@ async def run_agent(settings: Settings) -> int:
     if watchdog is not None:
         helpers.append(asyncio.create_task(watchdog.run(), name="venue-agent watchdog"))
     helpers.append(asyncio.create_task(report_status(agent, notifier, watchdog), name="venue-agent status"))
+    helpers.append(asyncio.create_task(flush_log_summaries(), name="venue-agent log summaries"))
     watcher = asyncio.create_task(stop.wait(), name="venue-agent stop signal")
     try:
         while not stop.is_set():

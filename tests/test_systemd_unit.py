@@ -356,3 +356,12 @@ def test_verify_a_copy_pointing_at_the_virtualenvs_entry_point(tmp_path: Path) -
     result = run_analyze("verify", "--man=no", "--recursive-errors=one", str(copy))
     problems = ours(result.stderr)
     assert result.returncode == 0 and not problems, f"verify (rc {result.returncode}):\n" + "\n".join(problems)
+
+
+def test_fd_limit_leaves_room_for_intake_and_the_reserve(unit: configparser.RawConfigParser) -> None:
+    """LimitNOFILE= is well above the intake cap plus the descriptors kept for the outbox, POS and printers."""
+    from agent.config import IntakeSettings
+    from agent.descriptors import RESERVED
+
+    limit = int(one(unit, "Service", "LimitNOFILE"))
+    assert limit >= 4 * (IntakeSettings().max_connections + RESERVED)
