@@ -196,7 +196,11 @@ class _Answer:
         self.data: dict[str, Any] = {}
         try:
             decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (
+            ValueError,
+            UnicodeDecodeError,
+            RecursionError,
+        ):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
             return
         self.json_ok = True
         if isinstance(decoded, dict):

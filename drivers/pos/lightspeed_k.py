@@ -249,7 +249,7 @@ def _network_failure(exc: BaseException) -> Transient:
 def _body(response: httpx.Response) -> object:
     try:
         body: object = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
         return response.text
     return body
 
