@@ -312,6 +312,8 @@ class Dispatcher:
     async def _permanent(self, record: OrderRecord, result: Permanent) -> OrderRecord:
         if result.error_class is ErrorClass.AUTH:
             await self._auth_refused(result.reason)
+            if self.circuit.order_probe_in_flight:  # credentials refused: the probe learnt nothing, stay open
+                self.circuit.probe_failed(self.clock.now(), result.reason)
         else:
             await self._pos_answered()
         return await self._fail(record, result.error_class, result.reason, skus=result.skus)
@@ -512,7 +514,9 @@ class Dispatcher:
         elif readiness.state is ReadinessState.UNSUPPORTED:
             # No readiness check: only a real order can tell. Closed: nothing learnt; open: one order probes.
             self.pos.not_ready = False
-            if was_open:
+            if was_open and self.pos.auth_required:  # no order may go out to probe with
+                self.circuit.probe_failed(now, readiness.detail)
+            elif was_open:
                 self.circuit.readiness_unsupported()
                 log.info("pos_circuit_probe_by_order", detail=readiness.detail)
                 self._wake.set()
