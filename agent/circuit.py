@@ -1,6 +1,8 @@
 """A circuit breaker for the POS: stop sending orders one by one into a dead POS, probe until it is back.
 
-Pure state machine: the caller passes the time in and reads decisions out.
+Pure state machine: the caller passes the time in and reads decisions out. A probe is a readiness check
+where the POS has one; where it has none (``readiness_unsupported``), the probe is ONE real order, the
+oldest due (SPEC §6). Only attempts made while the circuit is closed count towards ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,39 @@ class Circuit:
     next_probe_at: datetime | None = None
     _probe_delay: float = FIRST_PROBE_SECONDS
     reason: str = ""
+    # Half-open with no readiness check: the next claimed order is the probe; True until it is claimed.
+    order_probe_wanted: bool = False
+    order_probe_in_flight: bool = False
 
     def allows_orders(self) -> bool:
         """Return whether queued orders may be sent now."""
         return self.state is CircuitState.CLOSED
+
+    def orders_to_claim(self, free: int) -> int:
+        """Return how many orders the sender may claim now: all free slots when closed, one probe order, or 0."""
+        if self.state is CircuitState.CLOSED:
+            return free
+        return 1 if self.order_probe_wanted and free > 0 else 0
+
+    def counts_attempt(self) -> bool:
+        """Return whether an order claimed now spends one of its ``max_attempts`` (only while believed up)."""
+        return self.state is CircuitState.CLOSED
+
+    def readiness_unsupported(self) -> None:
+        """The readiness probe could not tell (no endpoint): make the next order the probe."""
+        if self.state is CircuitState.HALF_OPEN and not self.order_probe_in_flight:
+            self.order_probe_wanted = True
+
+    def order_probe_claimed(self) -> None:
+        """Note that the probe order was claimed and is on its way."""
+        self.order_probe_wanted = False
+        self.order_probe_in_flight = True
+
+    def order_probe_unclaimed(self, now: datetime) -> None:
+        """No order was waiting to be the probe: stay open and probe again later (without a longer wait)."""
+        if self.order_probe_wanted:
+            self.order_probe_wanted = False
+            self._reopen(now, self.reason, backoff=False)
 
     def record_success(self) -> bool:
         """Note a POS success; return True if this closed an open circuit."""
@@ -49,6 +80,8 @@ class Circuit:
         self.next_probe_at = None
         self._probe_delay = self.first_probe_seconds
         self.reason = ""
+        self.order_probe_wanted = False
+        self.order_probe_in_flight = False
         return was_open
 
     def record_failure(self, now: datetime, reason: str) -> bool:
@@ -86,5 +119,7 @@ class Circuit:
         if backoff and self.state is not CircuitState.CLOSED:
             self._probe_delay = min(self.max_probe_seconds, self._probe_delay * 2)
         self.state = CircuitState.OPEN
+        self.order_probe_wanted = False
+        self.order_probe_in_flight = False
         self.reason = reason
         self.next_probe_at = now + timedelta(seconds=self._probe_delay)

@@ -105,6 +105,8 @@ class Dispatcher:
         self._scheduler_wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # The circuit closed: release every order that waited on it, not only those whose backoff ran out.
+        self._release_retries = False
 
     # ---- signals from elsewhere --------------------------------------------------------------
 
@@ -129,9 +131,10 @@ class Dispatcher:
             self._mark("sender")
             self._wake.clear()
             free = self.max_in_flight - len(self._in_flight)
-            if free > 0 and not self.paused:
+            wanted = 0 if self.pos.auth_required else self.circuit.orders_to_claim(free)
+            if wanted > 0:
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(wanted)
                 except StorageError as exc:
                     log.error("claim_failed", error=str(exc))
                     await asyncio.sleep(1.0)
@@ -140,14 +143,22 @@ class Dispatcher:
                     task = asyncio.create_task(self._send(record), name=f"venue-agent send {record.id}")
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
-                if len(claimed) == free:
+                if len(claimed) == free and self.circuit.allows_orders():
                     continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
 
     async def _claim(self, limit: int) -> list[OrderRecord]:
         now = self.clock.now()
-        return await self.outbox.write(lambda c: ops.claim(c, now=now, limit=limit, count_strike=True))
+        if self.circuit.allows_orders():
+            return await self.outbox.write(lambda c: ops.claim(c, now=now, limit=limit, count_strike=True))
+        probe = await self.outbox.write(lambda c: ops.claim_probe(c, now=now))
+        if probe is None:
+            self.circuit.order_probe_unclaimed(now)
+            return []
+        self.circuit.order_probe_claimed()
+        log.info("pos_circuit_probe_order", order_id=probe.id, attempts=probe.attempts)
+        return [probe]
 
     async def drain(self, grace_seconds: float) -> int:
         """Stop claiming and wait for POS calls in flight (at most ``grace_seconds``); return how many were cut."""
@@ -197,7 +208,7 @@ class Dispatcher:
         if isinstance(result, Injected):
             return await self._injected(record, result)
         if isinstance(result, Accepted):
-            self._pos_answered()
+            await self._pos_answered()
             updated = await self.outbox.transition(
                 record.id,
                 State.AWAITING_POS,
@@ -214,7 +225,7 @@ class Dispatcher:
         return await self._permanent(record, result)
 
     async def _injected(self, record: OrderRecord, result: Injected) -> OrderRecord:
-        self._pos_answered()
+        await self._pos_answered()
         updated = await self.outbox.transition(
             record.id,
             State.INJECTED,
@@ -237,15 +248,30 @@ class Dispatcher:
         )
         return updated
 
-    def _pos_answered(self) -> None:
+    async def _pos_answered(self) -> None:
         if self.circuit.record_success():
-            log.info("pos_circuit_closed")
+            log.info("pos_circuit_closed", detail="an order got an answer")
+            await self._pos_recovered()
+
+    async def _pos_recovered(self) -> None:
+        self._release_retries = True
+        await self.outbox.alert(
+            "pos_recovered",
+            "info",
+            {
+                "order": None,
+                "reason": f"the {self.driver.name} POS takes orders again",
+                "action": "Nothing to do: waiting orders are being sent in order.",
+            },
+        )
+        self._scheduler_wake.set()
+        self._wake.set()
 
     async def _transient(self, record: OrderRecord, result: Transient) -> OrderRecord:
         now = self.clock.now()
         self.pos.last_error = result.reason
         if result.status == 429:
-            self._pos_answered()  # a POS that rate-limits us is up: back off, but do not open the circuit
+            await self._pos_answered()  # a POS that rate-limits us is up: back off, but do not open the circuit
         elif self.circuit.record_failure(now, result.reason):
             await self._pos_went_down(result.reason)
         attempts_left = self.settings.injection.max_attempts - record.strikes
@@ -286,8 +312,10 @@ class Dispatcher:
     async def _permanent(self, record: OrderRecord, result: Permanent) -> OrderRecord:
         if result.error_class is ErrorClass.AUTH:
             await self._auth_refused(result.reason)
+            if self.circuit.order_probe_in_flight:  # credentials refused: the probe learnt nothing, stay open
+                self.circuit.probe_failed(self.clock.now(), result.reason)
         else:
-            self._pos_answered()
+            await self._pos_answered()
         return await self._fail(record, result.error_class, result.reason, skus=result.skus)
 
     async def _fail(
@@ -365,7 +393,10 @@ class Dispatcher:
     async def tick(self) -> None:
         """Run one round of the scheduler's duties."""
         now = self.clock.now()
-        moved = await self.outbox.write(lambda c: ops.promote(c, now=now, retries_too=not self.paused))
+        release, self._release_retries = self._release_retries and not self.paused, False
+        moved = await self.outbox.write(
+            lambda c: ops.promote(c, now=now, retries_too=not self.paused, all_retries=release)
+        )
         if moved:
             self._wake.set()
         await self._check_awaiting()
@@ -474,20 +505,21 @@ class Dispatcher:
             self.pos.not_ready = False
             if self.circuit.record_success():
                 log.info("pos_circuit_closed", detail=readiness.detail)
-                await self.outbox.alert(
-                    "pos_recovered",
-                    "info",
-                    {
-                        "order": None,
-                        "reason": f"the {self.driver.name} POS takes orders again",
-                        "action": "Nothing to do: waiting orders are being sent in order.",
-                    },
-                )
+                await self._pos_recovered()
             # Only a real readiness endpoint (one that reports conditions) vouches for our credentials.
             if self.pos.auth_required and readiness.conditions:
                 await self.resume_after_auth("the POS accepts our credentials again")
             self._scheduler_wake.set()
             self._wake.set()
+        elif readiness.state is ReadinessState.UNSUPPORTED:
+            # No readiness check: only a real order can tell. Closed: nothing learnt; open: one order probes.
+            self.pos.not_ready = False
+            if was_open and self.pos.auth_required:  # no order may go out to probe with
+                self.circuit.probe_failed(now, readiness.detail)
+            elif was_open:
+                self.circuit.readiness_unsupported()
+                log.info("pos_circuit_probe_by_order", detail=readiness.detail)
+                self._wake.set()
         elif readiness.state is ReadinessState.AUTH_REQUIRED:
             await self._auth_refused(readiness.detail or "the POS refused our credentials")
             if was_open:

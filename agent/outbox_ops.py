@@ -251,13 +251,40 @@ def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: 
     return claimed
 
 
+def claim_probe(conn: sqlite3.Connection, *, now: datetime) -> OrderRecord | None:
+    """Move the oldest due waiting order (queued, or retrying whatever its wait) to ``sending`` as the circuit's probe.
+
+    The probe spends no strike: the POS is not believed up while the circuit is open (SPEC §6). The other
+    retries stay ``retrying``.
+    """
+    promote(conn, now=now, retries_too=False)
+    row = conn.execute(
+        "SELECT id, state FROM orders WHERE state IN ('queued', 'retrying') ORDER BY due_at, received_at LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    if row["state"] == State.RETRYING.value:
+        transition(conn, row["id"], State.QUEUED, now=now, event="queued", detail={"reason": "circuit_probe"})
+    return transition(
+        conn,
+        row["id"],
+        State.SENDING,
+        now=now,
+        event="sending",
+        expect=(State.QUEUED,),
+        detail={"reason": "circuit_probe"},
+        attempts=_col(conn, row["id"], "attempts") + 1,
+        sent_at=now,
+    )
+
+
 def _col(conn: sqlite3.Connection, order_id: str, column: str) -> int:
     row = conn.execute(f"SELECT {column} FROM orders WHERE id = ?", (order_id,)).fetchone()  # noqa: S608
     return int(row[0])
 
 
-def promote(conn: sqlite3.Connection, *, now: datetime, retries_too: bool) -> int:
-    """Queue the pre-orders and retries whose time has come; return how many moved."""
+def promote(conn: sqlite3.Connection, *, now: datetime, retries_too: bool, all_retries: bool = False) -> int:
+    """Queue the pre-orders and retries whose time has come (``all_retries``: every retry); return how many moved."""
     moved = 0
     stamp = ts(now)
     rows = conn.execute(
@@ -268,9 +295,9 @@ def promote(conn: sqlite3.Connection, *, now: datetime, retries_too: bool) -> in
         moved += 1
     if retries_too:
         rows = conn.execute(
-            "SELECT id FROM orders WHERE state = 'retrying' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            "SELECT id FROM orders WHERE state = 'retrying' AND (next_attempt_at IS NULL OR next_attempt_at <= ? OR ?)"
             " ORDER BY due_at",
-            (stamp,),
+            (stamp, int(all_retries)),
         ).fetchall()
         for row in rows:
             transition(conn, row["id"], State.QUEUED, now=now, event="queued", detail={"reason": "retry"})

@@ -359,7 +359,7 @@ async def test_probe_without_readiness_endpoint_is_ready() -> None:
     async with driver_for("http://pos.test/api/orders", transport=httpx.MockTransport(handler)) as driver:
         readiness = await driver.probe()
     assert paths == ["/ready"]
-    assert (readiness.state, readiness.detail) == (ReadinessState.READY, "no readiness endpoint")
+    assert (readiness.state, readiness.detail) == (ReadinessState.UNSUPPORTED, "no readiness endpoint")
     assert readiness.latency_ms is not None
 
 

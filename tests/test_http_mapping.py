@@ -305,5 +305,10 @@ def test_readiness_answers() -> None:
     assert "app_open" in result.detail
     assert classify_readiness(401, JSON, b"", 3.0).state is ReadinessState.AUTH_REQUIRED
     assert classify_readiness(503, {}, NGINX_502, 3.0).state is ReadinessState.UNREACHABLE
-    missing = classify_readiness(404, {}, b"Not Found", 3.0)
-    assert (missing.state, missing.detail, missing.latency_ms) == (ReadinessState.READY, "no readiness endpoint", 3.0)
+    for status in (404, 405, 501):
+        missing = classify_readiness(status, {}, b"Not Found", 3.0)
+        assert (missing.state, missing.detail, missing.latency_ms) == (
+            ReadinessState.UNSUPPORTED,
+            "no readiness endpoint",
+            3.0,
+        )

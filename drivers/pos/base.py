@@ -73,6 +73,8 @@ class ReadinessState(StrEnum):
     NOT_READY = "not_ready"
     UNREACHABLE = "unreachable"
     AUTH_REQUIRED = "auth_required"
+    # The POS has no readiness check (404/405/501, or the driver has none): only a real order can tell.
+    UNSUPPORTED = "unsupported"
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def classify_confirmation(status: int, headers: Mapping[str, str], body: bytes) 
 
 
 def classify_readiness(status: int, headers: Mapping[str, str], body: bytes, latency_ms: float) -> Readiness:
-    """Turn the answer to ``GET /ready`` into a readiness; no such endpoint (404) counts as ready."""
+    """Turn the answer to ``GET /ready`` into a readiness; no such endpoint (404/405/501) is ``UNSUPPORTED``."""
     answer = _Answer(status, headers, body)
     conditions = answer.conditions()
     if status in (401, 403):
@@ -157,7 +157,7 @@ def classify_readiness(status: int, headers: Mapping[str, str], body: bytes, lat
             answer.reason("The POS refused the agent's credentials."),
         )
     if status in (404, 405, 501):
-        return Readiness(ReadinessState.READY, latency_ms, "no readiness endpoint")
+        return Readiness(ReadinessState.UNSUPPORTED, latency_ms, "no readiness endpoint")
     if status == 200:
         ready = answer.field("ready")
         if ready is False:
@@ -196,7 +196,11 @@ class _Answer:
         self.data: dict[str, Any] = {}
         try:
             decoded = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (
+            ValueError,
+            UnicodeDecodeError,
+            RecursionError,
+        ):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
             return
         self.json_ok = True
         if isinstance(decoded, dict):

@@ -138,7 +138,7 @@ class LightspeedKDriver:
         return result
 
     async def probe(self) -> Readiness:
-        """Ask ``onlineOrderReadiness`` (with check_readiness off: only whether a token can be had); never raises."""
+        """Ask ``onlineOrderReadiness`` (check off: only the token; UNSUPPORTED when valid); never raises."""
         started = time.perf_counter()
         if not self._settings.check_readiness:
             try:
@@ -147,7 +147,8 @@ class LightspeedKDriver:
                 return Readiness(ReadinessState.AUTH_REQUIRED, detail=_auth_reason(exc.reason))
             except TokenEndpointUnavailable as exc:
                 return Readiness(ReadinessState.UNREACHABLE, detail=exc.reason)
-            return Readiness(ReadinessState.READY, _ms_since(started), "token valid (readiness check off)")
+            # A valid token says nothing about the till: with the check off, only a real order can tell.
+            return Readiness(ReadinessState.UNSUPPORTED, _ms_since(started), "token valid (readiness check off)")
         params = {"businessLocationId": str(self._settings.business_location_id)}
         try:
             response = await self._authorised("GET", READINESS_PATH, params=params)
@@ -248,7 +249,7 @@ def _network_failure(exc: BaseException) -> Transient:
 def _body(response: httpx.Response) -> object:
     try:
         body: object = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
         return response.text
     return body
 

@@ -420,7 +420,10 @@ class ApiAnswer:
             self.raw = body
             try:
                 self.data = json.loads(body)
-            except ValueError:
+            except (
+                ValueError,
+                RecursionError,
+            ):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
                 self.data = None
         self.is_object = isinstance(self.data, dict)
 

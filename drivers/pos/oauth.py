@@ -236,7 +236,10 @@ class TokenManager:
             raise TokenEndpointUnavailable(detail) from None
         try:
             body: object = response.json()
-        except ValueError:
+        except (
+            ValueError,
+            RecursionError,
+        ):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
             body = None
         return response.status_code, body
 

@@ -53,6 +53,7 @@ class Faults:
     confirm_after_ms: int = 1000
     never_confirm: bool = False  # orders accepted while on stay pending forever
     html_errors: bool = False  # 5xx answers come as text/html, like a broken proxy
+    ready_status: int = 0  # /ready always answers this status (404, 405, 501: a POS without one); 0: off
 
     def update(self, changes: Mapping[str, object]) -> None:
         """Set the given switches, after checking every name and value (nothing changes on error)."""
@@ -64,6 +65,10 @@ class Faults:
                 msg = f"unknown fault switch {name!r}; known: {', '.join(sorted(kinds))}"
                 raise FaultError(msg)
             checked[name] = _check_switch(name, kind, value)
+        status = checked.get("ready_status", 0)
+        if status and not (isinstance(status, int) and 400 <= status <= 599):
+            msg = f"fault switch 'ready_status' takes 0 or an HTTP error status 400-599, not {status!r}"
+            raise FaultError(msg)
         for name, value in checked.items():
             setattr(self, name, value)
 
@@ -445,6 +450,8 @@ class _Handlers:
         faults = self.state.faults
         if faults.slow_ms > 0:
             await asyncio.sleep(faults.slow_ms / 1000)
+        if faults.ready_status and request.url.path == "/ready" and not faults.hard_down:
+            return self._error(faults.ready_status, "no_readiness", "this POS has no readiness endpoint")
         if faults.down or faults.hard_down:
             if request.url.path == "/ready" and not faults.html_errors:
                 conditions = {"pos_online": False, "app_open": False, "logged_in": False, "menu_loaded": False}

@@ -289,7 +289,11 @@ def decode_body(content: bytes) -> object:
     """Return the JSON an answer carries, or the raw bytes when it is not JSON."""
     try:
         return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+    except (
+        ValueError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
         return content
 
 
