@@ -6,6 +6,7 @@ The hierarchy::
     ├── ConfigError             the technician's file (or environment) is wrong; carries every problem
     ├── OrderError              an order payload or an operation on an order is refused
     │   ├── OrderInvalid        the payload breaks a rule of SPEC §4; carries every field error
+    │   │   └── BodyInvalid     the body is not acceptable JSON (malformed, too deep, a key twice...)
     │   ├── OrderConflict       same id, different content (use PUT), or the state forbids the operation
     │   └── OrderNotFound       no order with that id
     └── StorageError            the outbox cannot take a write right now
@@ -68,6 +69,10 @@ class OrderInvalid(OrderError):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors))
+
+
+class BodyInvalid(OrderInvalid):
+    """The body is not one acceptable JSON value (``agent.jsonbody``); ``errors`` names the field or ``body``."""
 
 
 class OrderConflict(OrderError):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,7 +15,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.errors import FieldError, OrderConflict, OrderInvalid, OrderNotFound, StorageError
+from agent.errors import BodyInvalid, FieldError, OrderConflict, OrderInvalid, OrderNotFound, StorageError
+from agent.jsonbody import decode_json
 from agent.openapi import openapi_document
 from agent.operations import Orders
 from agent.problems import problem
@@ -33,6 +34,19 @@ class BodyTooLarge(Exception):
     """The request body is over ``intake.max_body_kb``."""
 
 
+def credentials_match(header: str, scheme: str, expected: str) -> bool:
+    """Return whether an ``Authorization`` value carries ``expected`` under ``scheme``.
+
+    The scheme is matched case-insensitively (RFC 9110 §11.1), the credentials exactly and in constant time:
+    both sides are hashed first so the comparison does not even reveal the expected length.
+    """
+    given_scheme, _, given = header.partition(" ")
+    if given_scheme.lower() != scheme.lower():
+        return False
+    digest = hashlib.sha256(given.lstrip(" ").encode()).digest()
+    return hmac.compare_digest(digest, hashlib.sha256(expected.encode()).digest())
+
+
 def create_app(
     *,
     orders: Orders,
@@ -48,9 +62,8 @@ def create_app(
     The Lightspeed webhook is the exception: it is served only with ``webhooks`` and checks HTTP Basic
     against ``webhook_credentials`` (the POS cannot send the Bearer token).
     """
-    expected = f"Bearer {token}".encode() if token else None
     expected_basic = (
-        b"Basic " + base64.b64encode(f"{webhook_credentials[0]}:{webhook_credentials[1]}".encode())
+        base64.b64encode(f"{webhook_credentials[0]}:{webhook_credentials[1]}".encode()).decode()
         if webhook_credentials
         else None
     )
@@ -64,22 +77,19 @@ def create_app(
                         "the Lightspeed webhook refuses unauthenticated notifications: set"
                         " pos.lightspeed_k.webhook_username and webhook_password",
                     )
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected_basic):
+                if not credentials_match(request.headers.get("authorization", ""), "Basic", expected_basic):
                     log.warning("webhook_auth_refused", path=request.url.path)
                     return problem(
                         401,
                         "a valid 'Authorization: Basic' header is required (pos.lightspeed_k.webhook_username)",
                         headers={"WWW-Authenticate": 'Basic realm="venue-agent webhooks"'},
                     )
-            elif expected is not None:
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
-                    return problem(
-                        401,
-                        "a valid 'Authorization: Bearer <token>' header is required",
-                        headers={"WWW-Authenticate": 'Bearer realm="venue-agent"'},
-                    )
+            elif token and not credentials_match(request.headers.get("authorization", ""), "Bearer", token):
+                return problem(
+                    401,
+                    "a valid 'Authorization: Bearer <token>' header is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="venue-agent"'},
+                )
             try:
                 return await handler(request)
             except ClientDisconnect:  # gone, or closed by the intake's request timeout: nobody reads an answer
@@ -87,10 +97,13 @@ def create_app(
                 return Response(status_code=400)
             except BodyTooLarge:
                 return problem(413, f"the body is over the limit of {max_body_bytes // 1024} KB")
+            except BodyInvalid as exc:
+                return problem(422, "the body is not acceptable JSON: see errors", errors=exc.errors)
             except OrderInvalid as exc:
                 return problem(422, "the order is invalid: see errors", errors=exc.errors)
             except WebhookInvalid as exc:
-                return problem(422, f"not a Lightspeed K-Series notification: {exc}")
+                detail = f"not a Lightspeed K-Series notification: {exc}"
+                return problem(422, detail, errors=[FieldError(("body",), str(exc))])
             except OrderNotFound as exc:
                 return problem(404, str(exc))
             except OrderConflict as exc:
@@ -117,13 +130,7 @@ def create_app(
             chunks += chunk
             if len(chunks) > max_body_bytes:
                 raise BodyTooLarge
-        try:
-            return json.loads(chunks.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise OrderInvalid([FieldError(("body",), "the body is not UTF-8")]) from None
-        except json.JSONDecodeError as exc:
-            message = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-            raise OrderInvalid([FieldError(("body",), message)]) from None
+        return decode_json(bytes(chunks))
 
     async def post_order(request: Request) -> Response:
         result = await orders.submit(await read_json(request))

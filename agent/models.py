@@ -13,6 +13,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,6 +28,8 @@ MAX_TEXT = 500
 MAX_MODIFIER_DEPTH = 3
 ORDER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+# RFC 3339 §5.6 date-time: full-date "T" full-time with a numeric offset or Z ("T" and "Z" in either case).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 # Display codes avoid characters a cook could misread (0/O, 1/I/L).
 _CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
@@ -43,6 +46,20 @@ def _clean_text(value: str) -> str:
     return value
 
 
+def _rfc3339(value: object) -> object:
+    """Let through only an RFC 3339 string with an offset (or an aware datetime built in Python).
+
+    Without this pydantic would also take epoch numbers, numeric strings, ``+0000`` and times without seconds.
+    """
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    msg = "must be an RFC 3339 date-time with a timezone offset, like 2026-11-23T12:00:05+00:00"
+    raise ValueError(msg)
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_clean_text)]
 ShortText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_clean_text)]
 Money = Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
@@ -197,8 +214,8 @@ class Order(_Strict):
     venue_id: Annotated[str, Field(max_length=64)] | None = None
     source: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
     display_code: Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[A-Za-z0-9-]+$")] | None = None
-    created_at: AwareDatetime
-    requested_at: AwareDatetime | None = None
+    created_at: Timestamp
+    requested_at: Timestamp | None = None
     fulfillment: Fulfillment
     customer: Customer | None = None
     items: list[Item] = Field(min_length=1, max_length=200)
@@ -286,6 +303,7 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
         field = (error.get("ctx") or {}).get("field")
         if error["type"] == "order_rule" and field:
             loc += tuple(str(field).split("."))
+        loc = loc or ("body",)  # the payload as a whole (not an object, say)
         errors.append(FieldError(loc=loc, msg=_message(error)))
     return errors
 

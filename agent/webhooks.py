@@ -22,6 +22,7 @@ from agent.outbox import Outbox
 from agent.records import OrderRecord
 from agent.states import State
 from drivers.pos.base import Injected, Permanent
+from drivers.pos.errors import NotificationInvalid
 from drivers.pos.lightspeed_mapping import third_party_reference
 from drivers.pos.lightspeed_notifications import classify_restriction, classify_webhook, notification_type
 
@@ -63,7 +64,7 @@ class LightspeedWebhooks:
             return await self._restriction(payload)
         try:
             kind = notification_type(payload)
-        except ValueError as exc:
+        except NotificationInvalid as exc:
             raise WebhookInvalid(str(exc)) from None
         if kind in ("ITEM", "SALES_RESTRICTION_UPDATED"):
             return await self._restriction(payload)
@@ -75,7 +76,7 @@ class LightspeedWebhooks:
             raise WebhookInvalid("expected one notification object")
         try:
             outcome = classify_webhook(payload)
-        except ValueError as exc:
+        except NotificationInvalid as exc:
             raise WebhookInvalid(str(exc)) from None
         record = await self._find(outcome.third_party_reference)
         if record is None:
@@ -108,7 +109,7 @@ class LightspeedWebhooks:
     async def _restriction(self, payload: object) -> WebhookResult:
         try:
             changes = classify_restriction(payload)
-        except ValueError as exc:
+        except NotificationInvalid as exc:
             raise WebhookInvalid(str(exc)) from None
         now = self.clock.now()
         restricted = [sku for sku, on in changes if on]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.states import ErrorClass
+from drivers.pos.errors import NotificationInvalid
 from drivers.pos.lightspeed_mapping import ApiAnswer, shorten
 
 _OUTAGE_WORDS = re.compile(r"validity ended|task_timeout|not processed before", re.IGNORECASE)
@@ -24,6 +25,7 @@ _MENU_FAILURE_WORDS = re.compile(
     re.IGNORECASE,
 )
 _MENU_SUBJECT = re.compile(r"sku|product|item|plu|modifier|menu", re.IGNORECASE)
+_MAX_ID = 10**64  # an integer id (SKU, account) with more digits is not one, and past 4,300 has no str()
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ class WebhookOutcome:
 
 
 def notification_type(payload: object) -> str:
-    """Return a K-Series notification's type (ORDER, PAYMENT, ITEM, ORDER_API), or raise ``ValueError``."""
+    """Return a K-Series notification's type (ORDER, PAYMENT, ITEM, ORDER_API), or raise ``NotificationInvalid``."""
     if not isinstance(payload, dict):
         msg = f"not a K-Series notification: expected a JSON object, got {type(payload).__name__}"
-        raise ValueError(msg)
+        raise NotificationInvalid(msg)
     kind = payload.get("type")
     if isinstance(kind, str) and kind.strip():
         return kind.strip().upper()
@@ -55,7 +57,7 @@ def notification_type(payload: object) -> str:
     if isinstance(payload.get("thirdPartyReference"), str) and isinstance(payload.get("status"), str):
         return "ORDER"
     msg = "not a K-Series notification: no type, and no thirdPartyReference with a status"
-    raise ValueError(msg)
+    raise NotificationInvalid(msg)
 
 
 def classify_webhook(payload: dict[str, Any], order_skus: tuple[str, ...] = ()) -> WebhookOutcome:
@@ -64,15 +66,15 @@ def classify_webhook(payload: dict[str, Any], order_skus: tuple[str, ...] = ()) 
     if kind != "ORDER":
         hint = " (use classify_restriction)" if kind in ("ITEM", "SALES_RESTRICTION_UPDATED") else ""
         msg = f"not an order notification: type {kind}{hint}"
-        raise ValueError(msg)
+        raise NotificationInvalid(msg)
     reference = payload.get("thirdPartyReference")
     if not isinstance(reference, str) or not reference:
         msg = "order notification without a thirdPartyReference"
-        raise ValueError(msg)
+        raise NotificationInvalid(msg)
     raw_status = payload.get("status")
     if not isinstance(raw_status, str) or not raw_status:
         msg = f"order notification for {reference!r} without a status"
-        raise ValueError(msg)
+        raise NotificationInvalid(msg)
     raw_status = raw_status.strip().upper()
     location = payload.get("businessLocationId")
     common: dict[str, Any] = {
@@ -118,10 +120,27 @@ def _pos_reference(payload: dict[str, Any]) -> str | None:
         return str(account["ikaccountId"])
     # The deprecated V2 id (``ikentooAccountId`` in the examples, ``iKentooAccountId`` in the schema).
     for key in ("ikentooAccountId", "iKentooAccountId"):
-        value = payload.get(key)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value)
+        text = _id_text(payload.get(key))
+        if text:
+            return text
     return None
+
+
+def _id_text(value: object) -> str | None:
+    """Return a string or integer id as text; None for anything else, including an integer too long to be an id."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _MAX_ID:
+        return str(value)
+    return None
+
+
+def _shown(value: object) -> str:
+    """Return a short repr of a value for an error message; never raises (a huge int has no repr, say)."""
+    try:
+        return shorten(repr(value), 80)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__} too large to show"
 
 
 def _failure_text(payload: dict[str, Any]) -> str:
@@ -157,8 +176,9 @@ def _named_skus(payload: dict[str, Any], text: str, order_skus: tuple[str, ...])
     found: list[str] = []
     value = payload.get("skus", payload.get("sku"))
     for candidate in value if isinstance(value, list) else [value]:
-        if isinstance(candidate, str | int) and not isinstance(candidate, bool) and str(candidate) not in found:
-            found.append(str(candidate))
+        named = _id_text(candidate)
+        if named is not None and named not in found:
+            found.append(named)
     for sku in order_skus:
         pattern = rf"(?<![A-Za-z0-9_-]){re.escape(sku)}(?![A-Za-z0-9_-])"
         if sku and sku not in found and re.search(pattern, text):
@@ -178,18 +198,18 @@ def classify_restriction(payload: object) -> list[tuple[str, bool]]:
         kind = notification_type(entry)
         if kind not in ("ITEM", "SALES_RESTRICTION_UPDATED"):
             msg = f"not a sales-restriction notification: type {kind}"
-            raise ValueError(msg)
+            raise NotificationInvalid(msg)
         assert isinstance(entry, dict)
         sku, status, count = entry.get("sku"), entry.get("status"), entry.get("count")
         if not isinstance(sku, str) or not sku:
             msg = "sales-restriction notification without a sku"
-            raise ValueError(msg)
+            raise NotificationInvalid(msg)
         if status not in ("RESTRICTED", "NOT_RESTRICTED"):
-            msg = f"sales-restriction notification for {sku!r} with status {status!r}"
-            raise ValueError(msg)
+            msg = f"sales-restriction notification for {sku!r} with status {_shown(status)}"
+            raise NotificationInvalid(msg)
         if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
-            msg = f"sales-restriction notification for {sku!r} with count {count!r}"
-            raise ValueError(msg)
+            msg = f"sales-restriction notification for {sku!r} with count {_shown(count)}"
+            raise NotificationInvalid(msg)
         changes.append((sku, status == "RESTRICTED" and (count is None or count <= 0)))
     return changes
 
