@@ -25,10 +25,12 @@ they are authenticated by the broker's ACL, like the intake token guards HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +46,9 @@ from agent.webhooks import LightspeedWebhooks, WebhookInvalid
 
 log = structlog.get_logger("venue_agent.mqtt")
 
+# Test-only: seconds to wait between receiving an MQTT order and committing it, so a test can SIGKILL the agent
+# inside that window. Unset (the default) means no wait.
+COMMIT_DELAY_ENV = "VENUE_AGENT_TEST_MQTT_COMMIT_DELAY"
 MAX_SKEW_SECONDS = 60.0
 REPLAY_WINDOW_SECONDS = 120.0
 ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -55,6 +60,77 @@ COMMANDS = ("resubmit", "reprint", "cancel", "print_test", "status", "lightspeed
 
 class CommandRefused(Exception):
     """A command failed its signature check; the message says why."""
+
+
+class PayloadInvalid(ValueError):
+    """An MQTT payload is not a readable JSON object; ``field`` names what is wrong ('body' for the whole)."""
+
+    def __init__(self, message: str, field: str = "body") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# A nesting this deep is no order: refused before json.loads recurses into it (RecursionError otherwise).
+MAX_DEPTH = 32
+MAX_PAYLOAD_BYTES = 1_000_000
+
+
+def _decode(raw: bytes, what: str) -> Any:
+    """Return the JSON value of ``raw``; raise PayloadInvalid (field 'body') for anything else."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadInvalid(f"the {what} is larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadInvalid(f"the {what} is not JSON: not UTF-8 ({exc.reason})") from None
+    if _depth(text) > MAX_DEPTH:
+        raise PayloadInvalid(f"the {what} is not JSON: nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and the int digit limit's ValueError
+        raise PayloadInvalid(f"the {what} is not JSON: {exc}") from None
+
+
+def _depth(text: str) -> int:
+    """Return the deepest bracket nesting of ``text`` outside JSON strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def parse_order(raw: bytes) -> Any:
+    """Return the decoded JSON of an order message (validated later as a §4 order); raise PayloadInvalid."""
+    return _decode(raw, "order")
+
+
+def order_id_of(data: Any) -> str | None:
+    """Return the order's ``id`` when it is a well-formed order id, else None (answered on orders/rejected)."""
+    if isinstance(data, dict) and isinstance(data.get("id"), str) and ORDER_ID.match(data["id"]):
+        return str(data["id"])
+    return None
+
+
+def parse_command(raw: bytes) -> dict[str, Any]:
+    """Return a command message as a JSON object; raise PayloadInvalid."""
+    payload = _decode(raw, "command")
+    if not isinstance(payload, dict):
+        raise PayloadInvalid("the command must be a JSON object")
+    return payload
 
 
 class CommandInvalid(ValueError):
@@ -155,11 +231,9 @@ class MqttControl:
 
     async def _command(self, name: str, raw: bytes) -> dict[str, Any]:
         try:
-            payload = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return {"ok": False, "error": f"the command is not JSON: {exc}"}
-        if not isinstance(payload, dict):
-            return {"ok": False, "error": "the command must be a JSON object"}
+            payload = parse_command(raw)
+        except PayloadInvalid as exc:
+            return {"ok": False, "error": str(exc), "field": exc.field}
         if self.checker is not None:
             try:
                 self.checker.verify(payload, now=self.clock.now().timestamp())
@@ -228,13 +302,14 @@ class MqttControl:
     # ---- orders ------------------------------------------------------------------------------
 
     async def _order(self, raw: bytes) -> Outgoing:
-        order_id: str | None = None
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._ack(None, {"accepted": False, "error": f"the order is not JSON: {exc}"})
-        if isinstance(data, dict) and isinstance(data.get("id"), str) and ORDER_ID.match(data["id"]):
-            order_id = data["id"]
+            data = parse_order(raw)
+        except PayloadInvalid as exc:
+            return self._ack(None, {"accepted": False, "error": str(exc), "field": exc.field})
+        order_id = order_id_of(data)
+        if delay := float(os.environ.get(COMMIT_DELAY_ENV) or 0):
+            log.warning("mqtt_order_commit_delayed", order_id=order_id, seconds=delay)
+            await asyncio.sleep(delay)
         try:
             result = await self.orders.submit(data)
         except OrderInvalid as exc:
