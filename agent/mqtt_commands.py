@@ -14,13 +14,17 @@ Topics (``P = {topic_prefix}/{venue.id}``):
 
 Command signatures (when ``mqtt.command_hmac_secret`` is set): the command object carries ``ts`` (Unix seconds,
 within ``MAX_SKEW_SECONDS`` of the agent's clock) and ``sig``, the lowercase hex HMAC-SHA256, keyed with the
-secret's UTF-8 bytes, of the *canonical form* of the object without ``sig`` (``ts`` included)::
+secret's UTF-8 bytes, of the *signed text*: a version line, the venue id, the command name (the last topic level)
+and the canonical form of the object without ``sig`` (``ts`` included), joined by ``\n``::
 
-    json.dumps(payload_without_sig, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    "\n".join(["venue-agent-cmd-v2", venue_id, command, json.dumps(payload_without_sig, sort_keys=True,
+               separators=(",", ":"), ensure_ascii=True)]).encode("utf-8")
 
-A signature seen within the last ``REPLAY_WINDOW_SECONDS`` is refused as a replay. Refusals are logged
-(``mqtt_command_refused``) and recorded as a ``command_refused`` alert. Orders on ``P/orders/new`` are not signed:
-they are authenticated by the broker's ACL, like the intake token guards HTTP.
+so a signature is valid for one command on one venue only. A signature seen within the last
+``REPLAY_WINDOW_SECONDS`` is refused as a replay, also after a restart: the signatures seen are kept in the outbox
+(table ``command_signatures``, pruned as they expire). Refusals are logged (``mqtt_command_refused``) and recorded
+as a ``command_refused`` alert. Orders on ``P/orders/new`` are not signed: they are authenticated by the broker's
+ACL, like the intake token guards HTTP.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -137,26 +142,32 @@ class CommandInvalid(ValueError):
     """The command is unknown or its arguments are wrong; the message says why."""
 
 
-def canonical(payload: dict[str, Any]) -> bytes:
-    """Return the bytes a command signature covers: ``payload`` without ``sig``, in canonical JSON."""
+SIGNED_TEXT_VERSION = "venue-agent-cmd-v2"
+
+
+def canonical(payload: dict[str, Any], *, command: str, venue: str) -> bytes:
+    """Return the bytes a command signature covers (see the module docstring): version, venue, command, JSON."""
     rest = {k: v for k, v in payload.items() if k != "sig"}
-    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    body = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "\n".join([SIGNED_TEXT_VERSION, venue, command, body]).encode("utf-8")
 
 
-def sign(payload: dict[str, Any], secret: str) -> str:
-    """Return the hex HMAC-SHA256 signature of ``payload`` (what a sender puts in ``sig``)."""
-    return hmac.new(secret.encode("utf-8"), canonical(payload), hashlib.sha256).hexdigest()
+def sign(payload: dict[str, Any], secret: str, *, command: str, venue: str) -> str:
+    """Return the hex HMAC-SHA256 signature of ``payload`` for ``command`` on ``venue`` (what goes in ``sig``)."""
+    return hmac.new(
+        secret.encode("utf-8"), canonical(payload, command=command, venue=venue), hashlib.sha256
+    ).hexdigest()
 
 
 class SignatureChecker:
-    """Verifies ``ts``/``sig`` on commands and remembers recent signatures to refuse replays."""
+    """Verifies ``ts``/``sig`` on commands for one venue (replays are refused by ``remember_signature``)."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, venue: str) -> None:
         self.secret = secret
-        self._seen: dict[str, float] = {}
+        self.venue = venue
 
-    def verify(self, payload: dict[str, Any], *, now: float) -> None:
-        """Raise CommandRefused unless ``payload`` is signed, fresh and not seen before; remember it."""
+    def verify(self, payload: dict[str, Any], *, command: str, now: float) -> str:
+        """Return the lowercase ``sig`` if ``payload`` is signed for ``command`` and fresh; else CommandRefused."""
         sig, ts = payload.get("sig"), payload.get("ts")
         if not isinstance(sig, str) or not sig:
             raise CommandRefused("unsigned: 'sig' is required")
@@ -166,12 +177,18 @@ class SignatureChecker:
             raise CommandRefused(
                 f"stale: 'ts' is {now - ts:.0f} s from the agent's clock (limit {MAX_SKEW_SECONDS:.0f})"
             )
-        if not hmac.compare_digest(sig.lower(), sign(payload, self.secret)):
+        if not hmac.compare_digest(sig.lower(), sign(payload, self.secret, command=command, venue=self.venue)):
             raise CommandRefused("bad signature")
-        self._seen = {s: expiry for s, expiry in self._seen.items() if expiry > now}
-        if sig.lower() in self._seen:
-            raise CommandRefused("replayed: this signature was already used")
-        self._seen[sig.lower()] = now + REPLAY_WINDOW_SECONDS
+        return sig.lower()
+
+
+def remember_signature(conn: sqlite3.Connection, sig: str, *, now: float) -> bool:
+    """Record ``sig`` as used until ``now + REPLAY_WINDOW_SECONDS``; return False when it was already used."""
+    conn.execute("DELETE FROM command_signatures WHERE expires_at <= ?", (now,))
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO command_signatures (sig, expires_at) VALUES (?, ?)", (sig, now + REPLAY_WINDOW_SECONDS)
+    )
+    return cursor.rowcount == 1
 
 
 @dataclass(frozen=True)
@@ -190,6 +207,7 @@ class MqttControl:
         self,
         *,
         prefix: str,
+        venue: str,
         orders: Orders,
         outbox: Outbox,
         clock: Clock,
@@ -205,7 +223,7 @@ class MqttControl:
         self.health = health
         self.webhooks = webhooks
         self.print_test = print_test
-        self.checker = SignatureChecker(secret) if secret else None
+        self.checker = SignatureChecker(secret, venue) if secret else None
 
     @property
     def topics(self) -> list[str]:
@@ -235,8 +253,12 @@ class MqttControl:
         except PayloadInvalid as exc:
             return {"ok": False, "error": str(exc), "field": exc.field}
         if self.checker is not None:
+            now = self.clock.now().timestamp()
             try:
-                self.checker.verify(payload, now=self.clock.now().timestamp())
+                sig = self.checker.verify(payload, command=name, now=now)
+                # Committed before the command runs: a crash after it leaves the signature spent, never reusable.
+                if not await self.outbox.write(lambda c: remember_signature(c, sig, now=now)):
+                    raise CommandRefused("replayed: this signature was already used")
             except CommandRefused as exc:
                 await self._refused(name, str(exc))
                 return {"ok": False, "error": f"refused: {exc}"}

@@ -65,3 +65,23 @@ def test_limits() -> None:
     deeper = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
     assert isinstance(_parse(parse_order, deeper.encode()), PayloadInvalid)
     assert parse_command(json.dumps({"note": "[" * 1000}).encode()) == {"note": "[" * 1000}
+
+
+def test_the_signed_text_names_version_venue_and_command() -> None:
+    """The exact bytes a command signature covers (SPEC §8): a signature for one command fails on another."""
+    from agent.mqtt_commands import SignatureChecker, canonical, sign
+
+    body = {"order_id": "o1", "ts": 1700000000, "sig": "ignored"}
+    assert canonical(body, command="reprint", venue="harbour-kitchen") == (
+        b'venue-agent-cmd-v2\nharbour-kitchen\nreprint\n{"order_id":"o1","ts":1700000000}'
+    )
+    signed = body | {"sig": sign(body, "k", command="reprint", venue="harbour-kitchen")}
+    checker = SignatureChecker("k", "harbour-kitchen")
+    assert checker.verify(signed, command="reprint", now=1700000000) == signed["sig"]
+    for command, venue in (("cancel", "harbour-kitchen"), ("reprint", "other-venue")):
+        try:
+            SignatureChecker("k", venue).verify(signed, command=command, now=1700000000)
+        except Exception as exc:
+            assert "bad signature" in str(exc)
+        else:
+            raise AssertionError(f"accepted on {command} {venue}")
