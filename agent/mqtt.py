@@ -71,6 +71,7 @@ class MqttReporter:
         self.births = 0
         self.protocol = aiomqtt.ProtocolVersion.V5
         self.published = {"events": 0, "alerts": 0}
+        self.refused = 0
         self._closing = asyncio.Event()
         self._closed = asyncio.Event()
         self._since = ""
@@ -139,7 +140,7 @@ class MqttReporter:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
             session = {"clean_start": False, "properties": properties}
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             mqtt.host,
             mqtt.port,
             identifier=f"venue-agent-{self.settings.venue.id}",
@@ -151,6 +152,10 @@ class MqttReporter:
             will=will,
             **session,
         )
+        # aiomqtt 2.5 has no public manual acknowledgement: this is the one place that reaches its paho client.
+        # With it, paho sends no PUBACK on receipt; _watch acks each message after its order is committed.
+        client._client.manual_ack_set(True)
+        return client
 
     def _fall_back(self, exc: MqttConnectError) -> bool:
         """Switch to MQTT 3.1.1 (for the life of the process) when the broker refused 5; return whether it did."""
@@ -191,28 +196,39 @@ class MqttReporter:
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Handle commands and orders one at a time; raise MqttError as soon as the connection drops.
 
-        aiomqtt 2.5 has no manual acknowledgement: the broker gets the PUBACK when the message is queued here, not
-        after the answer. An order is still delivered at least once: its sender resends until it sees the ack on
-        ``P/orders/<id>/ack`` (published after the commit), and a resent order is a duplicate, a no-op.
+        Each message is PUBACKed only after it was handled (an order: committed and its answer published), so a
+        message cut off by a crash or a drop is redelivered by the broker (persistent session); a redelivered order
+        is a duplicate, a no-op. One message's error is logged and counted and never ends the session.
         """
         async for message in client.messages:
-            if self.control is None or not isinstance(message.payload, bytes):
-                continue
-            props = message.properties
+            await self._handle(client, message)
+            # Not on cancellation or a dropped connection: the broker redelivers what was not acked.
+            client._client.ack(message.mid, message.qos)  # manual ack, see _client
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Run one message and publish its answer; raise only MqttError (the connection dropped)."""
+        if self.control is None or not isinstance(message.payload, bytes):
+            return
+        props = message.properties
+        try:
             answer = await self.control.handle(
                 message.topic.value,
                 message.payload,
                 response_topic=getattr(props, "ResponseTopic", None),
                 correlation=getattr(props, "CorrelationData", None),
             )
-            if answer is None:
-                continue
-            reply_props = None
-            if answer.correlation is not None:
-                reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                reply_props.CorrelationData = answer.correlation
-            body = json.dumps(answer.payload, separators=(",", ":"), default=str)
-            await client.publish(answer.topic, body, qos=1, retain=False, properties=reply_props)
+        except Exception as exc:  # one message's failure never ends the session (it held other orders)
+            self.refused += 1
+            log.error("mqtt_message_failed", topic=message.topic.value, refused=self.refused, exc_info=exc)
+            return
+        if answer is None:
+            return
+        reply_props = None
+        if answer.correlation is not None:
+            reply_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            reply_props.CorrelationData = answer.correlation
+        body = json.dumps(answer.payload, separators=(",", ":"), default=str)
+        await client.publish(answer.topic, body, qos=1, retain=False, properties=reply_props)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """Forward what is left (bounded), then publish the retained ``offline`` status."""

@@ -14,22 +14,29 @@ Topics (``P = {topic_prefix}/{venue.id}``):
 
 Command signatures (when ``mqtt.command_hmac_secret`` is set): the command object carries ``ts`` (Unix seconds,
 within ``MAX_SKEW_SECONDS`` of the agent's clock) and ``sig``, the lowercase hex HMAC-SHA256, keyed with the
-secret's UTF-8 bytes, of the *canonical form* of the object without ``sig`` (``ts`` included)::
+secret's UTF-8 bytes, of the *signed text*: a version line, the venue id, the command name (the last topic level)
+and the canonical form of the object without ``sig`` (``ts`` included), joined by ``\n``::
 
-    json.dumps(payload_without_sig, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    "\n".join(["venue-agent-cmd-v2", venue_id, command, json.dumps(payload_without_sig, sort_keys=True,
+               separators=(",", ":"), ensure_ascii=True)]).encode("utf-8")
 
-A signature seen within the last ``REPLAY_WINDOW_SECONDS`` is refused as a replay. Refusals are logged
-(``mqtt_command_refused``) and recorded as a ``command_refused`` alert. Orders on ``P/orders/new`` are not signed:
-they are authenticated by the broker's ACL, like the intake token guards HTTP.
+so a signature is valid for one command on one venue only. A signature seen within the last
+``REPLAY_WINDOW_SECONDS`` is refused as a replay, also after a restart: the signatures seen are kept in the outbox
+(table ``command_signatures``, pruned as they expire). Refusals are logged (``mqtt_command_refused``) and recorded
+as a ``command_refused`` alert. Orders on ``P/orders/new`` are not signed: they are authenticated by the broker's
+ACL, like the intake token guards HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import math
+import os
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +51,9 @@ from agent.webhooks import LightspeedWebhooks, WebhookInvalid
 
 log = structlog.get_logger("venue_agent.mqtt")
 
+# Test-only: seconds to wait between receiving an MQTT order and committing it, so a test can SIGKILL the agent
+# inside that window. Unset (the default) means no wait.
+COMMIT_DELAY_ENV = "VENUE_AGENT_TEST_MQTT_COMMIT_DELAY"
 MAX_SKEW_SECONDS = 60.0
 REPLAY_WINDOW_SECONDS = 120.0
 ORDER_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -57,30 +67,107 @@ class CommandRefused(Exception):
     """A command failed its signature check; the message says why."""
 
 
+class PayloadInvalid(ValueError):
+    """An MQTT payload is not a readable JSON object; ``field`` names what is wrong ('body' for the whole)."""
+
+    def __init__(self, message: str, field: str = "body") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# A nesting this deep is no order: refused before json.loads recurses into it (RecursionError otherwise).
+MAX_DEPTH = 32
+MAX_PAYLOAD_BYTES = 1_000_000
+
+
+def _decode(raw: bytes, what: str) -> Any:
+    """Return the JSON value of ``raw``; raise PayloadInvalid (field 'body') for anything else."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadInvalid(f"the {what} is larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadInvalid(f"the {what} is not JSON: not UTF-8 ({exc.reason})") from None
+    if _depth(text) > MAX_DEPTH:
+        raise PayloadInvalid(f"the {what} is not JSON: nested deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and the int digit limit's ValueError
+        raise PayloadInvalid(f"the {what} is not JSON: {exc}") from None
+
+
+def _depth(text: str) -> int:
+    """Return the deepest bracket nesting of ``text`` outside JSON strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def parse_order(raw: bytes) -> Any:
+    """Return the decoded JSON of an order message (validated later as a §4 order); raise PayloadInvalid."""
+    return _decode(raw, "order")
+
+
+def order_id_of(data: Any) -> str | None:
+    """Return the order's ``id`` when it is a well-formed order id, else None (answered on orders/rejected)."""
+    if isinstance(data, dict) and isinstance(data.get("id"), str) and ORDER_ID.match(data["id"]):
+        return str(data["id"])
+    return None
+
+
+def parse_command(raw: bytes) -> dict[str, Any]:
+    """Return a command message as a JSON object; raise PayloadInvalid."""
+    payload = _decode(raw, "command")
+    if not isinstance(payload, dict):
+        raise PayloadInvalid("the command must be a JSON object")
+    return payload
+
+
 class CommandInvalid(ValueError):
     """The command is unknown or its arguments are wrong; the message says why."""
 
 
-def canonical(payload: dict[str, Any]) -> bytes:
-    """Return the bytes a command signature covers: ``payload`` without ``sig``, in canonical JSON."""
+SIGNED_TEXT_VERSION = "venue-agent-cmd-v2"
+
+
+def canonical(payload: dict[str, Any], *, command: str, venue: str) -> bytes:
+    """Return the bytes a command signature covers (see the module docstring): version, venue, command, JSON."""
     rest = {k: v for k, v in payload.items() if k != "sig"}
-    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("utf-8")
+    body = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "\n".join([SIGNED_TEXT_VERSION, venue, command, body]).encode("utf-8")
 
 
-def sign(payload: dict[str, Any], secret: str) -> str:
-    """Return the hex HMAC-SHA256 signature of ``payload`` (what a sender puts in ``sig``)."""
-    return hmac.new(secret.encode("utf-8"), canonical(payload), hashlib.sha256).hexdigest()
+def sign(payload: dict[str, Any], secret: str, *, command: str, venue: str) -> str:
+    """Return the hex HMAC-SHA256 signature of ``payload`` for ``command`` on ``venue`` (what goes in ``sig``)."""
+    return hmac.new(
+        secret.encode("utf-8"), canonical(payload, command=command, venue=venue), hashlib.sha256
+    ).hexdigest()
 
 
 class SignatureChecker:
-    """Verifies ``ts``/``sig`` on commands and remembers recent signatures to refuse replays."""
+    """Verifies ``ts``/``sig`` on commands for one venue (replays are refused by ``remember_signature``)."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, venue: str) -> None:
         self.secret = secret
-        self._seen: dict[str, float] = {}
+        self.venue = venue
 
-    def verify(self, payload: dict[str, Any], *, now: float) -> None:
-        """Raise CommandRefused unless ``payload`` is signed, fresh and not seen before; remember it."""
+    def verify(self, payload: dict[str, Any], *, command: str, now: float) -> str:
+        """Return the lowercase ``sig`` if ``payload`` is signed for ``command`` and fresh; else CommandRefused."""
         sig, ts = payload.get("sig"), payload.get("ts")
         if not isinstance(sig, str) or not sig:
             raise CommandRefused("unsigned: 'sig' is required")
@@ -90,12 +177,18 @@ class SignatureChecker:
             raise CommandRefused(
                 f"stale: 'ts' is {now - ts:.0f} s from the agent's clock (limit {MAX_SKEW_SECONDS:.0f})"
             )
-        if not hmac.compare_digest(sig.lower(), sign(payload, self.secret)):
+        if not hmac.compare_digest(sig.lower(), sign(payload, self.secret, command=command, venue=self.venue)):
             raise CommandRefused("bad signature")
-        self._seen = {s: expiry for s, expiry in self._seen.items() if expiry > now}
-        if sig.lower() in self._seen:
-            raise CommandRefused("replayed: this signature was already used")
-        self._seen[sig.lower()] = now + REPLAY_WINDOW_SECONDS
+        return sig.lower()
+
+
+def remember_signature(conn: sqlite3.Connection, sig: str, *, now: float) -> bool:
+    """Record ``sig`` as used until ``now + REPLAY_WINDOW_SECONDS``; return False when it was already used."""
+    conn.execute("DELETE FROM command_signatures WHERE expires_at <= ?", (now,))
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO command_signatures (sig, expires_at) VALUES (?, ?)", (sig, now + REPLAY_WINDOW_SECONDS)
+    )
+    return cursor.rowcount == 1
 
 
 @dataclass(frozen=True)
@@ -114,6 +207,7 @@ class MqttControl:
         self,
         *,
         prefix: str,
+        venue: str,
         orders: Orders,
         outbox: Outbox,
         clock: Clock,
@@ -129,7 +223,7 @@ class MqttControl:
         self.health = health
         self.webhooks = webhooks
         self.print_test = print_test
-        self.checker = SignatureChecker(secret) if secret else None
+        self.checker = SignatureChecker(secret, venue) if secret else None
 
     @property
     def topics(self) -> list[str]:
@@ -155,14 +249,16 @@ class MqttControl:
 
     async def _command(self, name: str, raw: bytes) -> dict[str, Any]:
         try:
-            payload = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return {"ok": False, "error": f"the command is not JSON: {exc}"}
-        if not isinstance(payload, dict):
-            return {"ok": False, "error": "the command must be a JSON object"}
+            payload = parse_command(raw)
+        except PayloadInvalid as exc:
+            return {"ok": False, "error": str(exc), "field": exc.field}
         if self.checker is not None:
+            now = self.clock.now().timestamp()
             try:
-                self.checker.verify(payload, now=self.clock.now().timestamp())
+                sig = self.checker.verify(payload, command=name, now=now)
+                # Committed before the command runs: a crash after it leaves the signature spent, never reusable.
+                if not await self.outbox.write(lambda c: remember_signature(c, sig, now=now)):
+                    raise CommandRefused("replayed: this signature was already used")
             except CommandRefused as exc:
                 await self._refused(name, str(exc))
                 return {"ok": False, "error": f"refused: {exc}"}
@@ -228,13 +324,14 @@ class MqttControl:
     # ---- orders ------------------------------------------------------------------------------
 
     async def _order(self, raw: bytes) -> Outgoing:
-        order_id: str | None = None
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._ack(None, {"accepted": False, "error": f"the order is not JSON: {exc}"})
-        if isinstance(data, dict) and isinstance(data.get("id"), str) and ORDER_ID.match(data["id"]):
-            order_id = data["id"]
+            data = parse_order(raw)
+        except PayloadInvalid as exc:
+            return self._ack(None, {"accepted": False, "error": str(exc), "field": exc.field})
+        order_id = order_id_of(data)
+        if delay := float(os.environ.get(COMMIT_DELAY_ENV) or 0):
+            log.warning("mqtt_order_commit_delayed", order_id=order_id, seconds=delay)
+            await asyncio.sleep(delay)
         try:
             result = await self.orders.submit(data)
         except OrderInvalid as exc:

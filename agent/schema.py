@@ -97,6 +97,13 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    # 5: signatures of MQTT commands already run, until they expire: a replay is refused across a restart too.
+    """
+    CREATE TABLE command_signatures (
+        sig TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -90,6 +90,7 @@ class Agent:
             secret = settings.mqtt.command_hmac_secret
             control = MqttControl(
                 prefix=f"{settings.mqtt.topic_prefix}/{settings.venue.id}",
+                venue=settings.venue.id,
                 orders=self.orders,
                 outbox=self.outbox,
                 clock=self.clock,

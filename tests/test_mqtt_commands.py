@@ -23,7 +23,7 @@ from tests.fake_printer import FakeNetworkPrinter
 from tests.mosquitto import Mosquitto, _broker, _persistent_broker  # noqa: F401
 from tests.test_intake_api import preorder, wait_ticket
 from tests.test_lightspeed_e2e import lightspeed_settings, point_webhooks
-from tests.test_mqtt import P, Subscriber, mqtt_settings, subscribed
+from tests.test_mqtt import VENUE, P, Subscriber, mqtt_settings, subscribed
 
 SECRET = "s3cret-for-commands"
 REPLIES = (f"{P}/cmd/+/reply", f"{P}/orders/+/ack", f"{P}/orders/rejected")
@@ -37,15 +37,15 @@ class Console:
         self.running = running
         self.secret = secret
 
-    def signed(self, args: dict[str, Any], *, ts: float | None = None) -> dict[str, Any]:
-        """Return ``args`` with ``ts`` (the agent's clock unless given) and ``sig``."""
+    def signed(self, args: dict[str, Any], *, command: str, ts: float | None = None) -> dict[str, Any]:
+        """Return ``args`` with ``ts`` (the agent's clock unless given) and ``sig`` for ``command`` on VENUE."""
         assert self.secret is not None
         body = {**args, "ts": self.running.clock.now().timestamp() if ts is None else ts}
-        return body | {"sig": sign(body, self.secret)}
+        return body | {"sig": sign(body, self.secret, command=command, venue=VENUE)}
 
     async def command(self, name: str, args: dict[str, Any], properties: Properties | None = None) -> None:
         """Publish a command, signed when the console has the secret."""
-        body = self.signed(args) if self.secret else args
+        body = self.signed(args, command=name) if self.secret else args
         await self.client.publish(f"{P}/cmd/{name}", json.dumps(body), qos=1, properties=properties)
 
     async def raw(self, topic: str, payload: str | bytes) -> None:
@@ -229,12 +229,12 @@ async def test_signed_commands_valid_wrong_stale_and_replayed(tmp_path: Path, si
     """With a secret: a valid signature runs; a wrong one, a stale ts or a replay is refused with an alert."""
     async with console(tmp_path, sim, broker, secret=SECRET) as (running, con, sub):
         await running.client.post("/v1/orders", json=preorder(running))
-        valid = con.signed({"order_id": "ord_01HXTEST"})
+        valid = con.signed({"order_id": "ord_01HXTEST"}, command="cancel")
         await con.raw("cmd/cancel", json.dumps(valid))
         assert (await reply(sub, "cancel"))["state"] == "cancelled"
 
-        wrong = con.signed({"order_id": "ord_01HXTEST"}) | {"sig": "0" * 64}
-        stale = con.signed({"order_id": "ord_01HXTEST"}, ts=running.clock.now().timestamp() - 61)
+        wrong = con.signed({"order_id": "ord_01HXTEST"}, command="cancel") | {"sig": "0" * 64}
+        stale = con.signed({"order_id": "ord_01HXTEST"}, command="cancel", ts=running.clock.now().timestamp() - 61)
         unsigned = {"order_id": "ord_01HXTEST"}
         for body in (wrong, stale, valid, unsigned):  # ``valid`` again is a replay
             await con.raw("cmd/cancel", json.dumps(body))
