@@ -173,7 +173,9 @@ async def test_revoked_token_pauses_injection_until_pos_authorize(tmp_path: Path
     async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
         await point_webhooks(sim, running, accept_unknown_refresh_tokens=True)
         async with httpx.AsyncClient(trust_env=False) as control:
-            await control.post(f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json={"revoke_refresh_tokens": True})
+            # Expire the access token too: under load the agent may have refreshed before the revocation.
+            revoke = {"revoke_refresh_tokens": True, "expire_access_tokens": True}
+            await control.post(f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json=revoke)
         assert (await running.client.post("/v1/orders", json=make_order("ord_ls_6"))).status_code == 202
 
         async def pos_state() -> str:
