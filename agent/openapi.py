@@ -46,7 +46,13 @@ def _problems(*codes: int) -> dict[str, Any]:
         404: "No such order",
         409: "The order's state forbids this",
         413: "Body over intake.max_body_kb",
-        422: "Invalid: every field error listed",
+        422: (
+            "Invalid: every field error listed. Besides the schema, an order must satisfy rules JSON Schema cannot"
+            " state: payment.amount = items (unit_price x quantity, with modifiers) + charges - discounts;"
+            " venue_id, when given, equals venue.id; fulfillment.table for dine_in, fulfillment.address for"
+            " delivery; customer.name unless dine_in; modifiers nested at most as deep as the POS takes;"
+            " text without control characters; integers as JSON integers (1, not 1.0)"
+        ),
         503: "Storage unavailable or below storage.min_free_mb; nothing was stored (see Retry-After)",
     }
     ref = {"$ref": REF.format(model="Problem")}
@@ -54,6 +60,20 @@ def _problems(*codes: int) -> dict[str, Any]:
         str(code): {"description": text[code], "content": {"application/problem+json": {"schema": ref}}}
         for code in codes
     }
+
+
+def _order_links() -> dict[str, Any]:
+    """OpenAPI links from an accepted order to every operation addressed by its ``order_id``."""
+    by_id = {"order_id": "$response.body#/order_id"}
+    operations = {
+        "GetOrder": "getOrder",
+        "ReplaceOrder": "replaceOrder",
+        "PayOrder": "payOrder",
+        "CancelOrder": "cancelOrder",
+        "ResubmitOrder": "resubmitOrder",
+        "ReprintOrder": "reprintOrder",
+    }
+    return {name: {"operationId": op, "parameters": by_id} for name, op in operations.items()}
 
 
 @cache
@@ -95,18 +115,25 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/orders": {
                 "post": {
+                    "operationId": "submitOrder",
                     "summary": "Submit an order; answered only after it is committed to disk",
                     "requestBody": {"required": True, **_json({"$ref": REF.format(model="Order")})},
                     "responses": {
-                        "202": {"description": "Stored", **_json({"$ref": REF.format(model="Accepted")})},
+                        "202": {
+                            "description": "Stored",
+                            **_json({"$ref": REF.format(model="Accepted")}),
+                            "links": _order_links(),
+                        },
                         "200": {
                             "description": "Duplicate of a stored order (same id, same content)",
                             **_json({"$ref": REF.format(model="Accepted")}),
+                            "links": _order_links(),
                         },
                         **_problems(401, 409, 413, 422, 503),
                     },
                 },
                 "get": {
+                    "operationId": "listOrders",
                     "summary": "List orders, newest first",
                     "parameters": [
                         {"name": "state", "in": "query", "schema": state_ref},
@@ -121,11 +148,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}": {
                 "get": {
+                    "operationId": "getOrder",
                     "summary": "The order, its state, attempts, last error and class, POS reference, tickets, history",
                     "parameters": [order_id],
                     "responses": {"200": {"description": "The order"}, **_problems(401, 404)},
                 },
                 "put": {
+                    "operationId": "replaceOrder",
                     "summary": "Replace an order that is not yet in the POS",
                     "parameters": [order_id],
                     "requestBody": {"required": True, **_json({"$ref": REF.format(model="Order")})},
@@ -134,6 +163,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/payment": {
                 "post": {
+                    "operationId": "payOrder",
                     "summary": "Mark a held unpaid order paid; it then proceeds",
                     "parameters": [order_id],
                     "requestBody": {"required": True, **_json({"$ref": REF.format(model="PaymentUpdate")})},
@@ -142,6 +172,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/cancel": {
                 "post": {
+                    "operationId": "cancelOrder",
                     "summary": "Cancel an order that is not yet in the POS",
                     "parameters": [order_id],
                     "responses": {"200": {"description": "Cancelled"}, **_problems(401, 404, 409)},
@@ -149,6 +180,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/resubmit": {
                 "post": {
+                    "operationId": "resubmitOrder",
                     "summary": "Send a failed order to the queue again, attempts reset",
                     "parameters": [order_id],
                     "responses": {"202": {"description": "Queued"}, **_problems(401, 404, 409)},
@@ -156,6 +188,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/reprint": {
                 "post": {
+                    "operationId": "reprintOrder",
                     "summary": "Print the ticket again, marked REPRINT n",
                     "parameters": [order_id],
                     "responses": {"202": {"description": "Print requested"}, **_problems(401, 404, 409)},
@@ -163,8 +196,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/health": {
                 "get": {
+                    "operationId": "getHealth",
                     "summary": "Health snapshot; 200 when ready (outbox open, loops running), 503 otherwise",
-                    "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                    "responses": {
+                        "200": {"description": "Ready", **_json({"type": "object"})},
+                        "503": {"description": "Not ready", **_json({"type": "object"})},
+                        **_problems(401),
+                    },
                 },
             },
         },
