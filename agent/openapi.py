@@ -6,11 +6,12 @@ from functools import cache
 from typing import Any
 
 from agent import __version__
-from agent.models import Order
+from agent.models import MAX_MODIFIER_DEPTH, Order
 from agent.operations import PaymentUpdate
 from agent.states import ErrorClass, State
 
 REF = "#/components/schemas/{model}"
+ADDRESS = {"$ref": REF.format(model="Address")}
 
 
 def _problem_schema() -> dict[str, Any]:
@@ -48,10 +49,9 @@ def _problems(*codes: int) -> dict[str, Any]:
         413: "Body over intake.max_body_kb",
         422: (
             "Invalid: every field error listed. Besides the schema, an order must satisfy rules JSON Schema cannot"
-            " state: payment.amount = items (unit_price x quantity, with modifiers) + charges - discounts;"
-            " venue_id, when given, equals venue.id; fulfillment.table for dine_in, fulfillment.address for"
-            " delivery; customer.name unless dine_in; modifiers nested at most as deep as the POS takes;"
-            " text without control characters; integers as JSON integers (1, not 1.0)"
+            " state: total = items (unit_price x quantity, modifiers included) + charges - discounts; venue_id, when"
+            " given, is this agent's venue.id; customer.name unless fulfillment.type is dine_in; modifiers nested"
+            f" at most {MAX_MODIFIER_DEPTH} deep; text without control characters; integers as JSON integers"
         ),
         503: "Storage unavailable or below storage.min_free_mb; nothing was stored (see Retry-After)",
     }
@@ -81,6 +81,16 @@ def openapi_document() -> dict[str, Any]:
     """Return the OpenAPI document of every endpoint of SPEC §5 served by this version."""
     order_schema = Order.model_json_schema(ref_template=REF)
     defs = order_schema.pop("$defs", {})
+    if "Fulfillment" in defs:
+        # The per-type rules of Fulfillment's validator, in the schema so generated orders can satisfy them.
+        needs = {"dine_in": ("table", {"type": "string", "minLength": 1}), "delivery": ("address", ADDRESS)}
+        defs["Fulfillment"]["allOf"] = [
+            {
+                "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                "then": {"required": [field], "properties": {field: schema}},
+            }
+            for kind, (field, schema) in needs.items()
+        ]
     payment_schema = PaymentUpdate.model_json_schema(ref_template=REF)
     accepted = {
         "type": "object",
