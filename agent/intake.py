@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from agent.errors import BodyInvalid, FieldError, OrderConflict, OrderInvalid, OrderNotFound, StorageError
 from agent.jsonbody import decode_json
@@ -169,7 +169,7 @@ def create_app(
         errors: list[FieldError] = []
         state_text = request.query_params.get("state")
         state = None
-        if state_text:
+        if state_text is not None:
             try:
                 state = State(state_text)
             except ValueError:
@@ -207,7 +207,19 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first partially matching route's methods; RFC 9110 wants all of them.
+            headers["Allow"] = allowed_methods(request.url.path)
+        return problem(exc.status_code, str(exc.detail), headers=headers or None)
+
+    def allowed_methods(path: str) -> str:
+        methods: set[str] = set()
+        for route in routes:
+            match, _ = route.matches({"type": "http", "path": path, "method": "OPTIONS"})
+            if match is not Match.NONE:
+                methods |= route.methods or set()
+        return ", ".join(sorted(methods))
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error("intake_internal_error", path=request.url.path, exc_info=exc)

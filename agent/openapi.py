@@ -6,11 +6,12 @@ from functools import cache
 from typing import Any
 
 from agent import __version__
-from agent.models import Order
+from agent.models import MAX_MODIFIER_DEPTH, Order
 from agent.operations import PaymentUpdate
 from agent.states import ErrorClass, State
 
 REF = "#/components/schemas/{model}"
+ADDRESS = {"$ref": REF.format(model="Address")}
 
 
 def _problem_schema() -> dict[str, Any]:
@@ -46,7 +47,12 @@ def _problems(*codes: int) -> dict[str, Any]:
         404: "No such order",
         409: "The order's state forbids this",
         413: "Body over intake.max_body_kb",
-        422: "Invalid: every field error listed",
+        422: (
+            "Invalid: every field error listed. Besides the schema, an order must satisfy rules JSON Schema cannot"
+            " state: total = items (unit_price x quantity, modifiers included) + charges - discounts; venue_id, when"
+            " given, is this agent's venue.id; customer.name unless fulfillment.type is dine_in; modifiers nested"
+            f" at most {MAX_MODIFIER_DEPTH} deep; text without control characters; integers as JSON integers"
+        ),
         503: "Storage unavailable or below storage.min_free_mb; nothing was stored (see Retry-After)",
     }
     ref = {"$ref": REF.format(model="Problem")}
@@ -56,11 +62,35 @@ def _problems(*codes: int) -> dict[str, Any]:
     }
 
 
+def _order_links() -> dict[str, Any]:
+    """OpenAPI links from an accepted order to every operation addressed by its ``order_id``."""
+    by_id = {"order_id": "$response.body#/order_id"}
+    operations = {
+        "GetOrder": "getOrder",
+        "ReplaceOrder": "replaceOrder",
+        "PayOrder": "payOrder",
+        "CancelOrder": "cancelOrder",
+        "ResubmitOrder": "resubmitOrder",
+        "ReprintOrder": "reprintOrder",
+    }
+    return {name: {"operationId": op, "parameters": by_id} for name, op in operations.items()}
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """Return the OpenAPI document of every endpoint of SPEC §5 served by this version."""
     order_schema = Order.model_json_schema(ref_template=REF)
     defs = order_schema.pop("$defs", {})
+    if "Fulfillment" in defs:
+        # The per-type rules of Fulfillment's validator, in the schema so generated orders can satisfy them.
+        needs = {"dine_in": ("table", {"type": "string", "minLength": 1}), "delivery": ("address", ADDRESS)}
+        defs["Fulfillment"]["allOf"] = [
+            {
+                "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                "then": {"required": [field], "properties": {field: schema}},
+            }
+            for kind, (field, schema) in needs.items()
+        ]
     payment_schema = PaymentUpdate.model_json_schema(ref_template=REF)
     accepted = {
         "type": "object",
@@ -95,18 +125,25 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/orders": {
                 "post": {
+                    "operationId": "submitOrder",
                     "summary": "Submit an order; answered only after it is committed to disk",
                     "requestBody": {"required": True, **_json({"$ref": REF.format(model="Order")})},
                     "responses": {
-                        "202": {"description": "Stored", **_json({"$ref": REF.format(model="Accepted")})},
+                        "202": {
+                            "description": "Stored",
+                            **_json({"$ref": REF.format(model="Accepted")}),
+                            "links": _order_links(),
+                        },
                         "200": {
                             "description": "Duplicate of a stored order (same id, same content)",
                             **_json({"$ref": REF.format(model="Accepted")}),
+                            "links": _order_links(),
                         },
                         **_problems(401, 409, 413, 422, 503),
                     },
                 },
                 "get": {
+                    "operationId": "listOrders",
                     "summary": "List orders, newest first",
                     "parameters": [
                         {"name": "state", "in": "query", "schema": state_ref},
@@ -121,11 +158,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}": {
                 "get": {
+                    "operationId": "getOrder",
                     "summary": "The order, its state, attempts, last error and class, POS reference, tickets, history",
                     "parameters": [order_id],
                     "responses": {"200": {"description": "The order"}, **_problems(401, 404)},
                 },
                 "put": {
+                    "operationId": "replaceOrder",
                     "summary": "Replace an order that is not yet in the POS",
                     "parameters": [order_id],
                     "requestBody": {"required": True, **_json({"$ref": REF.format(model="Order")})},
@@ -134,6 +173,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/payment": {
                 "post": {
+                    "operationId": "payOrder",
                     "summary": "Mark a held unpaid order paid; it then proceeds",
                     "parameters": [order_id],
                     "requestBody": {"required": True, **_json({"$ref": REF.format(model="PaymentUpdate")})},
@@ -142,6 +182,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/cancel": {
                 "post": {
+                    "operationId": "cancelOrder",
                     "summary": "Cancel an order that is not yet in the POS",
                     "parameters": [order_id],
                     "responses": {"200": {"description": "Cancelled"}, **_problems(401, 404, 409)},
@@ -149,6 +190,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/resubmit": {
                 "post": {
+                    "operationId": "resubmitOrder",
                     "summary": "Send a failed order to the queue again, attempts reset",
                     "parameters": [order_id],
                     "responses": {"202": {"description": "Queued"}, **_problems(401, 404, 409)},
@@ -156,6 +198,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/orders/{order_id}/reprint": {
                 "post": {
+                    "operationId": "reprintOrder",
                     "summary": "Print the ticket again, marked REPRINT n",
                     "parameters": [order_id],
                     "responses": {"202": {"description": "Print requested"}, **_problems(401, 404, 409)},
@@ -163,8 +206,13 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/health": {
                 "get": {
+                    "operationId": "getHealth",
                     "summary": "Health snapshot; 200 when ready (outbox open, loops running), 503 otherwise",
-                    "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                    "responses": {
+                        "200": {"description": "Ready", **_json({"type": "object"})},
+                        "503": {"description": "Not ready", **_json({"type": "object"})},
+                        **_problems(401),
+                    },
                 },
             },
         },
