@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from agent.errors import FieldError, OrderInvalid
@@ -60,8 +61,12 @@ def _rfc3339(value: object) -> object:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
-Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_clean_text)]
-ShortText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_clean_text)]
+# The control-character rule of _clean_text, stated in the JSON Schema so generated orders can keep it.
+_TEXT_SCHEMA: JsonDict = {"pattern": r"^[^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*$"}
+_NO_CONTROL = Field(json_schema_extra=_TEXT_SCHEMA)
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_clean_text), _NO_CONTROL]
+ShortText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_clean_text), _NO_CONTROL]
+Allergen = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text), _NO_CONTROL]
 Money = Annotated[int, Field(ge=0, le=100_000_000, strict=True)]
 Quantity = Annotated[int, Field(ge=1, le=999, strict=True)]
 
@@ -91,7 +96,7 @@ class Fulfillment(_Strict):
     """Pickup, delivery (with an address) or dine-in (with a table)."""
 
     type: FulfillmentType
-    table: Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_clean_text)] | None = None
+    table: Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_clean_text), _NO_CONTROL] | None = None
     covers: Annotated[int, Field(ge=1, le=999, strict=True)] | None = None
     address: Address | None = None
     instructions: Text | None = None
@@ -109,15 +114,15 @@ class Customer(_Strict):
     """Who ordered; the name is required unless the order is eaten in."""
 
     name: Text | None = None
-    phone: Annotated[str, Field(max_length=32), AfterValidator(_clean_text)] | None = None
-    email: Annotated[str, Field(max_length=254), AfterValidator(_clean_text)] | None = None
+    phone: Annotated[str, Field(max_length=32), AfterValidator(_clean_text), _NO_CONTROL] | None = None
+    email: Annotated[str, Field(max_length=254), AfterValidator(_clean_text), _NO_CONTROL] | None = None
 
 
 class Modifier(_Strict):
     """A choice on an item (extra basil), possibly with its own choices, at most three levels deep."""
 
     name: ShortText
-    sku: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text)] | None = None
+    sku: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text), _NO_CONTROL] | None = None
     quantity: Quantity = 1
     unit_price: Money = 0
     modifiers: list[Modifier] = Field(default_factory=list, max_length=50)
@@ -135,14 +140,14 @@ class Item(_Strict):
     """One order line: ``quantity`` x ``name`` at ``unit_price`` minor units, with modifiers."""
 
     name: ShortText
-    sku: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text)] | None = None
+    sku: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text), _NO_CONTROL] | None = None
     quantity: Quantity
     unit_price: Money
     category: Text | None = None
     course: Annotated[int, Field(ge=0, le=20, strict=True)] | None = None
     notes: Text | None = None
-    allergens: list[Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text)]] = Field(
-        default_factory=list, max_length=30
+    allergens: list[Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_clean_text), _NO_CONTROL]] = (
+        Field(default_factory=list, max_length=30)
     )
     modifiers: list[Modifier] = Field(default_factory=list, max_length=50)
 
@@ -185,7 +190,7 @@ class Discount(_Strict):
 
     kind: DiscountKind
     code: Text | None = None
-    pos_id: Annotated[str, Field(max_length=64), AfterValidator(_clean_text)] | None = None
+    pos_id: Annotated[str, Field(max_length=64), AfterValidator(_clean_text), _NO_CONTROL] | None = None
     description: Text | None = None
     amount: Money
 

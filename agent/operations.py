@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent import outbox_ops as ops
 from agent.config import Settings
 from agent.dispatcher import Dispatcher
 from agent.errors import FieldError, OrderInvalid, OrderNotFound
-from agent.models import Order, field_errors, parse_order
+from agent.models import Money, Order, Text, field_errors, parse_order
 from agent.outbox import Outbox
 from agent.outbox_ops import SubmitResult
 from agent.printing import PrintWorker
@@ -29,8 +29,9 @@ class PaymentUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     status: Literal["paid"]
-    method: str | None = Field(default=None, max_length=100)
-    amount: int | None = Field(default=None, ge=0, le=100_000_000, strict=True)
+    # The order's own field types, so a payment that is accepted here is valid once merged into the order.
+    method: Text | None = None
+    amount: Money | None = None
 
 
 @dataclass

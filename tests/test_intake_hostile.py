@@ -210,3 +210,20 @@ async def test_bearer_scheme_is_case_insensitive(agent: AgentProcess) -> None:
                 assert refused.status_code == 401, f"{header!r}: {refused.text}"
                 assert refused.headers["content-type"].startswith(PROBLEM_JSON)
                 assert refused.headers["www-authenticate"].lower().startswith("bearer")
+
+
+async def test_a_payment_the_order_cannot_hold_is_refused_not_a_500(one: httpx.AsyncClient) -> None:
+    """Found by schemathesis: a payment is checked with the order's own field rules (422 naming it, not 500)."""
+    held = make_order("ord_pay", payment={"status": "pending", "method": "card", "amount": 1910, "currency": "GBP"})
+    assert (await one.post("/v1/orders", json=held)).status_code == 202
+    for body, loc in (
+        ({"status": "paid", "method": "card\u0002"}, ["method"]),
+        ({"status": "paid", "method": "x" * 501}, ["method"]),
+        ({"status": "paid", "amount": 100_000_001}, ["amount"]),
+    ):
+        response = await one.post("/v1/orders/ord_pay/payment", json=body)
+        _assert_problem(response, loc, case=str(body)[:60])
+    detail = (await one.get("/v1/orders/ord_pay")).json()
+    assert (detail["state"], detail["order"]["payment"]["method"]) == ("held", "card")
+    paid = await one.post("/v1/orders/ord_pay/payment", json={"status": "paid", "method": "Visa"})
+    assert paid.status_code == 200, paid.text
