@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -19,6 +19,9 @@ from agent.config import Settings, settings_from_dict
 from agent.outbox import Outbox
 from agent.service import Agent
 from drivers.pos.simulator import SimulatorState, serve_simulator
+
+if TYPE_CHECKING:
+    from tests.test_crash_recovery import Processes
 
 BASE_ORDER: dict[str, Any] = {
     "schema_version": 1,
@@ -191,3 +194,15 @@ async def run_agent(settings: Settings, *, clock: FakeClock | None = None) -> As
             yield RunningAgent(agent, clock, client)
         finally:
             await agent.stop()
+
+
+@pytest.fixture(name="procs")
+def _procs(tmp_path: Path) -> Iterator[Processes]:
+    """Return the registry of real child processes; every process in it is killed at teardown."""
+    from tests.test_crash_recovery import Processes
+
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.close()

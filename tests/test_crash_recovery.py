@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +81,6 @@ class Processes:
                 popen.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores SIGKILL
                 pass
-
-
-@pytest.fixture(name="procs")
-def _procs(tmp_path: Path) -> Iterator[Processes]:
-    """Return the process registry; every process in it is killed at teardown."""
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 async def poll(probe: Any, *, timeout: float, what: str, interval: float = 0.02) -> Any:

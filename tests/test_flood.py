@@ -16,7 +16,6 @@ import resource
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -67,15 +66,6 @@ def _room_for_the_flood() -> None:
     if hard != resource.RLIM_INFINITY and hard < FLOOD + 512:
         pytest.fail(f"the test needs RLIMIT_NOFILE >= {FLOOD + 512}; the hard limit is {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, FLOOD + 512), hard))
-
-
-@pytest.fixture(name="procs")
-def _procs(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 async def post(base: str, order_id: str) -> tuple[int | None, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +70,6 @@ ORDER_CASES: list[tuple[str, bytes, list[Any]]] = [
     ("requested-at-epoch", _raw(make_order(), "requested_at", "1763906405"), ["requested_at"]),
     ("requested-at-no-offset", _raw(make_order(), "requested_at", '"2026-11-23T14:00:00"'), ["requested_at"]),
 ]
-
-
-@pytest.fixture(name="procs")
-def _procs(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 @pytest.fixture(name="agent")

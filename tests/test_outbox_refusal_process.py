@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -22,16 +22,6 @@ from tests.test_crash_recovery import BIN, AgentProcess, Processes, SimProcess, 
 pytestmark = pytest.mark.slow
 
 EXIT_REFUSED = 2
-
-
-@pytest.fixture(name="procs")
-def _procs(tmp_path: Path) -> Iterator[Processes]:
-    """Return the process registry; every process in it is killed at teardown."""
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
 
 
 @pytest.fixture(name="client")

@@ -251,16 +251,6 @@ def test_status_line_is_short_and_readable() -> None:
 # ---- venue-agent run under a fake systemd ----------------------------------------------------
 
 
-@pytest.fixture(name="procs")
-def _procs(tmp_path: Path) -> Iterator[Processes]:
-    """Return the process registry; every process in it is killed at teardown."""
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.close()
-
-
 @pytest.fixture(name="client")
 async def _client() -> AsyncIterator[httpx.AsyncClient]:
     """Return an HTTP client for loopback."""
