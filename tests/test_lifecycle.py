@@ -218,7 +218,7 @@ class TestRateLimiter:
     """Request spacing."""
 
     async def test_requests_are_spaced(self) -> None:
-        """At 4 per second, five requests take a second and never bunch."""
+        """At 4 per second, requests are a quarter second apart and the fifth waits out the window's margin."""
         now = [0.0]
         slept: list[float] = []
 
@@ -228,7 +228,22 @@ class TestRateLimiter:
 
         limiter = RateLimiter(4, monotonic=lambda: now[0], sleep=sleep)
         times = []
-        for _ in range(5):
+        for _ in range(6):
             await limiter.acquire()
             times.append(now[0])
-        assert times == [0.0, 0.25, 0.5, 0.75, 1.0]
+        assert times == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.05, 1.30])
+
+    async def test_a_late_wake_does_not_let_the_next_one_bunch(self) -> None:
+        """A sleep that overshoots still leaves no window of 1.05 s with more than ``rate`` sends."""
+        now = [0.0]
+
+        async def sleep(seconds: float) -> None:
+            now[0] += seconds + 0.03  # the event loop woke us late
+
+        limiter = RateLimiter(10, monotonic=lambda: now[0], sleep=sleep)
+        times = []
+        for _ in range(40):
+            await limiter.acquire()
+            times.append(now[0])
+        busiest = max(sum(1 for t in times if start <= t < start + 1.05) for start in times)
+        assert busiest <= 10
