@@ -3,9 +3,10 @@
 Square's ``FulfillmentRecipient.phone_number`` takes at most 17 characters (connect-api-specification
 api.json, ``components.schemas.FulfillmentRecipient.properties.phone_number.maxLength``) and Lightspeed
 K-Series wants ``customerInfo.contactNumberAsE164``. Customers type numbers in every national habit
-("+44 (0) 7700 900 123", "07700 900123", "0044 7700 900123"); Google's libphonenumber (the ``phonenumbers``
-port) knows each country's numbering plan, trunk prefix and international prefix. A number it cannot place
-is not guessed at: the caller shows it to staff as typed instead.
+("+44 (0) 7700 900 123", "07700 900123", "0044 7700 900123"); Google's libphonenumber (its Python port,
+``phonenumbers``, installed from the phonenumberslite distribution) knows each country's numbering plan,
+trunk prefix and international prefix. A number it cannot place is not guessed at: the caller shows it to
+staff as typed instead.
 """
 
 from __future__ import annotations
