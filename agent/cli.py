@@ -187,7 +187,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     lines = [
         f"{path}: OK",
         f"  venue        {settings.venue.id} ({settings.venue.name or 'no name'}), {settings.venue.timezone},"
-        f" {settings.venue.currency}",
+        f" {settings.venue.country or 'no country'}, {settings.venue.currency}",
         f"  intake       {settings.intake.listen}, token {'set' if settings.intake.token else 'not set'}",
         f"  outbox       {settings.storage.path} (keep {settings.storage.retention_days} days,"
         f" refuse orders below {settings.storage.min_free_mb} MB free)",

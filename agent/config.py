@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import ipaddress
 import os
 import re
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -62,6 +65,62 @@ def _system_timezone() -> str:
     return "UTC"
 
 
+def _tzdata_dirs() -> list[Path]:
+    """Return the directories that may hold tzdata's tables: the system's zoneinfo, then the tzdata package."""
+    dirs = [Path(p) for p in zoneinfo.TZPATH]
+    try:
+        dirs.append(Path(str(importlib.resources.files("tzdata") / "zoneinfo")))
+    except ModuleNotFoundError:
+        pass
+    return dirs
+
+
+def _tab_rows(name: str) -> list[list[str]]:
+    """Return the tab-separated rows of tzdata's table ``name`` (comments dropped), from the first place holding it."""
+    for directory in _tzdata_dirs():
+        try:
+            text = (directory / name).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        return [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+    return []
+
+
+@functools.cache
+def _zone_countries() -> dict[str, str]:
+    """Return zone name -> ISO 3166-1 alpha-2 country: zone.tab (one country a zone), then zone1970.tab."""
+    countries: dict[str, str] = {}
+    for row in _tab_rows("zone1970.tab"):
+        if len(row) >= 3:
+            # "GB,GG,IM,JE  +513030-0000731  Europe/London": the first code is the zone's main country.
+            countries[row[2]] = row[0].split(",")[0]
+    for row in _tab_rows("zone.tab"):
+        if len(row) >= 3:
+            countries[row[2]] = row[0]
+    return countries
+
+
+@functools.cache
+def known_countries() -> frozenset[str]:
+    """Return the ISO 3166-1 alpha-2 codes of tzdata's iso3166.tab (empty when the system has no tzdata)."""
+    return frozenset(row[0] for row in _tab_rows("iso3166.tab") if row and re.fullmatch(r"[A-Z]{2}", row[0]))
+
+
+def zone_country(zone: str) -> str | None:
+    """Return the country of IANA zone ``zone`` from the system's tzdata tables, or None (UTC, Etc/*, unknown)."""
+    countries = _zone_countries()
+    if zone in countries:
+        return countries[zone]
+    # A backward-compatible name ("GB", "US/Eastern") is a link to the canonical zone the tables list.
+    for directory in _tzdata_dirs():
+        try:
+            target = (directory / zone).resolve(strict=True).relative_to(directory.resolve())
+        except (OSError, ValueError, RuntimeError):
+            continue
+        return countries.get(str(target))
+    return None
+
+
 def _keyed(problems: dict[str, str]) -> ValueError:
     """Return an error that ``config check`` splits into one problem per (relative) key."""
     return ValueError("\n".join(f"@{key}: {message}" for key, message in problems.items()))
@@ -114,6 +173,8 @@ class VenueSettings(Section):
     name: str = ""
     timezone: str = Field(default_factory=_system_timezone)
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "GBP"
+    # ISO 3166-1 alpha-2; places phone numbers typed without their country code. Default: the timezone's country.
+    country: str | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -124,6 +185,24 @@ class VenueSettings(Section):
             msg = f"unknown time zone {value!r} (use an IANA name such as 'Europe/London')"
             raise ValueError(msg) from None
         return value
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        known = known_countries()
+        if not re.fullmatch(r"[A-Z]{2}", code) or (known and code not in known):
+            msg = f"unknown country {value!r} (use an ISO 3166-1 alpha-2 code such as 'GB')"
+            raise ValueError(msg)
+        return code
+
+    @model_validator(mode="after")
+    def _country_of_the_zone(self) -> VenueSettings:
+        if self.country is None:
+            self.country = zone_country(self.timezone)
+        return self
 
     @property
     def tz(self) -> ZoneInfo:
@@ -277,6 +356,18 @@ class SquareSettings(Section):
     access_token_file: str | None = None
     square_version: str = "2025-01-23"
     catalog: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_ids_square_takes(cls, value: dict[str, str]) -> dict[str, str]:
+        # OrderLineItem/OrderLineItemModifier.catalog_object_id: maxLength 192 (Square's api.json); an id
+        # cannot be shortened, so a longer one is a config error rather than a refused order.
+        bad = {sku: object_id for sku, object_id in value.items() if not object_id or len(object_id) > 192}
+        if bad:
+            shown = ", ".join(sorted(bad))
+            msg = f"catalog object ids must be 1-192 characters (Square's limit); not so for {shown}"
+            raise ValueError(msg)
+        return value
 
 
 class HttpPosSettings(Section):

@@ -183,3 +183,58 @@ class TestConfigCommands:
         import tomllib
 
         assert tomllib.loads(result.stdout)["pos"]["driver"] == "http"
+
+
+HTTP_POS = {"driver": "http", "http": {"url": "http://127.0.0.1:9/orders"}}
+
+
+class TestVenueCountry:
+    """venue.country: the venue's country (ISO 3166-1 alpha-2), by default the country of venue.timezone."""
+
+    @pytest.mark.parametrize(
+        ("zone", "country"),
+        [
+            ("Europe/London", "GB"),
+            ("America/New_York", "US"),
+            ("Europe/Jersey", "JE"),
+            ("Asia/Calcutta", "IN"),  # a backward-compatible link to Asia/Kolkata
+            ("US/Eastern", "US"),
+            ("UTC", None),
+            ("Etc/GMT+1", None),
+        ],
+    )
+    def test_default_is_the_country_of_the_timezone(self, zone: str, country: str | None) -> None:
+        """Without venue.country the system's tzdata tables (zone.tab, zone1970.tab) give the zone's country."""
+        settings = settings_from_dict({"venue": {"id": "harbour-kitchen", "timezone": zone}, "pos": HTTP_POS})
+        assert settings.venue.country == country
+
+    def test_given_country_wins_and_is_upper_cased(self) -> None:
+        """A venue in a zone shared across a border says its country; "gb" is read as "GB"."""
+        raw = {"venue": {"id": "harbour-kitchen", "timezone": "Europe/Paris", "country": "gb"}, "pos": HTTP_POS}
+        assert settings_from_dict(raw).venue.country == "GB"
+
+    @pytest.mark.parametrize("bad", ["UK", "GBR", "United Kingdom", "1"])
+    def test_config_check_names_a_bad_country(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+        """config check refuses what is not an ISO 3166-1 alpha-2 code ("UK" is not one), naming venue.country."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        path = write(
+            tmp_path, GOOD.replace('timezone = "Europe/London"', f'timezone = "Europe/London"\ncountry = "{bad}"')
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path)
+        [problem] = caught.value.problems
+        assert problem.key == "venue.country"
+        assert "ISO 3166-1 alpha-2" in problem.message
+
+    def test_square_catalog_ids_longer_than_square_takes_are_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A catalog object id over Square's 192 characters is a config problem, not a refused order."""
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        square = (
+            f'[pos.square]\nlocation_id = "L1"\naccess_token = "t"\n[pos.square.catalog]\nPZ-MARG = "{"X" * 193}"\n'
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, GOOD + square))
+        [problem] = caught.value.problems
+        assert problem.key == "pos.square.catalog" and "PZ-MARG" in problem.message and "192" in problem.message

@@ -405,7 +405,7 @@ def test_already_printed_marker_leads_ticket_name_fulfilment_and_line_notes() ->
     """After a fallback ticket the marker starts the fulfilment note and every line note; the ticket name says so."""
     order = order_with(items=[*BASE["items"], {"name": "Cola", "quantity": 1, "unit_price": 0}])
     body = body_for(order, already_printed=True)["order"]
-    assert body["ticket_name"] == "ALREADY PRINTED K7Q2M9XA Sa..."  # Square allows 30 characters
+    assert body["ticket_name"] == "ALREADY PRINTED K7Q2M9XA Sam\u2026"  # Square allows 30 characters
     note = body["fulfillments"][0]["pickup_details"]["note"]
     assert note == f"{ALREADY_PRINTED_NOTE} - Ring the side door; No cutlery"
     assert body["line_items"][0]["note"] == f"{ALREADY_PRINTED_NOTE} - well done; Allergens: gluten, milk"

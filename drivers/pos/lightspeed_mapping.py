@@ -22,6 +22,7 @@ from agent.money import currency_exponent
 from agent.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, InjectResult, Permanent, Transient
 from drivers.pos.errors import PosDriverError
+from drivers.pos.phone import to_e164
 
 TO_GO_PATH = "/o/op/1/order/toGo"
 LOCAL_PATH = "/o/op/1/order/local"
@@ -50,8 +51,6 @@ _FULFILMENT_LABEL = {
     FulfillmentType.DELIVERY: "Delivery",
     FulfillmentType.DINE_IN: "Dine in",
 }
-_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SPACE = re.compile(r"\s+")
 _TAG = re.compile(r"<[^>]*>")
 _DUPLICATE = "reference has already been used"
@@ -199,9 +198,8 @@ def _customer_info(order: Order) -> tuple[dict[str, Any], str | None]:
 
 
 def e164_phone(phone: str) -> str | None:
-    """Return ``phone`` as E.164 when it is already written with its +country code, else None."""
-    compact = _PHONE_PUNCTUATION.sub("", phone)
-    return compact if _E164.match(compact) else None
+    """Return ``phone`` as E.164 when it is written with its +country code, else None (the shared parser)."""
+    return to_e164(phone, None)
 
 
 def _table_number(table: str | None) -> str:

@@ -49,6 +49,7 @@ def _square(settings: Settings, store: KeyValueStore | None) -> Driver:
         square_version=square.square_version,
         catalog=square.catalog,
         timeout_seconds=settings.pos.timeout_seconds,
+        phone_region=settings.venue.country,
     )
 
 

@@ -1,7 +1,8 @@
 """The simulator's Square dialect: ``POST /v2/orders`` and ``GET /v2/locations/{id}`` as Square answers them.
 
-Bodies are checked the way Square would (location, string quantities, integer money, known catalog ids)
-and errors come in Square's ``{"errors": [{category, code, detail, field}]}`` envelope. Idempotency is
+Bodies are checked the way Square would (location, string quantities, integer money, known catalog ids,
+every length limit of ``square_mapping.LIMITS``, no read-only field) and errors come in Square's
+``{"errors": [{category, code, detail, field}]}`` envelope, every length error of a request at once. Idempotency is
 Square's: the same key and body replay the original answer; the same key with another body is an error.
 The simulator's fault switches apply (down, slow, 5xx rate, 429, auth expiry, sold-out and unknown SKUs,
 HTML errors; ``not_ready`` makes the location INACTIVE). The dialect's own settings (location, known
@@ -25,7 +26,7 @@ from starlette.routing import Route
 
 # The simulator mounts these routes, so its module is only looked up at call time (no import cycle).
 from drivers.pos import simulator as _simulator
-from drivers.pos.square_mapping import IDEMPOTENCY_KEY_MAX, LINE_NOTE_MAX, REFERENCE_ID_MAX, TICKET_NAME_MAX
+from drivers.pos.square_mapping import limit_breaches, reach
 
 DEFAULT_CATALOG_IDS: frozenset[str] = frozenset({"SQ-VAR-MARG", "SQ-VAR-DIAV", "SQ-MOD-BASIL", "SQ-DISC-STAFF"})
 """Catalog object ids a fresh simulator knows (item variations, a modifier, a discount)."""
@@ -35,14 +36,66 @@ if TYPE_CHECKING:
 
 _QUANTITY = re.compile(r"^\d{1,7}(\.\d{1,5})?$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _FULFILLMENT_TYPES = frozenset({"PICKUP", "DELIVERY", "SHIPMENT"})
 _SCHEDULE_TYPES = frozenset({"ASAP", "SCHEDULED"})
 _PHASES = frozenset({"SUBTOTAL_PHASE", "TOTAL_PHASE", "APPORTIONED_PERCENTAGE_PHASE", "APPORTIONED_AMOUNT_PHASE"})
-_DISCOUNT_TYPES = frozenset(
-    {"FIXED_PERCENTAGE", "FIXED_AMOUNT", "VARIABLE_PERCENTAGE", "VARIABLE_AMOUNT", "UNKNOWN_DISCOUNT"}
-)
+# OrderLineItemDiscount.type: "Discounts that do not reference a catalog object ID must have a type of
+# FIXED_PERCENTAGE or FIXED_AMOUNT". The type may be left out (api.json's own CreateOrderRequest example does).
+_AD_HOC_DISCOUNT_TYPES = frozenset({"FIXED_PERCENTAGE", "FIXED_AMOUNT"})
+# Fields Square computes, which a request cannot set: the properties marked readOnly in api.json (release
+# 2025-08-20) of every object a CreateOrder body holds. Square may ignore them rather than refuse them
+# (unverified); the simulator refuses them, so a mapping that relies on one (an order tip) is caught.
+_READ_ONLY: dict[str, tuple[str, ...]] = {
+    "order": (
+        "id",
+        "returns",
+        "return_amounts",
+        "net_amounts",
+        "rounding_adjustment",
+        "tenders",
+        "refunds",
+        "created_at",
+        "updated_at",
+        "closed_at",
+        "total_money",
+        "total_tax_money",
+        "total_discount_money",
+        "total_tip_money",
+        "total_service_charge_money",
+        "rewards",
+        "net_amount_due_money",
+    ),
+    "order.line_items[]": (
+        "variation_total_price_money",
+        "gross_sales_money",
+        "total_tax_money",
+        "total_discount_money",
+        "total_money",
+        "total_service_charge_money",
+    ),
+    "order.line_items[].modifiers[]": ("total_price_money",),
+    "order.fulfillments[]": ("line_item_application", "entries"),
+    "order.fulfillments[].pickup_details": (
+        "placed_at",
+        "accepted_at",
+        "rejected_at",
+        "ready_at",
+        "expired_at",
+        "picked_up_at",
+        "canceled_at",
+    ),
+    "order.fulfillments[].delivery_details": (
+        "placed_at",
+        "in_progress_at",
+        "rejected_at",
+        "ready_at",
+        "delivered_at",
+        "canceled_at",
+    ),
+    "order.service_charges[]": ("applied_money", "total_money", "total_tax_money", "type"),
+    "order.discounts[]": ("reward_ids", "pricing_rule_id"),
+}
 
 
 @dataclass
@@ -98,14 +151,20 @@ def routes(state: SimulatorState) -> list[Route]:
 
 
 class SquareError(Exception):
-    """A request Square would refuse: the status and one error of the envelope."""
+    """A request Square would refuse: the status and the errors of the envelope (one, or several)."""
 
     def __init__(self, status: int, category: str, code: str, detail: str, path: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
-        self.error: dict[str, str] = {"category": category, "code": code, "detail": detail}
+        error: dict[str, str] = {"category": category, "code": code, "detail": detail}
         if path is not None:
-            self.error["field"] = path
+            error["field"] = path
+        self.errors: list[dict[str, str]] = [error]
+
+    def also(self, more: SquareError) -> SquareError:
+        """Return this error with ``more``'s errors after its own (the status stays the first one's)."""
+        self.errors.extend(more.errors)
+        return self
 
 
 def _invalid(code: str, detail: str, field: str) -> SquareError:
@@ -181,8 +240,7 @@ class _SquareHandlers:
         key = body.get("idempotency_key")
         if not isinstance(key, str) or not key:
             raise _invalid("MISSING_REQUIRED_PARAMETER", "Field must be set", "idempotency_key")
-        if len(key) > IDEMPOTENCY_KEY_MAX:
-            raise _invalid("VALUE_TOO_LONG", f"Must be at most {IDEMPOTENCY_KEY_MAX} characters", "idempotency_key")
+        _raise_breaches({"idempotency_key": key})
         record.idempotency_key = key
         state.attempts[key] += 1
         order = body.get("order")
@@ -216,13 +274,12 @@ class _SquareHandlers:
         location_id = order.get("location_id")
         if not isinstance(location_id, str) or not location_id:
             raise _invalid("MISSING_REQUIRED_PARAMETER", "Field must be set", "order.location_id")
+        _check_read_only(order)
+        _raise_breaches({"order": order})
         self._check_location(location_id, "order.location_id")
-        reference = order.get("reference_id")
-        if reference is not None and (not isinstance(reference, str) or len(reference) > REFERENCE_ID_MAX):
-            raise _invalid("VALUE_TOO_LONG", f"Must be at most {REFERENCE_ID_MAX} characters", "order.reference_id")
-        ticket = order.get("ticket_name")
-        if ticket is not None and (not isinstance(ticket, str) or len(ticket) > TICKET_NAME_MAX):
-            raise _invalid("VALUE_TOO_LONG", f"Must be at most {TICKET_NAME_MAX} characters", "order.ticket_name")
+        for text_field in ("reference_id", "ticket_name"):
+            if text_field in order and not isinstance(order[text_field], str):
+                raise _invalid("EXPECTED_STRING", "Expected a string", f"order.{text_field}")
         _check_metadata(order.get("metadata"), "order.metadata")
         currencies: set[str] = set()
         lines = order.get("line_items")
@@ -235,9 +292,8 @@ class _SquareHandlers:
                 raise _invalid("INCORRECT_TYPE", "Expected an object", where)
             _check_quantity(line.get("quantity"), f"{where}.quantity")
             _check_item_identity(line, where, currencies, catalog_refs)
-            note = line.get("note")
-            if note is not None and (not isinstance(note, str) or len(note) > LINE_NOTE_MAX):
-                raise _invalid("VALUE_TOO_LONG", f"Must be at most {LINE_NOTE_MAX} characters", f"{where}.note")
+            if "note" in line and not isinstance(line["note"], str):
+                raise _invalid("EXPECTED_STRING", "Expected a string", f"{where}.note")
             _check_metadata(line.get("metadata"), f"{where}.metadata")
             modifiers = line.get("modifiers", [])
             if not isinstance(modifiers, list):
@@ -250,18 +306,19 @@ class _SquareHandlers:
                     _check_quantity(modifier["quantity"], f"{mwhere}.quantity")
                 _check_item_identity(modifier, mwhere, currencies, catalog_refs)
         for i, charge in enumerate(_list(order, "service_charges")):
-            where = f"order.service_charges[{i}]"
-            if charge.get("calculation_phase") not in _PHASES:
-                raise _invalid("INVALID_ENUM_VALUE", "Unknown calculation phase", f"{where}.calculation_phase")
-            if charge.get("calculation_phase") == "TOTAL_PHASE" and charge.get("taxable"):
-                raise _invalid("INVALID_VALUE", "TOTAL_PHASE service charges cannot be taxable", f"{where}.taxable")
-            _check_money(charge.get("amount_money"), f"{where}.amount_money", currencies)
+            _check_service_charge(charge, f"order.service_charges[{i}]", currencies, catalog_refs)
         for i, discount in enumerate(_list(order, "discounts")):
             where = f"order.discounts[{i}]"
             if isinstance(discount.get("catalog_object_id"), str):
                 catalog_refs.append((discount["catalog_object_id"], f"{where}.catalog_object_id"))
-            elif discount.get("type") not in _DISCOUNT_TYPES or not discount.get("name"):
-                raise _invalid("MISSING_REQUIRED_PARAMETER", "An ad hoc discount needs a name and type", where)
+            elif not discount.get("name"):
+                raise _invalid("MISSING_REQUIRED_PARAMETER", "An ad hoc discount needs a name", f"{where}.name")
+            elif "type" in discount and discount["type"] not in _AD_HOC_DISCOUNT_TYPES:
+                raise _invalid(
+                    "INVALID_VALUE", "An ad hoc discount is FIXED_PERCENTAGE or FIXED_AMOUNT", f"{where}.type"
+                )
+            elif "percentage" not in discount and "amount_money" not in discount:
+                raise _invalid("MISSING_REQUIRED_PARAMETER", "An ad hoc discount needs an amount or percentage", where)
             if "amount_money" in discount:
                 _check_money(discount["amount_money"], f"{where}.amount_money", currencies)
         fulfillments = _list(order, "fulfillments")
@@ -358,7 +415,7 @@ class _SquareHandlers:
             title = f"{exc.status} {HTTPStatus(exc.status).phrase}"
             page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
             return HTMLResponse(page, status_code=exc.status, headers=headers)
-        return JSONResponse({"errors": [exc.error]}, status_code=exc.status, headers=headers)
+        return JSONResponse({"errors": exc.errors}, status_code=exc.status, headers=headers)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -417,13 +474,51 @@ def _check_item_identity(
 
 
 def _check_metadata(value: object, where: str) -> None:
+    """Check a metadata map holds strings (its sizes are rows of LIMITS)."""
     if value is None:
         return
-    if not isinstance(value, dict) or len(value) > 10:
-        raise _invalid("INVALID_VALUE", "Metadata holds at most 10 string entries", where)
+    if not isinstance(value, dict):
+        raise _invalid("EXPECTED_MAP", "Expected a map of strings", where)
     for key, item in value.items():
-        if not _METADATA_KEY.match(str(key)) or not isinstance(item, str) or len(item) > 255:
-            raise _invalid("INVALID_VALUE", f"Bad metadata entry {key!r}", f"{where}.{key}")
+        if not isinstance(item, str):
+            raise _invalid("EXPECTED_STRING", "Metadata values are strings", f"{where}.{key}")
+
+
+def _raise_breaches(body: Mapping[str, Any]) -> None:
+    """Raise every length error Square would answer for ``body`` at once, in one envelope."""
+    breaches = limit_breaches(body)
+    if not breaches:
+        return
+    first, *rest = (_invalid(b.code, b.detail, b.field) for b in breaches)
+    for more in rest:
+        first.also(more)
+    raise first
+
+
+def _check_read_only(order: Mapping[str, Any]) -> None:
+    for where, names in _READ_ONLY.items():
+        for name in names:
+            for path, _, _ in reach({"order": order}, f"{where}.{name}"):
+                raise _invalid("INVALID_VALUE", "This field is read-only: Square computes it", path)
+
+
+def _check_service_charge(
+    charge: Mapping[str, Any], where: str, currencies: set[str], catalog_refs: list[tuple[str, str]]
+) -> None:
+    if charge.get("calculation_phase") not in _PHASES:
+        raise _invalid("INVALID_ENUM_VALUE", "Unknown calculation phase", f"{where}.calculation_phase")
+    # OrderServiceCharge.taxable: "service charges calculated in the TOTAL_PHASE cannot be marked as taxable".
+    if charge.get("calculation_phase") == "TOTAL_PHASE" and charge.get("taxable"):
+        raise _invalid("INVALID_VALUE", "TOTAL_PHASE service charges cannot be taxable", f"{where}.taxable")
+    # OrderServiceCharge.amount_money: "Exactly one of percentage or amount_money should be set."
+    if "percentage" in charge and "amount_money" in charge:
+        raise _invalid("CONFLICTING_PARAMETERS", "Set percentage or amount_money, not both", where)
+    if isinstance(charge.get("catalog_object_id"), str):
+        catalog_refs.append((charge["catalog_object_id"], f"{where}.catalog_object_id"))
+    elif "percentage" not in charge and "amount_money" not in charge:
+        raise _invalid("MISSING_REQUIRED_PARAMETER", "Set percentage or amount_money", f"{where}.amount_money")
+    if "amount_money" in charge:
+        _check_money(charge["amount_money"], f"{where}.amount_money", currencies)
 
 
 def _check_fulfillment(fulfillment: Mapping[str, Any], where: str) -> None:
@@ -449,9 +544,9 @@ def _check_fulfillment(fulfillment: Mapping[str, Any], where: str) -> None:
     at = details.get(at_name)
     if schedule == "SCHEDULED" and not (isinstance(at, str) and _RFC3339.match(at)):
         raise _invalid("INVALID_TIME", "A scheduled fulfillment needs an RFC 3339 time", f"{dwhere}.{at_name}")
-    note = details.get("note")
-    if note is not None and (not isinstance(note, str) or len(note) > 550):
-        raise _invalid("VALUE_TOO_LONG", "Must be at most 550 characters", f"{dwhere}.note")
+    for text_field in ("note", "pickup_at" if kind == "PICKUP" else "deliver_at"):
+        if text_field in details and not isinstance(details[text_field], str):
+            raise _invalid("EXPECTED_STRING", "Expected a string", f"{dwhere}.{text_field}")
 
 
 def _currency(order: Mapping[str, Any]) -> str | None:

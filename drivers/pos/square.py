@@ -38,7 +38,10 @@ _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError)
 
 
 class SquareDriver:
-    """Send orders to ``POST {base_url}/v2/orders``; one-phase: a 200 with an order id means it is in Square."""
+    """Send orders to ``POST {base_url}/v2/orders``; one-phase: a 200 with an order id means it is in Square.
+
+    ``phone_region`` (ISO 3166-1 alpha-2, ``venue.country``) places phone numbers typed without a country code.
+    """
 
     name = "square"
     two_phase = False
@@ -52,6 +55,7 @@ class SquareDriver:
         square_version: str,
         catalog: Mapping[str, str],
         timeout_seconds: float,
+        phone_region: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -68,6 +72,7 @@ class SquareDriver:
         self._base = base_url.rstrip("/")
         self._location_id = location_id
         self._catalog = dict(catalog)
+        self._phone_region = phone_region
         self._clock = clock
         headers = {
             "Authorization": f"Bearer {access_token}",
@@ -93,6 +98,7 @@ class SquareDriver:
             idempotency_key=key,
             catalog=self._catalog,
             already_printed=request.already_printed,
+            phone_region=self._phone_region,
         )
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         started = time.perf_counter()
