@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli_outbox
 
     cli_outbox.add_commands(sub, config_parent, json_parent)
+    from agent import cli_doctor
+
+    cli_doctor.add_commands(sub, config_parent, json_parent)
 
     sim = sub.add_parser("pos-sim", help="run the POS simulator (for demos, rehearsals and tests)")
     from drivers.pos import simulator_cli
@@ -228,7 +231,7 @@ def _offline_counts(path: Path) -> dict[str, int] | None:
     if not path.exists() or path.stat().st_size == 0:  # SQLite would delete the -wal of an empty file
         return None
     try:
-        conn = operator.connect_readonly(path)
+        conn = outbox_readonly.connect(path)
         try:
             return outbox_readonly.counts(conn)
         finally:
@@ -256,7 +259,7 @@ def _ask_agent(ctx: operator.Context, path: str, params: dict[str, Any] | None =
 
 def _from_outbox(ctx: operator.Context, read: Callable[[sqlite3.Connection], Any]) -> Any:
     ctx.announce_outbox()
-    conn = operator.connect_readonly(ctx.outbox)
+    conn = outbox_readonly.connect(ctx.outbox)
     try:
         return read(conn)
     finally:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent import operator, snoozes
+from agent import operator, outbox_readonly, snoozes
 from agent.client import AgentClient, AgentUnreachable
 from agent.config import Settings
 
@@ -55,7 +55,7 @@ def cmd_snoozes_list(args: argparse.Namespace) -> int:
     if settings.storage.path.exists():
         ctx.announce_outbox()
         try:
-            conn = operator.connect_readonly(settings.storage.path)
+            conn = outbox_readonly.connect(settings.storage.path)
         except (sqlite3.Error, OSError) as exc:
             print(f"error: cannot read the outbox {settings.storage.path}: {exc}", file=sys.stderr)
             return EXIT_FAILURE

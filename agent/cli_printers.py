@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent import operator
+from agent import operator, outbox_readonly
 from agent.config import PrinterSettings, Settings
 from agent.errors import ConfigError, Problem
 from agent.models import Order, parse_order
@@ -239,7 +239,7 @@ def _read_order(settings: Settings, order_id: str) -> OrderRecord | None:
     path = settings.storage.path
     if not path.exists():
         return None
-    conn = operator.connect_readonly(path)
+    conn = outbox_readonly.connect(path)
     try:
         row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
     finally:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,24 +138,3 @@ def outbox_location(
     if config_path == config.SYSTEM_CONFIG or state_dir.is_dir():
         return state_dir / "outbox.db", f"the service's state directory {state_dir}"
     return settings.storage.path, "the user data directory: no installed service found"
-
-
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    """Open the outbox read-only (rows as sqlite3.Row); raise sqlite3.Error or FileNotFoundError.
-
-    While the agent runs (a -wal file exists) a read-only connection shares its WAL index. With the agent stopped,
-    SQLite would have to create that index, which a reader that may not write the directory cannot: the file is
-    then opened as immutable (nothing else writes it then).
-    """
-    if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "no outbox file", str(path))
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError:
-        conn.close()
-        if Path(f"{path}-wal").exists():
-            raise
-        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
-    return conn

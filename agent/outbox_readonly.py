@@ -1,11 +1,12 @@
 """Read-only views of the outbox file for operator commands: with the agent stopped, or unable to ask it.
 
-Every function takes a connection from ``agent.operator.connect_readonly`` and only reads. The views have the
+Every function takes a connection from ``connect`` and only reads. The views have the
 same shape as the local API's answers (agent/records.py), so a command prints them the same way.
 """
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,27 @@ from agent.records import EventRecord, OrderRecord, PrintJob, order_detail, orde
 from agent.states import State
 
 PENDING = ("queued", "sending", "retrying", "awaiting_pos")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the outbox read-only (rows as sqlite3.Row); raise sqlite3.Error or FileNotFoundError.
+
+    While the agent runs (a -wal file exists) a read-only connection shares its WAL index. With the agent stopped,
+    SQLite would have to create that index, which a reader that may not write the directory cannot: the file is
+    then opened as immutable (nothing else writes it then).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "no outbox file", str(path))
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        if Path(f"{path}-wal").exists():
+            raise
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    return conn
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
