@@ -149,7 +149,7 @@ def parse_unit(files: Iterable[tuple[Path, str]]) -> Unit:
                     loaded.clear()
                     continue
                 name, _, source = value.partition(":")
-                loaded[name] = UnitCredential(name, source, path, encrypted=key.endswith("Encrypted"))
+                loaded[name.strip()] = UnitCredential(name.strip(), source.strip(), path, key.endswith("Encrypted"))
             elif key in ("SetCredential", "SetCredentialEncrypted"):
                 if value:
                     set_names.add(value.partition(":")[0])
