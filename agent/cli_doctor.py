@@ -73,7 +73,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(render(findings))
     if args.bundle:
         path = Path(args.bundle)
-        size = write_bundle(path, report, findings, document, with_orders=args.with_orders)
+        size = write_bundle(path, report, findings, document, with_orders=args.with_orders, explicit=args.config)
         print(f"wrote {path} ({size / 1024:.0f} KB)", file=sys.stderr)
     return exit_code(findings)
 
@@ -115,6 +115,7 @@ def write_bundle(
     document: dict[str, Any],
     *,
     with_orders: bool,
+    explicit: str | None = None,
 ) -> int:
     """Write the support archive (mode 0600) and return its size in bytes."""
     ctx = report.context
@@ -124,7 +125,7 @@ def write_bundle(
         "config-check.json": json.dumps(config_check.as_json(report), indent=2, default=str),
         "system.txt": _system(),
     }
-    members.update(_config_files(report))
+    members.update(_config_files(report, explicit))
     members.update(_journal())
     if ctx is not None:
         members.update(_outbox(ctx, with_orders=with_orders))
@@ -145,12 +146,12 @@ def write_bundle(
     return path.stat().st_size
 
 
-def _config_files(report: config_check.ConfigReport) -> dict[str, str]:
+def _config_files(report: config_check.ConfigReport, explicit: str | None) -> dict[str, str]:
     if report.context is not None:
         return {"config.toml": dumps(config.redacted(report.context.settings))}
     # The file does not validate: its own text, parsed and redacted key by key (never the raw bytes).
     try:
-        source = config.find_config(None)
+        source = config.find_config(explicit)
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except (ConfigError, OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         return {"config-unreadable.txt": f"the config could not be read or parsed, so it is not included: {exc}\n"}
