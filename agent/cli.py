@@ -47,7 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="venue-agent", description="Online orders into the POS, or onto paper.")
+    parser = argparse.ArgumentParser(
+        prog="venue-agent",
+        description="Online orders into the POS, or onto paper.",
+        epilog=(
+            "On an installed box every command but 'run' finds what the service uses: relative *_file secrets from"
+            " $CREDENTIALS_DIRECTORY, else the unit's LoadCredential= source, else /etc/venue-agent/credentials/;"
+            " the outbox from storage.path, else /var/lib/venue-agent/. Run them with sudo (read-only ones also as"
+            " a member of the group venue-agent). First stop for a technician: venue-agent doctor."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"venue-agent {__version__}")
     config_parent = argparse.ArgumentParser(add_help=False)
     config_parent.add_argument(
@@ -64,25 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="check or show the configuration")
     config_sub = config.add_subparsers(metavar="ACTION")
-    check = config_sub.add_parser("check", parents=[config_parent, json_parent], help="report every problem")
+    check = config_sub.add_parser(
+        "check",
+        parents=[config_parent, json_parent],
+        help="report every problem, and where each secret and the outbox are found",
+    )
     check.set_defaults(handler=cmd_config_check)
     show = config_sub.add_parser("show", parents=[config_parent, json_parent], help="effective settings, redacted")
     show.set_defaults(handler=cmd_config_show)
 
-    status = sub.add_parser("status", parents=[config_parent, json_parent], help="health of the running agent")
+    status = sub.add_parser(
+        "status",
+        parents=[config_parent, json_parent],
+        help="health of the running agent (without it, or without its token: what the outbox file holds)",
+    )
     status.set_defaults(handler=cmd_status)
 
     orders = sub.add_parser("orders", help="list, inspect and act on orders")
     orders_sub = orders.add_subparsers(metavar="ACTION")
-    listing = orders_sub.add_parser("list", parents=[config_parent, json_parent], help="newest first")
+    listing = orders_sub.add_parser(
+        "list",
+        parents=[config_parent, json_parent],
+        help="newest first (from the outbox file when the agent is stopped)",
+    )
     listing.add_argument("--state", choices=[s.value for s in State])
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=cmd_orders_list)
     for action, text in (
-        ("show", "one order with its history"),
-        ("resubmit", "send a failed order again"),
-        ("cancel", "cancel an order the POS does not have yet"),
-        ("reprint", "print the ticket again, marked REPRINT"),
+        ("show", "one order with its history (from the outbox file when the agent is stopped)"),
+        ("resubmit", "send a failed order again (through the running agent)"),
+        ("cancel", "cancel an order the POS does not have yet (through the running agent)"),
+        ("reprint", "print the ticket again, marked REPRINT (through the running agent)"),
     ):
         p = orders_sub.add_parser(action, parents=[config_parent, json_parent], help=text)
         p.add_argument("order_id")

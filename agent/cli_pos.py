@@ -23,7 +23,9 @@ def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: 
     snooze_sub = snooze.add_subparsers(metavar="ACTION")
     listing = snooze_sub.add_parser("list", parents=[config_parent, json_parent], help="snoozes in force")
     listing.set_defaults(handler=cmd_snoozes_list)
-    clearing = snooze_sub.add_parser("clear", parents=[config_parent], help="release snoozed SKUs")
+    clearing = snooze_sub.add_parser(
+        "clear", parents=[config_parent], help="release snoozed SKUs (through the running agent, if it runs)"
+    )
     clearing.add_argument("skus", nargs="*", metavar="SKU")
     clearing.add_argument("--all", action="store_true", help="release every snoozed SKU")
     clearing.set_defaults(handler=cmd_snoozes_clear)

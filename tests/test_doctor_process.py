@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 import sys
 import tarfile
 from collections.abc import AsyncIterator
@@ -273,3 +274,66 @@ async def test_a_config_that_does_not_load_still_gets_a_redacted_bundle(tmp_path
     files = read_bundle(bundle)
     assert "inline-secret-value" not in "".join(files.values())
     assert 'token = "***"' in files["config-invalid-redacted.toml"]
+
+
+def _stored_refresh_token(outbox: Path) -> str | None:
+    conn = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM kv WHERE key = 'pos.lightspeed_k.45454545.refresh_token'").fetchone()
+    finally:
+        conn.close()
+    return str(row[0]) if row else None
+
+
+async def test_lightspeed_is_probed_with_the_agents_token_and_never_rotated(tmp_path: Path, procs: Processes) -> None:
+    """Doctor reads the cached access token; it never spends the single-use refresh token (only the agent may)."""
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        sim = SimProcess(procs, client)
+        await sim.start()
+        port = free_port()
+        config = tmp_path / "agent.toml"
+        config.write_text(
+            f"""
+[venue]
+id = "harbour-kitchen"
+timezone = "Europe/London"
+[storage]
+path = "{tmp_path / "outbox.db"}"
+[intake]
+listen = "127.0.0.1:{port}"
+[pos]
+driver = "lightspeed_k"
+timeout_seconds = 2
+[pos.lightspeed_k]
+base_url = "{sim.base}"
+business_location_id = 45454545
+client_id = "venue-agent"
+client_secret = "client-secret"
+refresh_token = "seed-refresh-token"
+endpoint_id = "venue-agent-hook"
+[discovery]
+advertise = false
+""",
+            encoding="utf-8",
+        )
+
+        async def tokens_issued() -> int:
+            return int((await client.get(f"{sim.base}/_sim/lightspeed")).json()["live_access_tokens"])
+
+        _, out, _ = await doctor("--config", str(config), "--json")
+        pos = next(c for c in json.loads(out)["checks"] if c["check"] == "pos")
+        assert pos["level"] == "warn" and "single-use" in pos["detail"] and "start the agent" in pos["todo"]
+        assert await tokens_issued() == 0  # the seed was not spent
+
+        popen, log = procs.spawn("agent", "run", "--config", str(config))
+
+        async def agent_has_a_token() -> bool:
+            assert popen.poll() is None, log.read_text()
+            return await tokens_issued() == 1 and _stored_refresh_token(tmp_path / "outbox.db") is not None
+
+        await poll(agent_has_a_token, timeout=15, what="the agent's first token refresh")
+        stored = _stored_refresh_token(tmp_path / "outbox.db")
+        _, out, _ = await doctor("--config", str(config), "--json")
+        pos = next(c for c in json.loads(out)["checks"] if c["check"] == "pos")
+        assert pos["level"] == "ok" and "lightspeed_k: ready" in pos["detail"], pos
+        assert await tokens_issued() == 1 and _stored_refresh_token(tmp_path / "outbox.db") == stored
