@@ -139,6 +139,9 @@ def judge_agent(facts: AgentFacts) -> Finding:
     if facts.systemd == "active" and facts.api == "unreachable":
         todo = f"check intake.listen is the service's (--config of the unit); {logs}"
         return Finding("agent", "fail", f"{state}, {answers}", todo)
+    if facts.api == "ready":
+        todo = "an agent started by hand runs beside systemd: stop it, then: sudo systemctl start venue-agent"
+        return Finding("agent", "warn", f"{state}, but an agent is {answers}", todo)
     if facts.systemd in ("activating", "reloading", "deactivating"):
         return Finding("agent", "warn", f"{state}, {answers}", f"wait a few seconds and run doctor again; {logs}")
     if facts.systemd == "active":

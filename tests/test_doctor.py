@@ -211,6 +211,8 @@ def test_agent_verdicts() -> None:
     assert judge_agent(AgentFacts("active", "refused", url, "cannot read")).level == "warn"
     assert judge_agent(AgentFacts("activating", "unreachable", url)).level == "warn"
     assert judge_agent(AgentFacts("active", "not_ready", url)).level == "fail"
+    by_hand = judge_agent(AgentFacts("inactive", "ready", url))
+    assert by_hand.level == "warn" and "started by hand" in by_hand.todo
 
 
 def test_outbox_and_orders_verdicts() -> None:

@@ -10,6 +10,7 @@ neither variable set and the module constants pointed into the temporary root.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -235,3 +236,22 @@ def test_snoozes_clear_goes_through_the_running_agent(box: Box, capsys: pytest.C
         for body in ({}, {"skus": []}, {"skus": ["A"], "all": True}, {"all": "yes"}, [1]):
             assert client.post("/v1/snoozes/clear", json=body).status_code == 422, body
         assert client.post("/v1/snoozes/clear", json={"all": True}).json() == {"released": [], "not_snoozed": []}
+
+
+def test_a_member_of_the_group_gets_a_warning_not_a_failure_for_a_root_only_secret(
+    box: Box, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a non-root user a root-only secret cannot be checked: config check says so and still exits 0.
+
+    This machine runs the tests as root, for whom no file is unreadable: the permission refusal is simulated.
+    """
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(operator, "_denied", lambda path: True)
+    box.credential.unlink()
+    assert main(["config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "intake.token_file: cannot check" in out and "run 'sudo venue-agent config check'" in out
+    assert "token set (not readable by this user)" in out
+    assert main(["doctor", "--json"]) == 2  # the agent is not running: that fails; the secret only warns
+    secret = next(c for c in json.loads(capsys.readouterr().out)["checks"] if c["check"] == "secret")
+    assert secret["level"] == "warn" and "sudo venue-agent doctor" in secret["todo"]
