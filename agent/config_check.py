@@ -9,7 +9,6 @@ import asyncio
 import os
 import pwd
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agent import config, operator
@@ -158,8 +157,3 @@ def as_json(report: ConfigReport) -> dict[str, Any]:
         ],
         "settings": config.redacted(ctx.settings),
     }
-
-
-def config_path_or_none(report: ConfigReport) -> Path | None:
-    """Return the config file the report is about, when it loaded."""
-    return report.context.path if report.context else None
