@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, logs
+from agent import __version__, logs, operator, outbox_readonly
 from agent.client import AgentClient, AgentUnreachable
-from agent.config import Settings, load_settings, redacted
+from agent.config import load_settings, redacted
 from agent.errors import AgentError, ConfigError, OutboxRefused
 from agent.outbox_identity import diagnose
 from agent.states import State
@@ -47,7 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="venue-agent", description="Online orders into the POS, or onto paper.")
+    parser = argparse.ArgumentParser(
+        prog="venue-agent",
+        description="Online orders into the POS, or onto paper.",
+        epilog=(
+            "On an installed box every command but 'run' finds what the service uses: relative *_file secrets from"
+            " $CREDENTIALS_DIRECTORY, else the unit's LoadCredential= source, else /etc/venue-agent/credentials/;"
+            " the outbox from storage.path, else /var/lib/venue-agent/. Run them with sudo (read-only ones also as"
+            " a member of the group venue-agent). First stop for a technician: venue-agent doctor."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"venue-agent {__version__}")
     config_parent = argparse.ArgumentParser(add_help=False)
     config_parent.add_argument(
@@ -64,25 +73,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="check or show the configuration")
     config_sub = config.add_subparsers(metavar="ACTION")
-    check = config_sub.add_parser("check", parents=[config_parent, json_parent], help="report every problem")
+    check = config_sub.add_parser(
+        "check",
+        parents=[config_parent, json_parent],
+        help="report every problem, and where each secret and the outbox are found",
+    )
     check.set_defaults(handler=cmd_config_check)
     show = config_sub.add_parser("show", parents=[config_parent, json_parent], help="effective settings, redacted")
     show.set_defaults(handler=cmd_config_show)
 
-    status = sub.add_parser("status", parents=[config_parent, json_parent], help="health of the running agent")
+    status = sub.add_parser(
+        "status",
+        parents=[config_parent, json_parent],
+        help="health of the running agent (without it, or without its token: what the outbox file holds)",
+    )
     status.set_defaults(handler=cmd_status)
 
     orders = sub.add_parser("orders", help="list, inspect and act on orders")
     orders_sub = orders.add_subparsers(metavar="ACTION")
-    listing = orders_sub.add_parser("list", parents=[config_parent, json_parent], help="newest first")
+    listing = orders_sub.add_parser(
+        "list",
+        parents=[config_parent, json_parent],
+        help="newest first (from the outbox file when the agent is stopped)",
+    )
     listing.add_argument("--state", choices=[s.value for s in State])
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=cmd_orders_list)
     for action, text in (
-        ("show", "one order with its history"),
-        ("resubmit", "send a failed order again"),
-        ("cancel", "cancel an order the POS does not have yet"),
-        ("reprint", "print the ticket again, marked REPRINT"),
+        ("show", "one order with its history (from the outbox file when the agent is stopped)"),
+        ("resubmit", "send a failed order again (through the running agent)"),
+        ("cancel", "cancel an order the POS does not have yet (through the running agent)"),
+        ("reprint", "print the ticket again, marked REPRINT (through the running agent)"),
     ):
         p = orders_sub.add_parser(action, parents=[config_parent, json_parent], help=text)
         p.add_argument("order_id")
@@ -100,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     from agent import cli_outbox
 
     cli_outbox.add_commands(sub, config_parent, json_parent)
+    from agent import cli_doctor
+
+    cli_doctor.add_commands(sub, config_parent, json_parent)
 
     sim = sub.add_parser("pos-sim", help="run the POS simulator (for demos, rehearsals and tests)")
     from drivers.pos import simulator_cli
@@ -114,20 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Settings:
-    settings, _ = load_settings(args.config)
-    return settings
-
-
 def _config_problems(exc: ConfigError, path: str | None) -> None:
-    print(f"config check: {len(exc.problems)} problem(s)", file=sys.stderr)
+    # Under systemd (a failed start) these lines reach the journal as errors, not as plain output.
+    logs.error_line(f"config check: {len(exc.problems)} problem(s)")
     for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
+        logs.error_line(f"  {problem}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
-    settings = _load(args)
+    settings, _ = load_settings(args.config)
     logs.configure(settings.logging.level, settings.logging.format)
     from agent.service import run_agent
     from drivers.pos.errors import PosConfigError
@@ -135,128 +155,73 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_agent(settings))
     except PosConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        logs.error_line(f"error: {exc}")
         return EXIT_USAGE
     except OutboxRefused as exc:  # restarting cannot fix it: exit 2, which the unit does not restart
-        print(f"error: cannot start: {exc}", file=sys.stderr)
+        logs.error_line(f"error: cannot start: {exc}")
         return EXIT_USAGE
-    except AgentError as exc:
-        print(f"error: cannot start: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"error: cannot start: {exc}", file=sys.stderr)
+    except (AgentError, OSError) as exc:
+        logs.error_line(f"error: cannot start: {exc}")
         return EXIT_FAILURE
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Validate the config file; print a one-screen summary or every problem."""
-    try:
-        settings, path = load_settings(args.config)
-    except ConfigError as exc:
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "problems": [{"source": p.source, "key": p.key, "message": p.message} for p in exc.problems],
-                    },
-                    indent=2,
-                )
-            )
-            return EXIT_USAGE
-        raise
-    from agent.cli_printers import printer_problems
-    from drivers.pos.errors import PosConfigError
-    from drivers.pos.registry import build_driver
+    """Validate the config as the service would use it; print a summary (0) or every problem (2)."""
+    from agent import config_check
 
-    problems = printer_problems(settings, str(path))
-    try:
-        asyncio.run(_build_and_close(settings, build_driver))
-    except PosConfigError as exc:
-        problems.insert(0, _problem_from(str(exc), str(path)))
-    if problems:
-        if args.json:
-            listed = [{"source": p.source, "key": p.key, "message": p.message} for p in problems]
-            print(json.dumps({"ok": False, "problems": listed}, indent=2))
-            return EXIT_USAGE
-        raise ConfigError(problems)
+    report = config_check.check(args.config)
     if args.json:
-        print(json.dumps({"ok": True, "file": str(path), "settings": redacted(settings)}, indent=2))
-        return EXIT_OK
-    printers = settings.fallback_printers()
-    lines = [
-        f"{path}: OK",
-        f"  venue        {settings.venue.id} ({settings.venue.name or 'no name'}), {settings.venue.timezone},"
-        f" {settings.venue.country or 'no country'}, {settings.venue.currency}",
-        f"  intake       {settings.intake.listen}, token {'set' if settings.intake.token else 'not set'}",
-        f"  outbox       {settings.storage.path} (keep {settings.storage.retention_days} days,"
-        f" refuse orders below {settings.storage.min_free_mb} MB free)",
-        f"  pos          {settings.pos.driver}, timeout {settings.pos.timeout_seconds:g} s,"
-        f" at most {settings.pos.rate_limit_per_second:g} requests/s",
-        f"  pre-orders   {settings.injection.preorders}"
-        + (f" ({settings.injection.buffer_minutes} min before)" if settings.injection.preorders == "buffered" else "")
-        + f", unpaid orders {'held' if settings.injection.hold_unpaid else 'sent'}",
-        f"  fallback     {'on' if settings.fallback.enabled else 'OFF'},"
-        f" after {settings.fallback.print_after_seconds:g} s,"
-        f" then {settings.fallback.after_print}; printers: {', '.join(p.name for p in printers) or 'NONE'}",
-        f"  mqtt         {'on, ' + str(settings.mqtt.host) if settings.mqtt.enabled else 'off'}",
-    ]
-    from agent.cli_printers import describe_printer
-
-    lines.extend(f"  printer      {describe_printer(p)}" for p in settings.printers)
-    if settings.fallback.enabled and not printers:
-        lines.append("  warning: fallback is on but no printer has the 'fallback' role: tickets cannot print")
-    print("\n".join(lines))
+        print(json.dumps(config_check.as_json(report), indent=2))
+        return EXIT_OK if report.ok else EXIT_USAGE
+    if not report.ok:
+        raise ConfigError(report.all_problems)
+    print("\n".join(config_check.summary(report)))
     return EXIT_OK
-
-
-async def _build_and_close(settings: Settings, build: Callable[[Settings], Any]) -> None:
-    driver = build(settings)
-    await driver.aclose()
-
-
-def _problem_from(text: str, source: str) -> Any:
-    from agent.errors import Problem
-
-    key, _, message = text.partition(": ")
-    return Problem(key, message or text, source)
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     """Print the effective settings with every secret redacted."""
-    settings = _load(args)
-    data = redacted(settings)
+    data = redacted(operator.load(args.config).settings)
     print(json.dumps(data, indent=2) if args.json else dumps(data), end="" if not args.json else "\n")
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the running agent's health; without an agent, what the outbox holds."""
-    settings = _load(args)
-    client = AgentClient(settings)
+    """Print the running agent's health; without an agent (or its token), what the outbox holds."""
+    ctx = operator.load(args.config)
+    client = AgentClient(ctx.settings)
     try:
         response = client.call("GET", "/v1/health")
     except AgentUnreachable as exc:
-        counts = _offline_counts(settings.storage.path)
-        refusal = diagnose(settings.storage.path)
-        refused = {"reason": refusal.reason, "message": refusal.message} if refusal else None
-        if args.json:
-            print(json.dumps({"running": False, "error": str(exc), "outbox": counts, "refused": refused}, indent=2))
-        else:
-            print(f"agent: NOT RUNNING ({exc})")
-            if refusal is not None:
-                print(f"outbox: REFUSED ({refusal.reason}): {refusal.message}")
-            if counts is not None:
-                print("outbox: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "outbox: empty")
-        return EXIT_FAILURE
+        return _status_from_outbox(ctx, args.json, running=False, why=str(exc))
     finally:
         client.close()
+    if response.status_code == 401:
+        return _status_from_outbox(ctx, args.json, running=True, why=f"{client.base} refused: {ctx.token_hint()}")
     health = response.json()
     if args.json:
         print(json.dumps(health, indent=2))
     else:
         print(_format_health(health))
     return EXIT_OK if response.status_code == 200 else EXIT_FAILURE
+
+
+def _status_from_outbox(ctx: operator.Context, as_json: bool, *, running: bool, why: str) -> int:
+    counts = _offline_counts(ctx.outbox)
+    refusal = diagnose(ctx.outbox)
+    refused = {"reason": refusal.reason, "message": refusal.message} if refusal else None
+    outbox = {"path": str(ctx.outbox), "source": ctx.outbox_source, "counts": counts}
+    if as_json:
+        body = {"running": running, "error": why, "outbox": counts, "refused": refused, "file": outbox}
+        print(json.dumps(body, indent=2))
+    else:
+        print(f"agent: RUNNING, but {why}" if running else f"agent: NOT RUNNING ({why})")
+        print(f"outbox: {ctx.outbox} ({ctx.outbox_source})")
+        if refusal is not None:
+            print(f"outbox: REFUSED ({refusal.reason}): {refusal.message}")
+        if counts is not None:
+            print("outbox: " + (", ".join(f"{k} {v}" for k, v in counts.items() if v) or "empty"))
+    return EXIT_OK if running else EXIT_FAILURE
 
 
 def _format_health(h: dict[str, Any]) -> str:
@@ -287,30 +252,58 @@ def _offline_counts(path: Path) -> dict[str, int] | None:
     if not path.exists() or path.stat().st_size == 0:  # SQLite would delete the -wal of an empty file
         return None
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        conn = outbox_readonly.connect(path)
         try:
-            rows = conn.execute("SELECT state, COUNT(*) FROM orders GROUP BY state").fetchall()
+            return outbox_readonly.counts(conn)
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, OSError):
         return None
-    return {str(state): int(count) for state, count in rows}
+
+
+def _ask_agent(ctx: operator.Context, path: str, params: dict[str, Any] | None = None) -> Any:
+    """GET ``path`` from the local API; None when the agent is not running or refuses this user (said on stderr)."""
+    client = AgentClient(ctx.settings)
+    try:
+        response = client.call("GET", path, params=params)
+    except AgentUnreachable as exc:
+        print(f"venue-agent: {exc}; reading the outbox file instead", file=sys.stderr)
+        return None
+    finally:
+        client.close()
+    if response.status_code == 401:
+        hint = ctx.token_hint()
+        print(f"venue-agent: {client.base} refused: {hint}; reading the outbox file instead", file=sys.stderr)
+        return None
+    return response
+
+
+def _from_outbox(ctx: operator.Context, read: Callable[[sqlite3.Connection], Any]) -> Any:
+    ctx.announce_outbox()
+    conn = outbox_readonly.connect(ctx.outbox)
+    try:
+        return read(conn)
+    finally:
+        conn.close()
 
 
 def cmd_orders_list(args: argparse.Namespace) -> int:
-    """List orders, newest first."""
-    settings = _load(args)
-    client = AgentClient(settings)
-    try:
-        params: dict[str, Any] = {"limit": args.limit}
-        if args.state:
-            params["state"] = args.state
-        response = client.call("GET", "/v1/orders", params=params)
-    finally:
-        client.close()
-    if response.status_code != 200:
+    """List orders, newest first (from the outbox file when the agent cannot be asked)."""
+    ctx = operator.load(args.config)
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.state:
+        params["state"] = args.state
+    response = _ask_agent(ctx, "/v1/orders", params)
+    if response is None:
+        try:
+            orders = _from_outbox(ctx, lambda c: outbox_readonly.list_orders(c, state=args.state, limit=args.limit))
+        except (sqlite3.Error, OSError) as exc:
+            print(f"error: cannot read the outbox {ctx.outbox}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    elif response.status_code != 200:
         return _print_problem(response)
-    orders = response.json()["orders"]
+    else:
+        orders = response.json()["orders"]
     if args.json:
         print(json.dumps(orders, indent=2))
         return EXIT_OK
@@ -328,16 +321,22 @@ def cmd_orders_list(args: argparse.Namespace) -> int:
 
 
 def cmd_orders_show(args: argparse.Namespace) -> int:
-    """Show one order with its tickets and history."""
-    settings = _load(args)
-    client = AgentClient(settings)
-    try:
-        response = client.call("GET", f"/v1/orders/{args.order_id}")
-    finally:
-        client.close()
-    if response.status_code != 200:
+    """Show one order with its tickets and history (from the outbox file when the agent cannot be asked)."""
+    ctx = operator.load(args.config)
+    response = _ask_agent(ctx, f"/v1/orders/{args.order_id}")
+    if response is None:
+        try:
+            detail = _from_outbox(ctx, lambda c: outbox_readonly.detail(c, args.order_id))
+        except (sqlite3.Error, OSError) as exc:
+            print(f"error: cannot read the outbox {ctx.outbox}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        if detail is None:
+            print(f"error: 404 no order with id {args.order_id!r}", file=sys.stderr)
+            return EXIT_USAGE
+    elif response.status_code != 200:
         return _print_problem(response)
-    detail = response.json()
+    else:
+        detail = response.json()
     if args.json:
         print(json.dumps(detail, indent=2))
         return EXIT_OK
@@ -365,12 +364,15 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
 
 def _order_action(action: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        settings = _load(args)
-        client = AgentClient(settings)
+        ctx = operator.load(args.config)
+        client = AgentClient(ctx.settings)
         try:
             response = client.call("POST", f"/v1/orders/{args.order_id}/{action}")
         finally:
             client.close()
+        if response.status_code == 401:
+            print(f"error: {client.base} refused: {ctx.token_hint()}", file=sys.stderr)
+            return EXIT_FAILURE
         if response.status_code >= 300:
             return _print_problem(response)
         body = response.json()

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agent import operator
 from agent import outbox_identity as identity
 from agent.client import AgentClient, AgentUnreachable
 from agent.clock import SystemClock
-from agent.config import load_settings
 from agent.outbox import Outbox
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -46,8 +46,10 @@ def existing_files(db: Path) -> list[Path]:
 
 def cmd_outbox_init(args: argparse.Namespace) -> int:
     """Create a fresh outbox and marker; with an existing one only under --force, moving its files aside."""
-    settings, _ = load_settings(args.config)
+    ctx = operator.load(args.config)
+    settings = ctx.settings
     db = settings.storage.path
+    ctx.announce_outbox()
     client = AgentClient(settings, timeout=2)
     try:
         client.call("GET", "/v1/health")

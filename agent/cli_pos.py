@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent import snoozes
+from agent import operator, outbox_readonly, snoozes
 from agent.client import AgentClient, AgentUnreachable
-from agent.config import Settings, load_settings
+from agent.config import Settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -23,7 +23,9 @@ def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: 
     snooze_sub = snooze.add_subparsers(metavar="ACTION")
     listing = snooze_sub.add_parser("list", parents=[config_parent, json_parent], help="snoozes in force")
     listing.set_defaults(handler=cmd_snoozes_list)
-    clearing = snooze_sub.add_parser("clear", parents=[config_parent], help="release snoozed SKUs")
+    clearing = snooze_sub.add_parser(
+        "clear", parents=[config_parent], help="release snoozed SKUs (through the running agent, if it runs)"
+    )
     clearing.add_argument("skus", nargs="*", metavar="SKU")
     clearing.add_argument("--all", action="store_true", help="release every snoozed SKU")
     clearing.set_defaults(handler=cmd_snoozes_clear)
@@ -38,6 +40,7 @@ def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: 
 
 
 def _connect(settings: Settings) -> sqlite3.Connection | None:
+    """Open the outbox for writing (only while the agent is stopped: it is then the only writer)."""
     path = settings.storage.path
     if not path.exists():
         return None
@@ -47,11 +50,17 @@ def _connect(settings: Settings) -> sqlite3.Connection | None:
 
 
 def cmd_snoozes_list(args: argparse.Namespace) -> int:
-    """Print the snoozes in force, with their end in venue local time."""
-    settings, _ = load_settings(args.config)
-    conn = _connect(settings)
+    """Print the snoozes in force, with their end in venue local time (the outbox file, opened read-only)."""
+    ctx = operator.load(args.config)
+    settings = ctx.settings
     rows: list[snoozes.Snooze] = []
-    if conn is not None:
+    if settings.storage.path.exists():
+        ctx.announce_outbox()
+        try:
+            conn = outbox_readonly.connect(settings.storage.path)
+        except (sqlite3.Error, OSError) as exc:
+            print(f"error: cannot read the outbox {settings.storage.path}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         try:
             rows = snoozes.active(conn, now=datetime.now(UTC))
         except sqlite3.OperationalError:
@@ -83,20 +92,31 @@ def cmd_snoozes_list(args: argparse.Namespace) -> int:
 
 
 def cmd_snoozes_clear(args: argparse.Namespace) -> int:
-    """Release the named SKUs (or all with --all); 2 when neither is given."""
+    """Release the named SKUs (or all with --all) through the running agent, else in the outbox file; 2 on bad usage."""
     if bool(args.skus) == bool(args.all):
         print("error: name the SKUs to release, or give --all", file=sys.stderr)
         return EXIT_USAGE
-    settings, _ = load_settings(args.config)
-    conn = _connect(settings)
-    if conn is None:
-        print(f"error: no outbox at {settings.storage.path}", file=sys.stderr)
-        return EXIT_FAILURE
+    ctx = operator.load(args.config)
+    body: dict[str, Any] = {"all": True} if args.all else {"skus": args.skus}
+    client = AgentClient(ctx.settings)
     try:
-        with conn:
-            cleared = snoozes.clear(conn, None if args.all else args.skus, now=datetime.now(UTC), source="technician")
+        response = client.call("POST", "/v1/snoozes/clear", json=body)
+    except AgentUnreachable:
+        response = None
     finally:
-        conn.close()
+        client.close()
+    if response is None:
+        cleared = _clear_in_outbox(ctx, args)
+        if cleared is None:
+            return EXIT_FAILURE
+    elif response.status_code == 401:
+        print(f"error: {client.base} refused: {ctx.token_hint()}", file=sys.stderr)
+        return EXIT_FAILURE
+    elif response.status_code != 200:
+        print(f"error: the agent refused: {response.status_code} {response.text[:200]}", file=sys.stderr)
+        return EXIT_FAILURE
+    else:
+        cleared = list(response.json()["released"])
     missing = sorted(set(args.skus) - set(cleared))
     print(f"released: {', '.join(cleared) or 'nothing'}")
     if missing:
@@ -104,9 +124,24 @@ def cmd_snoozes_clear(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _clear_in_outbox(ctx: operator.Context, args: argparse.Namespace) -> list[str] | None:
+    """With the agent stopped, write the outbox file directly (it is the only writer then)."""
+    ctx.announce_outbox()
+    conn = _connect(ctx.settings)
+    if conn is None:
+        print(f"error: no outbox at {ctx.outbox}", file=sys.stderr)
+        return None
+    try:
+        with conn:
+            return snoozes.clear(conn, None if args.all else args.skus, now=datetime.now(UTC), source="technician")
+    finally:
+        conn.close()
+
+
 def cmd_pos_authorize(args: argparse.Namespace) -> int:
     """Hand a new refresh token to the running agent (or store it for its next start); never echo it."""
-    settings, _ = load_settings(args.config)
+    ctx = operator.load(args.config)
+    settings = ctx.settings
     if settings.pos.driver != "lightspeed_k":
         driver = settings.pos.driver
         print(f"error: pos.driver is {driver!r}; only 'lightspeed_k' takes a refresh token", file=sys.stderr)
@@ -120,9 +155,13 @@ def cmd_pos_authorize(args: argparse.Namespace) -> int:
     try:
         response = client.call("POST", "/v1/pos/authorize", json={"refresh_token": token})
     except AgentUnreachable:
+        ctx.announce_outbox()
         return _store_for_next_start(settings, token)
     finally:
         client.close()
+    if response.status_code == 401:
+        print(f"error: {client.base} refused: {ctx.token_hint()}", file=sys.stderr)
+        return EXIT_FAILURE
     if response.status_code != 200:
         print(f"error: the agent refused the token: {response.json().get('detail')}", file=sys.stderr)
         return EXIT_FAILURE

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.config import PrinterSettings, Settings, load_settings
+from agent import operator, outbox_readonly
+from agent.config import PrinterSettings, Settings
 from agent.errors import ConfigError, Problem
 from agent.models import Order, parse_order
 from agent.print_test import print_test, where
@@ -114,7 +114,7 @@ def printer_problems(settings: Settings, source: str) -> list[Problem]:
 
 def cmd_print_test(args: argparse.Namespace) -> int:
     """Print the test page on each chosen printer; report status before and after; 0 if every one printed."""
-    settings, _ = load_settings(args.config)
+    settings = operator.load(args.config).settings
     chosen = [p for p in settings.printers if args.printer in (None, p.name)]
     if not chosen:
         names = ", ".join(p.name for p in settings.printers) or "none"
@@ -216,7 +216,7 @@ def _as_printed(ticket: Ticket, codec: str) -> Ticket:
 
 def _settings_for_render(args: argparse.Namespace) -> Settings | None:
     try:
-        settings, _ = load_settings(args.config)
+        settings = operator.load(args.config).settings
     except ConfigError as exc:
         no_file = len(exc.problems) == 1 and exc.problems[0].key == "config" and "no config file" in str(exc)
         if args.sample and args.config is None and no_file:
@@ -239,8 +239,7 @@ def _read_order(settings: Settings, order_id: str) -> OrderRecord | None:
     path = settings.storage.path
     if not path.exists():
         return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    conn.row_factory = sqlite3.Row
+    conn = outbox_readonly.connect(path)
     try:
         row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
     finally:

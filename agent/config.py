@@ -9,6 +9,9 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent import credentials
 from agent.errors import ConfigError, Problem
 
 ENV_PREFIX = "VENUE_AGENT_"
@@ -126,21 +130,39 @@ def _keyed(problems: dict[str, str]) -> ValueError:
     return ValueError("\n".join(f"@{key}: {message}" for key, message in problems.items()))
 
 
-def _read_secret(path_text: str, key: str) -> SecretStr:
-    path = Path(path_text)
-    if not path.is_absolute():
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if creds:
-            path = Path(creds) / path
+def read_secret_file(path_text: str, key: str) -> SecretStr:
+    """Read a ``<key>_file`` secret (a relative one from where agent/credentials.py says); ValueError says why not."""
+    located = credentials.locate(path_text)
+    path = located.path
+    where = "" if located.how == "absolute path" else f" ({located.how})"
+    if located.encrypted:
+        msg = f"cannot read {key}_file {str(path)!r}{where}: it is encrypted; only the service gets it decrypted"
+        raise ValueError(msg)
     try:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        msg = f"cannot read {key}_file {str(path)!r}: {exc.strerror or exc}"
+        searched = f"; looked in {', '.join(map(str, located.searched))}" if len(located.searched) > 1 else ""
+        msg = f"cannot read {key}_file {str(path)!r}{where}: {exc.strerror or exc}{searched}"
         raise ValueError(msg) from None
     if not value:
         msg = f"{key}_file {str(path)!r} is empty"
         raise ValueError(msg)
     return SecretStr(value)
+
+
+# Operator commands load the config with secret files left unread, then read each one themselves: a command that
+# needs no secret must not fail because a root-only one is unreadable (agent/operator.py).
+_defer_secret_files: ContextVar[bool] = ContextVar("defer_secret_files", default=False)
+
+
+@contextmanager
+def secret_files_deferred() -> Iterator[None]:
+    """Within the block, validation checks ``*_file`` keys but does not read the files (the secret stays None)."""
+    token = _defer_secret_files.set(True)
+    try:
+        yield
+    finally:
+        _defer_secret_files.reset(token)
 
 
 class Section(BaseModel):
@@ -159,8 +181,10 @@ class Section(BaseModel):
                 continue
             if getattr(self, key) is not None:
                 raise _keyed({file_key: f"give {key} or {file_key}, not both"})
+            if _defer_secret_files.get():
+                continue
             try:
-                object.__setattr__(self, key, _read_secret(file_value, key))
+                object.__setattr__(self, key, read_secret_file(file_value, key))
             except ValueError as exc:
                 raise _keyed({file_key: str(exc)}) from None
         return self

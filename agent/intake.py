@@ -202,6 +202,21 @@ def create_app(
         requeued = await authorize(refresh.strip())
         return JSONResponse({"authorized": True, "requeued": requeued})
 
+    async def clear_snoozes(request: Request) -> Response:
+        # Operator endpoint (``venue-agent snoozes clear``), like /v1/pos/authorize: not part of SPEC §5.
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise OrderInvalid([FieldError(("body",), "an object with skus or all is required")])
+        skus, every = body.get("skus"), body.get("all", False)
+        if skus is not None and not (isinstance(skus, list) and skus and all(isinstance(s, str) and s for s in skus)):
+            raise OrderInvalid([FieldError(("body", "skus"), "must be a non-empty list of SKU strings")])
+        if not isinstance(every, bool) or every == (skus is not None):
+            raise OrderInvalid([FieldError(("body",), "give either skus (a list) or all: true, not both")])
+        wanted: list[str] | None = None if every else [str(s) for s in skus or []]
+        cleared = await orders.clear_snoozes(wanted)
+        not_snoozed = sorted(set(wanted or []) - set(cleared))
+        return JSONResponse({"released": list(cleared), "not_snoozed": not_snoozed})
+
     async def get_openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -237,6 +252,7 @@ def create_app(
         Route("/v1/health", guarded(get_health), methods=["GET"]),
         Route("/v1/webhooks/lightspeed", guarded(lightspeed_webhook, basic=True), methods=["POST"]),
         Route("/v1/pos/authorize", guarded(pos_authorize), methods=["POST"]),
+        Route("/v1/snoozes/clear", guarded(clear_snoozes), methods=["POST"]),
         Route("/openapi.json", get_openapi, methods=["GET"]),
     ]
     return Starlette(

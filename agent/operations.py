@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,6 +10,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent import outbox_ops as ops
+from agent import snoozes
 from agent.config import Settings
 from agent.dispatcher import Dispatcher
 from agent.errors import FieldError, OrderInvalid, OrderNotFound
@@ -17,7 +18,7 @@ from agent.models import Money, Order, Text, field_errors, parse_order
 from agent.outbox import Outbox
 from agent.outbox_ops import SubmitResult
 from agent.printing import PrintWorker
-from agent.records import OrderRecord
+from agent.records import OrderRecord, order_detail, order_listing
 from agent.states import Placement, State, place
 
 log = structlog.get_logger("venue_agent.orders")
@@ -138,31 +139,19 @@ class Orders:
         record = await self.outbox.get(order_id)
         if record is None:
             raise OrderNotFound(order_id)
-        jobs = await self.outbox.print_jobs(order_id)
-        events = await self.outbox.history(order_id)
-        return {
-            **record.summary(),
-            "order": json.loads(record.body),
-            "tickets": [j.as_dict() for j in jobs],
-            "events": [e.as_dict() for e in events],
-        }
+        return order_detail(record, await self.outbox.print_jobs(order_id), await self.outbox.history(order_id))
 
     async def list(self, *, state: State | None, limit: int) -> list[dict[str, Any]]:
         """Return orders newest first with their life-cycle summary and the essentials of the order."""
-        records = await self.outbox.list_orders(state=state, limit=limit)
-        result = []
-        for record in records:
-            order = record.order
-            result.append(
-                {
-                    **record.summary(),
-                    "customer": order.customer.name if order.customer else None,
-                    "fulfillment": order.fulfillment.type.value,
-                    "requested_at": order.requested_at.isoformat() if order.requested_at else None,
-                    "total": order.total,
-                }
-            )
-        return result
+        return [order_listing(r) for r in await self.outbox.list_orders(state=state, limit=limit)]
+
+    async def clear_snoozes(self, skus: Sequence[str] | None) -> Sequence[str]:
+        """Release the snoozed SKUs (all with None); return those that were snoozed."""
+        now = self.outbox.clock.now()
+        cleared = await self.outbox.write(lambda c: snoozes.clear(c, skus, now=now, source="technician"))
+        if cleared:
+            log.info("snoozes_cleared", skus=cleared)
+        return cleared
 
 
 __all__ = ["Orders", "PaymentUpdate", "State"]

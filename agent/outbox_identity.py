@@ -223,7 +223,10 @@ def diagnose(db: Path) -> Refusal | None:
     if refusal is not None or not files.exists:
         return refusal
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        # As the outbox_readonly views open it: a reader that may not write the directory works with the agent stopped.
+        from agent.outbox_readonly import connect
+
+        conn = connect(db)
         try:
             found = database_found(conn)
         finally:

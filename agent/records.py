@@ -208,3 +208,25 @@ class PrintJob:
             "created_at": self.created_at.isoformat(),
             "printed_at": self.printed_at.isoformat() if self.printed_at else None,
         }
+
+
+def order_listing(record: OrderRecord) -> dict[str, Any]:
+    """Return one line of ``GET /v1/orders``: the life-cycle summary plus the order's essentials."""
+    order = record.order
+    return {
+        **record.summary(),
+        "customer": order.customer.name if order.customer else None,
+        "fulfillment": order.fulfillment.type.value,
+        "requested_at": order.requested_at.isoformat() if order.requested_at else None,
+        "total": order.total,
+    }
+
+
+def order_detail(record: OrderRecord, jobs: list[PrintJob], events: list[EventRecord]) -> dict[str, Any]:
+    """Return ``GET /v1/orders/{id}``: the summary, the order body, its tickets and its history."""
+    return {
+        **record.summary(),
+        "order": json.loads(record.body),
+        "tickets": [j.as_dict() for j in jobs],
+        "events": [e.as_dict() for e in events],
+    }

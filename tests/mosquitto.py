@@ -57,6 +57,7 @@ class Mosquitto:
     """One broker process at a time on a fixed port; anonymous clients allowed unless ``passwords`` are given.
 
     ``persistent`` keeps sessions (subscriptions, queued QoS 1 messages) across a stop/restart; else nothing is kept.
+    ``acl`` is the text of a Mosquitto ACL file (lines before any ``user`` apply to anonymous clients).
     ``tls`` makes the one listener a TLS listener. ``passwords`` (username -> password) turns anonymous access off and
     checks logins against a password file; with a TLS listener that takes identities from certificates, pass
     ``allow_anonymous=False`` alone instead.
@@ -71,6 +72,7 @@ class Mosquitto:
         tls: BrokerTLS | None = None,
         passwords: dict[str, str] | None = None,
         allow_anonymous: bool | None = None,
+        acl: str | None = None,
     ) -> None:
         self.binary = binary
         self.directory = directory
@@ -89,6 +91,9 @@ class Mosquitto:
         ]
         if passwords:
             lines.append(f"password_file {_password_file(directory / 'passwd', passwords)}")
+        if acl is not None:
+            (directory / "acl").write_text(acl, encoding="utf-8")
+            lines.append(f"acl_file {directory / 'acl'}")
         if persistent:
             lines += ["persistence true", f"persistence_location {directory}/"]
         else:
@@ -189,6 +194,7 @@ class StartBroker(Protocol):
         tls: BrokerTLS | None = None,
         passwords: dict[str, str] | None = None,
         allow_anonymous: bool | None = None,
+        acl: str | None = None,
     ) -> Mosquitto: ...
 
 
@@ -209,11 +215,18 @@ def _start_broker(tmp_path: Path) -> Iterator[StartBroker]:
         tls: BrokerTLS | None = None,
         passwords: dict[str, str] | None = None,
         allow_anonymous: bool | None = None,
+        acl: str | None = None,
     ) -> Mosquitto:
         directory = tmp_path / f"broker-{len(brokers) + 1}"
         directory.mkdir()
         broker = Mosquitto(
-            binary, directory, persistent=persistent, tls=tls, passwords=passwords, allow_anonymous=allow_anonymous
+            binary,
+            directory,
+            persistent=persistent,
+            tls=tls,
+            passwords=passwords,
+            allow_anonymous=allow_anonymous,
+            acl=acl,
         )
         brokers.append(broker)
         broker.start()

@@ -58,8 +58,8 @@ class Processes:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-        """Start ``venue-agent <args>`` with its output in a log file of its own."""
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start ``venue-agent <args>`` with its output in a log file of its own (``env`` added to a clean one)."""
         log_path = self.logs / f"{name}-{len(self.started):02d}.log"
         with log_path.open("wb") as log_file:
             popen = subprocess.Popen(
@@ -67,7 +67,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env=_child_env(),
+                env={**_child_env(), **(env or {})},
             )
         self.started.append(popen)
         return popen, log_path

@@ -67,6 +67,8 @@ async def test_cli_lists_and_clears(tmp_path: Path, outbox: Outbox, capsys: pyte
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[venue]\nid = "harbour-kitchen"\ntimezone = "Europe/London"\n[storage]\npath = "{outbox.path}"\n'
+        # No agent listens on port 9 (discard): clear writes the file itself, as with the agent stopped.
+        '[intake]\nlisten = "127.0.0.1:9"\n'
         '[pos]\ndriver = "http"\n[pos.http]\nurl = "http://127.0.0.1:9/orders"\n',
         encoding="utf-8",
     )
