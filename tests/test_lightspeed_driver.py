@@ -383,3 +383,18 @@ async def test_authorize_stores_a_new_refresh_token(sim: Sim, outbox: Outbox) ->
         None,
         "fresh-token-from-authorisation",
     )
+
+
+async def test_wrong_client_credentials_are_an_auth_failure_naming_them(sim: Sim, outbox: Outbox) -> None:
+    """invalid_client from the token endpoint: inject and probe both say the client_id/client_secret are wrong."""
+    await sim_control(sim, client_id="venue-agent", client_secret="the-real-secret")
+    async with driver_for(sim, outbox) as driver:
+        result = await driver.inject(request_for(order_of()))
+        readiness = await driver.probe()
+
+    assert isinstance(result, Permanent) and result.error_class is ErrorClass.AUTH
+    assert "invalid_client" in result.reason and "client_id / client_secret" in result.reason
+    assert "venue-agent pos authorize" not in result.reason  # a new refresh token would not help
+    assert readiness.state is ReadinessState.AUTH_REQUIRED and readiness.detail == result.reason
+    assert requests_to(sim, "/oauth/token") == [401]  # remembered: the probe did not ask again
+    assert requests_to(sim, "/o/op/1/order/toGo") == []

@@ -32,7 +32,7 @@ from drivers.pos.base import (
 from drivers.pos.errors import PosConfigError
 from drivers.pos.lightspeed_mapping import MappingError, build_order_request, classify_answer
 from drivers.pos.lightspeed_notifications import readiness_from
-from drivers.pos.oauth import REAUTHORISE, AuthRequired, TokenEndpointUnavailable, TokenManager
+from drivers.pos.oauth import CLIENT_REJECTED, REAUTHORISE, AuthRequired, TokenEndpointUnavailable, TokenManager
 from drivers.pos.retry_after import parse_retry_after
 
 log = structlog.get_logger("venue_agent.pos.lightspeed_k")
@@ -208,7 +208,7 @@ class LightspeedKDriver:
             wait = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             if wait is not None:
                 result = dataclasses.replace(result, retry_after=wait)
-        if isinstance(result, Permanent) and result.error_class is ErrorClass.AUTH and REAUTHORISE not in result.reason:
+        if isinstance(result, Permanent) and result.error_class is ErrorClass.AUTH:
             result = dataclasses.replace(result, reason=_auth_reason(result.reason))
         return result
 
@@ -233,7 +233,10 @@ def _mapping_failure(exc: MappingError) -> Permanent:
 
 
 def _auth_reason(reason: str) -> str:
-    return reason if REAUTHORISE in reason else f"{reason}; {REAUTHORISE}"
+    """Return ``reason`` with the re-authorisation remedy, unless it already names its own remedy."""
+    if "venue-agent pos authorize" in reason or CLIENT_REJECTED in reason:
+        return reason
+    return f"{reason}; {REAUTHORISE}"
 
 
 def _network_failure(exc: BaseException) -> Transient:

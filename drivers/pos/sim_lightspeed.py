@@ -9,8 +9,14 @@ The shared fault switches apply: ``down``/``slow_ms``/``html_errors`` on every e
 ``rate_limit_count``/``error_rate`` on orders, ``auth_expired`` (401 on orders and readiness whatever the token),
 ``sold_out_skus``/``unknown_skus`` (accepted, then a FAILURE webhook, as the real API reports them
 asynchronously), ``never_confirm`` (accepted, no webhook), ``not_ready`` (readiness NOT_READY).
+The token endpoint is as strict as RFC 6749 §2.3.1 / §5.2 and SPEC §7.1: the client authenticates with HTTP
+Basic only (``401 {"error":"invalid_client"}`` with ``WWW-Authenticate: Basic`` when the header is missing or
+wrong, or when ``client_id``/``client_secret`` come in the form as well or instead); then the grant is checked.
 A refresh token never seen before is accepted once (any seed works in a demo) unless
-``accept_unknown_refresh_tokens`` is off; an issued or used one works only while it is the unused latest.
+``accept_unknown_refresh_tokens`` is off; an issued or used one works only while it is the unused latest, and
+an issued one expires after ``refresh_token_idle_seconds`` unused (14 days, as Lightspeed's; the simulator's
+``monotonic`` clock, injectable). ``last_token_request`` in ``GET /_sim/lightspeed`` shows how the last token
+request authenticated and which form fields it carried (never their values).
 ``token_answer_delay_seconds`` makes ``POST /oauth/token`` rotate the refresh token at once but hold its answer
 that long (lowering the setting releases requests already held); ``pending_token_requests`` in
 ``GET /_sim/lightspeed`` counts the requests held, so a test can crash its client between rotation and answer.
@@ -19,6 +25,8 @@ that long (lowering the setting releases requests already held); ``pending_token
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 import httpx
 import structlog
@@ -44,6 +52,9 @@ log = structlog.get_logger("venue_agent.pos.sim_lightspeed")
 ORDER_PATHS = {"/o/op/1/order/toGo": "toGoOrder", "/o/op/1/order/local": "localOrder"}
 READINESS_PATH = "/o/op/1/onlineOrderReadiness"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+# Lightspeed: "Refresh tokens expire after 14 days" unused (Authorization FAQ, "Quick Facts",
+# https://api-portal.lsk.lightspeed.app/quick-start/authentication/authorization).
+REFRESH_TOKEN_IDLE_SECONDS = 14 * 24 * 3600
 
 
 @dataclass
@@ -75,8 +86,10 @@ class LightspeedSim:
     token_answer_delay_seconds: float = 0.0  # rotate at once, answer this much later (a crash window)
     pending_token_requests: int = 0  # token requests rotated and still held by the delay
     token_delay_changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes held token requests
+    refresh_token_idle_seconds: float = REFRESH_TOKEN_IDLE_SECONDS
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
-    live_refresh_tokens: set[str] = field(default_factory=set)
+    live_refresh_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic time issued
+    last_token_request: dict[str, Any] | None = None  # how the client authenticated; the form's field names
     used_refresh_tokens: set[str] = field(default_factory=set)
     deliveries: list[WebhookDelivery] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -95,6 +108,7 @@ class LightspeedSim:
         "client_secret": (str, type(None)),
         "business_location_id": (int, type(None)),
         "token_answer_delay_seconds": (int, float),
+        "refresh_token_idle_seconds": (int, float),
     }
     ACTIONS: ClassVar[tuple[str, ...]] = ("expire_access_tokens", "revoke_refresh_tokens", "reset")
 
@@ -120,7 +134,7 @@ class LightspeedSim:
             self._reset()
         for name, value in changes.items():
             if name in self.SETTABLE:
-                seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds")
+                seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds", "refresh_token_idle_seconds")
                 setattr(self, name, float(value) if seconds else value)  # type: ignore[arg-type]
         if "token_answer_delay_seconds" in changes or changes.get("reset") is True:
             self.token_delay_changed.set()  # held token requests look at the new delay
@@ -128,7 +142,7 @@ class LightspeedSim:
         if changes.get("expire_access_tokens") is True:
             self.access_tokens.clear()
         if changes.get("revoke_refresh_tokens") is True:
-            self.used_refresh_tokens |= self.live_refresh_tokens
+            self.used_refresh_tokens |= set(self.live_refresh_tokens)
             self.live_refresh_tokens.clear()
             self.accept_unknown_refresh_tokens = False
 
@@ -144,13 +158,15 @@ class LightspeedSim:
             "live_access_tokens": len(self.access_tokens),
             "webhooks_sent": len(self.deliveries),
             "pending_token_requests": self.pending_token_requests,
+            "last_token_request": self.last_token_request,
         }
 
     def _reset(self) -> None:
         for task in self.tasks:
             task.cancel()
         fresh = LightspeedSim(self.state)
-        for name in (*self.SETTABLE, "access_tokens", "live_refresh_tokens", "used_refresh_tokens", "deliveries"):
+        fields = ("access_tokens", "live_refresh_tokens", "used_refresh_tokens", "deliveries", "last_token_request")
+        for name in (*self.SETTABLE, *fields):
             setattr(self, name, getattr(fresh, name))
         self.next_account = 1
 
@@ -199,24 +215,37 @@ class _Handlers:
         return endpoint
 
     async def token(self, request: Request) -> Response:
-        """The refresh_token grant; each refresh token works once."""
+        """The refresh_token grant, the client authenticated by HTTP Basic only; each refresh token works once."""
         sim = self.sim
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        pairs = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        form = {k: v[0] for k, v in pairs.items()}
+        basic = _basic_credentials(request.headers.get("Authorization", ""))
+        in_body = sorted(k for k in ("client_id", "client_secret") if k in form)
+        sim.last_token_request = {
+            "client_authentication": "basic" if basic is not None else ("body" if in_body else "none"),
+            "form_fields": sorted(form),
+        }
+        # RFC 6749 §2.3.1: one authentication method per request, Basic here; §5.2: 401 invalid_client.
+        if basic is None or in_body:
+            why = "client credentials in the request body" if in_body else "no HTTP Basic client authentication"
+            return _oauth_error(401, "invalid_client", f"client authentication failed: {why}", basic=True)
+        client_id, client_secret = basic
+        wrong = sim.client_id is not None and (client_id != sim.client_id or client_secret != sim.client_secret)
+        if not client_id or wrong:
+            return _oauth_error(401, "invalid_client", "client authentication failed", basic=True)
         if form.get("grant_type") != "refresh_token":
             return _oauth_error(400, "unsupported_grant_type", "only refresh_token is supported here")
-        if sim.client_id is not None and (
-            form.get("client_id") != sim.client_id or form.get("client_secret") != sim.client_secret
-        ):
-            return _oauth_error(401, "invalid_client", "client authentication failed")
         old = form.get("refresh_token", "")
-        known = old in sim.live_refresh_tokens or old in sim.used_refresh_tokens
-        if not old or old in sim.used_refresh_tokens or (not known and not sim.accept_unknown_refresh_tokens):
+        issued = sim.live_refresh_tokens.get(old)
+        known = issued is not None or old in sim.used_refresh_tokens
+        idle = issued is not None and self.state.monotonic() - issued > sim.refresh_token_idle_seconds
+        if not old or old in sim.used_refresh_tokens or idle or (not known and not sim.accept_unknown_refresh_tokens):
             return _oauth_error(400, "invalid_grant", "the refresh token is invalid, expired or already used")
-        sim.live_refresh_tokens.discard(old)
+        sim.live_refresh_tokens.pop(old, None)
         sim.used_refresh_tokens.add(old)
         access, refresh = f"sim-at-{secrets.token_urlsafe(18)}", f"sim-rt-{secrets.token_urlsafe(18)}"
         sim.access_tokens[access] = self.state.monotonic() + sim.access_token_ttl_seconds
-        sim.live_refresh_tokens.add(refresh)
+        sim.live_refresh_tokens[refresh] = self.state.monotonic()
         answer = {
             "access_token": access,
             "token_type": "bearer",
@@ -412,8 +441,22 @@ class _Handlers:
         return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _oauth_error(status: int, error: str, description: str) -> Response:
-    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+def _oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> Response:
+    headers = {"WWW-Authenticate": 'Basic realm="oauth"'} if basic else None
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """Return (client_id, client_secret) from ``Basic base64(urlencoded id:urlencoded secret)``, else None."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (unquote_plus(user), unquote_plus(password)) if colon else None
 
 
 @dataclass(frozen=True)
