@@ -22,6 +22,7 @@ from agent.states import ErrorClass
 from drivers.pos.base import Accepted, InjectRequest, Permanent, ReadinessState, Transient
 from drivers.pos.errors import PosConfigError
 from drivers.pos.lightspeed_k import LightspeedKDriver, check_settings
+from drivers.pos.lightspeed_mapping import classify_answer, limit_violations
 from drivers.pos.lightspeed_notifications import classify_webhook
 from drivers.pos.registry import build_driver
 from drivers.pos.simulator import SimulatorState
@@ -337,6 +338,62 @@ async def test_the_simulator_validates_bodies_like_the_real_api(sim: Sim, outbox
     assert response.status_code == 400
     fields = {e["field"] for e in response.json()["errors"]}
     assert fields == {"thirdPartyReference", "endpointId", "customerInfo", "items[0].sku"}
+
+
+async def test_the_simulator_refuses_every_field_over_its_limit_with_400_like_the_api(sim: Sim, outbox: Outbox) -> None:
+    """Lengths in UTF-16 units, as the Java API counts: the demo and the tests catch what the real API would."""
+    async with driver_for(sim, outbox) as driver:
+        token = await driver.tokens.access_token()
+    long = {
+        "businessLocationId": LOCATION,
+        "thirdPartyReference": "ref-1",
+        "endpointId": "venue-agent-hook",
+        "collectionCode": "ABCDEFGHI",
+        "customerInfo": {"firstName": "🍕" * 65, "lastName": "L" * 129},
+        "orderNote": "n" * 1001,
+        "deliveryAddress": {"addressLine1": "a" * 256},
+        "items": [{"sku": "PZ-MARG", "quantity": 1, "subItems": [{"sku": "M" * 26, "quantity": 1}]}],
+    }
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.post(
+            f"http://127.0.0.1:{sim.port}/o/op/1/order/toGo", json=long, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 400
+    errors = {e["field"]: (e["code"], e["defaultMessage"], e["rejectedValue"]) for e in response.json()["errors"]}
+    assert errors == {
+        "collectionCode": ("Size", "size must be between 0 and 8", "ABCDEFGHI"),
+        "customerInfo.firstName": ("Size", "size must be between 1 and 128", "🍕" * 65),
+        "customerInfo.lastName": ("Size", "size must be between 0 and 128", "L" * 129),
+        "orderNote": ("Size", "size must be between 0 and 1000", "n" * 1001),
+        "deliveryAddress.addressLine1": ("Size", "size must be between 0 and 255", "a" * 256),
+        "items[0].subItems[0].sku": ("Size", "size must be between 0 and 25", "M" * 26),
+    }
+    assert sim.state.orders == {}
+    # The driver reads such an answer as a menu problem naming the SKU.
+    result = classify_answer(400, response.json())
+    assert isinstance(result, Permanent) and result.error_class is ErrorClass.MENU and result.skus == ("M" * 26,)
+
+
+async def test_an_order_with_every_field_at_its_limit_goes_through_the_strict_simulator(
+    sim: Sim, outbox: Outbox
+) -> None:
+    """Long names, address and notes: the mapping cuts them to fit, so the simulator takes the order."""
+    order = order_of(
+        customer={"name": "🍕" * 200 + " " + "Ä" * 299, "email": "sam@example.com"},
+        fulfillment={
+            "type": "delivery",
+            "address": {"line1": "1 " + "Quay " * 99, "city": "B" * 500, "postcode": "BS1 4DJ"},
+            "instructions": "ring " * 100,
+        },
+        notes="x" * 500,
+    )
+    async with driver_for(sim, outbox) as driver:
+        result = await driver.inject(request_for(order))
+    assert isinstance(result, Accepted), result
+    body = sim.state.orders[KEY].order
+    assert body["customerInfo"]["firstName"].endswith("...")
+    assert body["deliveryAddress"]["city"].endswith("...")
+    assert limit_violations(body) == []
 
 
 def test_the_factory_names_missing_keys_and_builds_without_a_store(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from drivers.pos import simulator as _sim
+from drivers.pos.lightspeed_mapping import limit_violations
 
 if TYPE_CHECKING:
     from drivers.pos.simulator import SimulatorState
@@ -478,8 +480,6 @@ def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> lis
     reference = body.get("thirdPartyReference")
     if not isinstance(reference, str) or not reference:
         problems.append(_Problem("thirdPartyReference", "NotNull", "must not be null", reference))
-    elif len(reference) > 48:
-        problems.append(_Problem("thirdPartyReference", "Size", "size must be between 1 and 48", reference))
     endpoint = body.get("endpointId")
     if not isinstance(endpoint, str) or not endpoint:
         problems.append(_Problem("endpointId", "NotNull", "must not be null", endpoint))
@@ -487,7 +487,7 @@ def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> lis
     first = customer.get("firstName") if isinstance(customer, dict) else None
     if not isinstance(customer, dict):
         problems.append(_Problem("customerInfo", "NotNull", "must not be null", customer))
-    elif not isinstance(first, str) or not 1 <= len(first) <= 128:
+    elif not isinstance(first, str) or not first:
         problems.append(_Problem("customerInfo.firstName", "Size", "size must be between 1 and 128", first))
     wait = body.get("maxTimeToAttemptOrderDeliverToPos")
     if wait is not None and (not isinstance(wait, int) or wait < 60000):
@@ -497,7 +497,22 @@ def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> lis
         problems.append(_Problem("items", "NotEmpty", "must not be empty", items))
     else:
         _validate_lines(items, "items", problems, local=local)
+    # Every length limit the mapping keeps (one table, with its sources), counted in UTF-16 units as Java does.
+    for name, _length, limit in limit_violations(body):
+        low = 1 if name in ("thirdPartyReference", "customerInfo.firstName") else 0
+        problems.append(_Problem(name, "Size", f"size must be between {low} and {limit}", _at(body, name)))
     return problems
+
+
+def _at(body: object, path: str) -> object:
+    """Return the value at a Spring-style field path (``items[0].subItems[1].sku``) of ``body``."""
+    node = body
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        if name:
+            node = node.get(name) if isinstance(node, dict) else None
+        else:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+    return node
 
 
 def _validate_lines(lines: list[Any], path: str, problems: list[_Problem], *, local: bool) -> None:
@@ -507,8 +522,8 @@ def _validate_lines(lines: list[Any], path: str, problems: list[_Problem], *, lo
             problems.append(_Problem(where, "NotNull", "must not be null", line))
             continue
         sku = line.get("sku")
-        if not isinstance(sku, str) or not 1 <= len(sku) <= 25:
-            problems.append(_Problem(f"{where}.sku", "Size", "size must be between 1 and 25", sku))
+        if not isinstance(sku, str) or not sku:
+            problems.append(_Problem(f"{where}.sku", "NotBlank", "must not be blank", sku))
         quantity = line.get("quantity")
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
             problems.append(_Problem(f"{where}.quantity", "NotNull", "must be a whole number >= 1", quantity))
