@@ -988,16 +988,22 @@ NOT_RESTRICTED = {**RESTRICTED, "count": None, "status": "NOT_RESTRICTED"}
 
 def test_restriction_states() -> None:
     """Sold out (count 0) cannot be sold; a restriction with stock left can; NOT_RESTRICTED can."""
-    assert classify_restriction({**RESTRICTED, "count": 0}) == [("UGG-BB-PUR-06", True)]
-    assert classify_restriction(RESTRICTED) == [("UGG-BB-PUR-06", False)]
-    assert classify_restriction(NOT_RESTRICTED) == [("UGG-BB-PUR-06", False)]
-    assert classify_restriction({**RESTRICTED, "count": None}) == [("UGG-BB-PUR-06", True)]
+    here = 247158188015618
+    assert classify_restriction({**RESTRICTED, "count": 0}) == [("UGG-BB-PUR-06", True, here)]
+    assert classify_restriction(RESTRICTED) == [("UGG-BB-PUR-06", False, here)]
+    assert classify_restriction(NOT_RESTRICTED) == [("UGG-BB-PUR-06", False, here)]
+    assert classify_restriction({**RESTRICTED, "count": None}) == [("UGG-BB-PUR-06", True, here)]
 
 
 def test_restriction_list() -> None:
     """Several notifications at once are read in order."""
-    changes = classify_restriction([{**RESTRICTED, "sku": "A", "count": 0}, {**NOT_RESTRICTED, "sku": "B"}])
-    assert changes == [("A", True), ("B", False)]
+    changes = classify_restriction(
+        [{**RESTRICTED, "sku": "A", "count": 0}, {**NOT_RESTRICTED, "sku": "B", "businessLocationId": "77"}]
+    )
+    assert changes == [("A", True, 247158188015618), ("B", False, 77)]
+    assert [(c.sku, c.unavailable) for c in changes] == [("A", True), ("B", False)]
+    missing = {k: v for k, v in RESTRICTED.items() if k != "businessLocationId"}
+    assert classify_restriction(missing)[0].business_location_id is None
 
 
 @pytest.mark.parametrize(
@@ -1007,6 +1013,8 @@ def test_restriction_list() -> None:
         ({**RESTRICTED, "status": "MAYBE"}, "with status 'MAYBE'"),
         ({**RESTRICTED, "sku": ""}, "without a sku"),
         ({**RESTRICTED, "count": "5"}, "with count '5'"),
+        ({**RESTRICTED, "businessLocationId": True}, "with businessLocationId True"),
+        ({**RESTRICTED, "businessLocationId": -1}, "with businessLocationId -1"),
         ("RESTRICTED", "not a K-Series notification"),
     ],
 )

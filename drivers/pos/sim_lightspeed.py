@@ -2,8 +2,10 @@
 
 Endpoints: ``POST /oauth/token`` (refresh_token grant, single-use refresh tokens), ``POST /o/op/1/order/toGo``
 and ``/o/op/1/order/local`` (Bearer, validated like the real API, 409 on a used ``thirdPartyReference``),
-``GET /o/op/1/onlineOrderReadiness``; control under ``/_sim/lightspeed`` (GET shows, POST sets the dialect's
-settings; see ``LightspeedSim.update``) and ``GET /_sim/lightspeed/webhooks`` (deliveries made).
+``GET /o/op/1/onlineOrderReadiness`` (a change of the dialect's ``not_ready`` is also pushed to ``webhook_url``
+as an ONLINE_ORDER_READINESS notification, type ORDER_API, unless ``push_readiness`` is off); control under
+``/_sim/lightspeed`` (GET shows, POST sets the dialect's settings; see ``LightspeedSim.update``) and
+``GET /_sim/lightspeed/webhooks`` (deliveries made).
 
 The shared fault switches apply: ``down``/``slow_ms``/``html_errors`` on every endpoint, ``rate_limit``/
 ``rate_limit_count``/``error_rate`` on orders, ``auth_expired`` (401 on orders and readiness whatever the token),
@@ -80,11 +82,13 @@ class LightspeedSim:
     confirm_delay_seconds: float = 0.5
     failure_reason: str | None = None
     not_ready: bool = False
+    push_readiness: bool = True  # a change of not_ready is pushed as an ORDER_API notification to webhook_url
     access_token_ttl_seconds: int = 3600
     accept_unknown_refresh_tokens: bool = True
     client_id: str | None = None  # None: any client id and secret are accepted
     client_secret: str | None = None
     business_location_id: int | None = None  # None: any location
+    seen_location_id: int | None = None  # the location of the last readiness check or order (for pushes)
     token_answer_delay_seconds: float = 0.0  # rotate at once, answer this much later (a crash window)
     pending_token_requests: int = 0  # token requests rotated and still held by the delay
     token_delay_changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes held token requests
@@ -104,6 +108,7 @@ class LightspeedSim:
         "confirm_delay_seconds": (int, float),
         "failure_reason": (str, type(None)),
         "not_ready": (bool,),
+        "push_readiness": (bool,),
         "access_token_ttl_seconds": (int,),
         "accept_unknown_refresh_tokens": (bool,),
         "client_id": (str, type(None)),
@@ -338,7 +343,8 @@ class _Handlers:
         }
         if reason is None:
             notification["ikentooAccountIdentifier"] = account
-            notification["iKentooAccountId"] = int(account[1:].split(".")[0])
+            # As in the OAS example "successfulWithoutAccountInfo": the V2 id as a string of digits.
+            notification["ikentooAccountId"] = account[1:].split(".")[0]
         else:
             notification["reason"] = reason
         task = asyncio.create_task(
@@ -358,14 +364,18 @@ class _Handlers:
             return self._error(400, "Bad Request", "Required parameter 'businessLocationId' is not present")
         if self.sim.business_location_id is not None and int(location) != self.sim.business_location_id:
             return self._error(404, "Not Found", "Invalid input business location id")
+        self.sim.seen_location_id = int(location)
+        return JSONResponse(self._readiness_body())
+
+    def _readiness_body(self) -> dict[str, Any]:
+        """The readiness DTO (OAS apeOrderApiReadinessDto), the same in the answer and the notification."""
         not_ready = self.sim.not_ready or self.state.faults.not_ready
-        body = {
+        return {
             "status": "NOT_READY" if not_ready else "READY",
             "lastUpdatedAt": self.state.wall().isoformat(),
             "onlineOrderingApiConfiguration": {"enabled": True, "orderProfileId": 1, "staffId": 1},
             "posStatus": {"salesPeriod": "OPENED", "acceptingOnlineOrders": True, "availableDevices": not not_ready},
         }
-        return JSONResponse(body)
 
     async def control(self, request: Request) -> Response:
         """Show the dialect's settings, or change them (POST a JSON object)."""
@@ -376,11 +386,25 @@ class _Handlers:
                 changes = None
             if not isinstance(changes, dict):
                 return JSONResponse({"error": "invalid_json", "detail": "POST a JSON object"}, 400)
+            was_not_ready = self.sim.not_ready
             try:
                 self.sim.update(changes)
             except ValueError as exc:
                 return JSONResponse({"error": "invalid_setting", "detail": str(exc)}, 400)
+            if self.sim.not_ready != was_not_ready and self.sim.webhook_url and self.sim.push_readiness:
+                self._schedule_readiness()
         return JSONResponse(self.sim.public())
+
+    def _schedule_readiness(self) -> None:
+        """Push ONLINE_ORDER_READINESS (type ORDER_API), as Lightspeed does "whenever the state ... changes"."""
+        notification = {
+            "businessLocationId": self.sim.business_location_id or self.sim.seen_location_id or 0,
+            "type": "ORDER_API",
+            **self._readiness_body(),
+        }
+        task = asyncio.create_task(self._deliver("", notification, 0), name="pos-sim.lightspeed.readiness")
+        self.sim.tasks.add(task)
+        task.add_done_callback(self.sim.tasks.discard)
 
     async def webhooks(self, request: Request) -> Response:
         """List the notifications sent, with the status the receiver answered."""
@@ -414,7 +438,7 @@ class _Handlers:
             "pos_sim_webhook_sent",
             third_party_reference=reference,
             status=response.status_code,
-            outcome=notification["status"],
+            outcome=notification.get("status"),
         )
 
     def _unauthorised(self, request: Request) -> Response | None:
