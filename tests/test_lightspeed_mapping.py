@@ -319,7 +319,7 @@ def test_custom_extra_skus_from_settings() -> None:
 
 
 def test_native_discount_with_pos_id_becomes_item_discount_code() -> None:
-    """With native_discounts a discount that has a pos_id rides on every menu line as discountCode."""
+    """With native_discounts a discount that has a pos_id rides on a menu line as discountCode, not on extras."""
     data = copy.deepcopy(DELIVERY)
     data["discounts"][0]["pos_id"] = "SUMMER10"
     settings = SETTINGS.model_copy(update={"native_discounts": True})
@@ -357,6 +357,50 @@ def test_only_one_native_discount_per_line() -> None:
     _, body = build(make_order(data), settings=settings)
     assert body["items"][0]["discountCode"] == "STAFF"
     assert body["items"][-1] == {"sku": "STOREKIT_DISCOUNT", "quantity": 1, "customItemPrice": 1}
+
+
+THREE_LINES = [
+    {"name": "Soup", "sku": "SOUP", "quantity": 1, "unit_price": 600},
+    {"name": "Steak", "sku": "STEAK", "quantity": 2, "unit_price": 2200},
+    {"name": "Cake", "sku": "CAKE", "quantity": 1, "unit_price": 700},
+]
+
+
+def _discounted(pos_id: str, amount: int, **settings: Any) -> dict[str, Any]:
+    data = copy.deepcopy(PICKUP)
+    data.update(items=THREE_LINES, charges={}, discounts=[{"kind": "discount", "pos_id": pos_id, "amount": amount}])
+    data["payment"] = {"status": "paid", "amount": 6700 - amount, "currency": "GBP"}
+    _, body = build(make_order(data), settings=SETTINGS.model_copy(update={"native_discounts": True, **settings}))
+    return body
+
+
+def test_an_amount_discount_rides_on_one_line_only() -> None:
+    """A 5.00-off code on every line would take 15.00 off three lines: it goes on one, the largest (the steaks)."""
+    body = _discounted("FIVE_OFF", 500)
+    assert [line.get("discountCode") for line in body["items"]] == [None, "FIVE_OFF", None]
+
+
+def test_a_percentage_discount_rides_on_every_line() -> None:
+    """A code configured as a percentage takes the same share of each line: on every item line."""
+    body = _discounted("TENPCT", 670, percentage_discount_codes=["TENPCT"])
+    assert [line.get("discountCode") for line in body["items"]] == ["TENPCT", "TENPCT", "TENPCT"]
+    assert all(line["sku"] != "STOREKIT_DISCOUNT" for line in body["items"])
+
+
+def test_an_amount_discount_larger_than_any_line_goes_on_the_discount_sku_line() -> None:
+    """No line can absorb 50.00 (the largest is 44.00): the exact amount goes on the discount SKU line instead."""
+    body = _discounted("BIG_OFF", 5000)
+    assert all("discountCode" not in line for line in body["items"])
+    assert body["items"][-1] == {"sku": "STOREKIT_DISCOUNT", "quantity": 1, "customItemPrice": 50}
+
+
+def test_equal_lines_give_the_amount_discount_to_the_first() -> None:
+    data = copy.deepcopy(PICKUP)
+    twins = [{"name": n, "sku": n, "quantity": 1, "unit_price": 500} for n in ("A", "B")]
+    data.update(items=twins, charges={}, discounts=[{"kind": "discount", "pos_id": "OFF", "amount": 100}])
+    data["payment"] = {"status": "paid", "amount": 900, "currency": "GBP"}
+    _, body = build(make_order(data), settings=SETTINGS.model_copy(update={"native_discounts": True}))
+    assert [line.get("discountCode") for line in body["items"]] == ["OFF", None]
 
 
 # --- the local dine-in order -----------------------------------------------------------------------

@@ -318,11 +318,12 @@ def _table_number(table: str | None) -> str:
 
 def _item_lines(order: Order, settings: LightspeedKSettings, *, local: bool) -> list[dict[str, Any]]:
     currency = order.payment.currency
-    native, fallback = _split_discounts(order.discounts, settings)
+    native, fallback = _split_discounts(order, settings)
+    carriers = _discount_carriers(order, native, settings)
     lines: list[dict[str, Any]] = []
     for index, item in enumerate(order.items, start=1):
         line = _item_line(item, index)
-        if native is not None:
+        if native is not None and index - 1 in carriers:
             line["discountCode"] = native.pos_id
         if local and item.course is not None:
             line["course"] = item.course
@@ -342,17 +343,37 @@ def _item_lines(order: Order, settings: LightspeedKSettings, *, local: bool) -> 
     return lines
 
 
-def _split_discounts(
-    discounts: list[Discount], settings: LightspeedKSettings
-) -> tuple[Discount | None, list[Discount]]:
+def _discount_carriers(order: Order, native: Discount | None, settings: LightspeedKSettings) -> set[int]:
+    """Return the indexes of the item lines that carry the native ``discountCode``.
+
+    The POS applies an item line's ``discountCode`` to that line (OAS apeToGoOrderItemLine.discountCode, "The
+    discount code being applied to this item"). A percentage discount is the same on every line, so it rides on
+    each; an amount discount on every line would be taken once per line, so it rides on one: the line with the
+    largest total (first among equals), the one least likely to be smaller than the discount.
+    """
+    if native is None:
+        return set()
+    if native.pos_id in settings.percentage_discount_codes:
+        return set(range(len(order.items)))
+    totals = [item.line_total() for item in order.items]
+    return {totals.index(max(totals))}
+
+
+def _split_discounts(order: Order, settings: LightspeedKSettings) -> tuple[Discount | None, list[Discount]]:
     """Return the discount sent as item ``discountCode`` (native) and those sent as discount-SKU lines."""
+    discounts = order.discounts
     if not settings.native_discounts:
         return None, [d for d in discounts if d.amount > 0]
+    largest_line = max(item.line_total() for item in order.items)
     native: Discount | None = None
     fallback: list[Discount] = []
     for discount in discounts:
-        # An item line carries one discountCode, so only the first native discount can be applied natively.
-        if native is None and discount.pos_id:
+        # An item line carries one discountCode, so only the first native discount can be applied natively. An
+        # amount discount larger than every line cannot sit on one line (a line is not discounted below zero):
+        # it goes on the discount SKU line, exact.
+        percentage = discount.pos_id in settings.percentage_discount_codes
+        fits = percentage or discount.amount <= largest_line
+        if native is None and discount.pos_id and fits:
             native = discount
         elif discount.amount > 0:
             fallback.append(discount)
