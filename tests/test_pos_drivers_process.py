@@ -26,7 +26,7 @@ from agent.models import parse_order
 from drivers.pos.base import ALREADY_PRINTED_NOTE
 from drivers.pos.lightspeed_mapping import LOCAL_PATH, TO_GO_PATH, build_order_request
 from tests.conftest import Sim, make_order
-from tests.test_crash_recovery import AgentProcess, Processes, poll
+from tests.test_crash_recovery import AgentProcess, Processes, SimProcess, poll, sigterm
 
 pytestmark = pytest.mark.slow
 
@@ -542,6 +542,68 @@ async def test_lightspeed_crash_between_token_rotation_and_commit(tmp_path: Path
         assert BANNER in await wait_ticket(client, agent, tmp_path, "ord_ls_waiting", "LSWAIT01")
         assert ALREADY_PRINTED_NOTE in pos_body(sim, ref("ord_ls_waiting"))["orderNote"]
         await wait_pos_state(client, agent, "ok", timeout=5)
+
+
+async def test_lightspeed_client_credentials_go_by_basic_to_a_real_pos_sim_process(
+    tmp_path: Path, procs: Processes
+) -> None:
+    """``venue-agent run`` and ``venue-agent pos-sim`` as two processes: the token request authenticates the client
+    with HTTP Basic and carries only the grant; a wrong client_secret is ``auth_required`` with an alert naming the
+    client credentials (not re-authorisation), and the seed refresh token survives it; fixed and restarted, the
+    order held meanwhile goes in."""
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
+        sim = SimProcess(procs, client)
+        await sim.start()
+        control = f"{sim.base}/_sim/lightspeed"
+        strict = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "business_location_id": LOCATION}
+        assert (await client.post(control, json=strict)).status_code == 200
+
+        agent = AgentProcess(procs, tmp_path, sim.port)
+        good = lightspeed_config(tmp_path, agent_port=agent.port, sim_port=sim.port)
+        agent.config.write_text(good.replace(f'"{CLIENT_SECRET}"', '"a-mistyped-secret"'), encoding="utf-8")
+        agent.start()
+        await agent.wait_ready(client)
+        await wait_pos_state(client, agent, "auth_required", timeout=10)
+        await one_alert(tmp_path, "pos_auth_required")
+        [alert] = alerts(tmp_path, "pos_auth_required")
+        assert "invalid_client" in alert["reason"]
+        assert "client credentials (pos.lightspeed_k.client_id / client_secret) are wrong" in alert["reason"]
+        assert "restart the agent" in alert["action"] and "does not help" in alert["action"]
+        refused = (await client.get(control)).json()["last_token_request"]
+        assert refused == {"client_authentication": "basic", "form_fields": ["grant_type", "refresh_token"]}
+
+        # An order arriving meanwhile waits: nothing reaches the POS with a client it refuses.
+        await post(client, agent, margherita_order("ord_ls_basic", "LSBASIC1"))
+        await wait_state(client, agent, "ord_ls_basic", "queued")
+        assert not [o for o in (await client.get(f"{sim.base}/_sim/orders")).json()]
+
+        # The technician corrects client_secret and restarts the agent.
+        await sigterm(agent, within=15)
+        agent.config.write_text(good, encoding="utf-8")
+        agent.start()
+        await agent.wait_ready(client)
+        await client.post(
+            control,
+            json={
+                "webhook_url": f"{agent.base}/v1/webhooks/lightspeed",
+                "webhook_username": USER,
+                "webhook_password": PASSWORD,
+                "confirm_delay_seconds": 0.05,
+            },
+        )
+        shown = await wait_state(client, agent, "ord_ls_basic", "injected", timeout=15)
+        assert shown["pos_reference"]
+        await wait_pos_state(client, agent, "ok", timeout=5)
+
+        requests = (await client.get(f"{sim.base}/_sim/requests")).json()
+        token_statuses = [r["status"] for r in requests if r["path"] == "/oauth/token"]
+        # Refused once (the wrong secret; probes did not hammer it), then the same seed accepted: it was never spent.
+        assert token_statuses == [401, 200], token_statuses
+        used = (await client.get(control)).json()["last_token_request"]
+        assert used == {"client_authentication": "basic", "form_fields": ["grant_type", "refresh_token"]}
+        assert [o["key"] for o in (await client.get(f"{sim.base}/_sim/orders")).json()] == [ref("ord_ls_basic")]
+        log_text = agent.logs()
+        assert CLIENT_SECRET not in log_text and "a-mistyped-secret" not in log_text
 
 
 # ---- Square ----------------------------------------------------------------------------------
