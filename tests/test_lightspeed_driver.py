@@ -455,3 +455,20 @@ async def test_wrong_client_credentials_are_an_auth_failure_naming_them(sim: Sim
     assert readiness.state is ReadinessState.AUTH_REQUIRED and readiness.detail == result.reason
     assert requests_to(sim, "/oauth/token") == [401]  # remembered: the probe did not ask again
     assert requests_to(sim, "/o/op/1/order/toGo") == []
+
+
+async def test_lightspeed_keeps_trying_the_till_exactly_as_long_as_the_agent_waits(sim: Sim, outbox: Outbox) -> None:
+    """maxTimeToAttemptOrderDeliverToPos = confirm_timeout_seconds, and never under Lightspeed's 60000 ms minimum."""
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        for timeout, expected in ((120, 120_000), (60, 60_000), (5, 60_000)):
+            driver = LightspeedKDriver(
+                ls_settings(sim),
+                tz=LONDON,
+                timeout_seconds=5,
+                store=outbox,
+                client=client,
+                confirm_timeout_seconds=timeout,
+            )
+            key = f"k:{timeout}"
+            assert isinstance(await driver.inject(request_for(order_of(), key)), Accepted)
+            assert sim.state.orders[key].order["maxTimeToAttemptOrderDeliverToPos"] == expected

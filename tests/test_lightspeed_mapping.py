@@ -1398,6 +1398,7 @@ def test_every_mapped_request_satisfies_every_limit(order: Order, printed: bool,
     assert limit_violations(body) == []
     assert _violations(body) == []
     assert body["customerInfo"]["firstName"]
+    assert 60_000 <= body["maxTimeToAttemptOrderDeliverToPos"] <= 2**31 - 1
     assert json.loads(json.dumps(body)) == body
     if printed:
         assert body["orderNote"].startswith(ALREADY_PRINTED_NOTE)
