@@ -553,7 +553,7 @@ async def test_lightspeed_client_credentials_go_by_basic_to_a_real_pos_sim_proce
     order held meanwhile goes in."""
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         sim = SimProcess(procs, client)
-        await sim.start()
+        await sim.start(timeout=30)
         control = f"{sim.base}/_sim/lightspeed"
         strict = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "business_location_id": LOCATION}
         assert (await client.post(control, json=strict)).status_code == 200
@@ -562,8 +562,8 @@ async def test_lightspeed_client_credentials_go_by_basic_to_a_real_pos_sim_proce
         good = lightspeed_config(tmp_path, agent_port=agent.port, sim_port=sim.port)
         agent.config.write_text(good.replace(f'"{CLIENT_SECRET}"', '"a-mistyped-secret"'), encoding="utf-8")
         agent.start()
-        await agent.wait_ready(client)
-        await wait_pos_state(client, agent, "auth_required", timeout=10)
+        await agent.wait_ready(client, timeout=30)  # a loaded CI box starts slowly
+        await wait_pos_state(client, agent, "auth_required", timeout=20)
         await one_alert(tmp_path, "pos_auth_required")
         [alert] = alerts(tmp_path, "pos_auth_required")
         assert "invalid_client" in alert["reason"]
@@ -581,7 +581,7 @@ async def test_lightspeed_client_credentials_go_by_basic_to_a_real_pos_sim_proce
         await sigterm(agent, within=15)
         agent.config.write_text(good, encoding="utf-8")
         agent.start()
-        await agent.wait_ready(client)
+        await agent.wait_ready(client, timeout=30)  # a loaded CI box starts slowly
         await client.post(
             control,
             json={
@@ -593,7 +593,7 @@ async def test_lightspeed_client_credentials_go_by_basic_to_a_real_pos_sim_proce
         )
         shown = await wait_state(client, agent, "ord_ls_basic", "injected", timeout=15)
         assert shown["pos_reference"]
-        await wait_pos_state(client, agent, "ok", timeout=5)
+        await wait_pos_state(client, agent, "ok", timeout=20)
 
         requests = (await client.get(f"{sim.base}/_sim/requests")).json()
         token_statuses = [r["status"] for r in requests if r["path"] == "/oauth/token"]
