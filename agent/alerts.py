@@ -90,12 +90,22 @@ def pos_down(driver: str, reason: str) -> dict[str, Any]:
     }
 
 
+# The POS refused the API client itself (OAuth2 ``invalid_client``, RFC 6749 §5.2): a new authorisation would be
+# refused the same way, only the configuration fixes it.
+CLIENT_CREDENTIALS_ACTION = (
+    "The POS refused the agent's API client: the client credentials (pos.lightspeed_k.client_id / client_secret)"
+    " are wrong, or the client was revoked. Put the right ones from the Lightspeed API portal in the config and"
+    " restart the agent; re-authorising (venue-agent pos authorize) does not help. Orders keep printing as"
+    " fallback tickets until then."
+)
+
+
 def pos_auth_required(driver: str, reason: str) -> dict[str, Any]:
-    """Return the ``pos_auth_required`` alert payload."""
+    """Return the ``pos_auth_required`` alert payload; a refused API client gets its own action."""
     return {
         "order": None,
         "reason": f"the {driver} POS refused our credentials: {reason}",
-        "action": ACTIONS[ErrorClass.AUTH],
+        "action": CLIENT_CREDENTIALS_ACTION if "invalid_client" in reason else ACTIONS[ErrorClass.AUTH],
     }
 
 

@@ -348,6 +348,12 @@ class AccountProfiles(Section):
     dine_in: str = "storekit"
 
 
+LIGHTSPEED_SKU_MAX = 25
+# Lightspeed keeps trying to deliver an order to the till for maxTimeToAttemptOrderDeliverToPos, at least
+# 60000 ms (Order and Pay OAS: "The minimum value is 60000ms (1 minute)").
+LIGHTSPEED_MIN_CONFIRM_SECONDS = 60
+
+
 class LightspeedKSettings(Section):
     """``[pos.lightspeed_k]``: Lightspeed Restaurant K-Series (SPEC §7.1)."""
 
@@ -365,10 +371,24 @@ class LightspeedKSettings(Section):
     service_charge_sku: str = "STOREKIT_SERVICE_CHARGE"
     payment_method: str = "STOREKIT"
     native_discounts: bool = False
+    # Not in SPEC §7.1: the native discount codes (pos_ids) that are percentages in the POS, so they may ride on
+    # every item line; any other code is taken as an amount and goes on one line only (README, Lightspeed).
+    percentage_discount_codes: list[str] = Field(default_factory=list)
     webhook_username: str | None = None
     webhook_password: SecretStr | None = None
     webhook_password_file: str | None = None
     check_readiness: bool = True
+
+    @field_validator("delivery_fee_sku", "discount_sku", "service_charge_sku")
+    @classmethod
+    def _k_series_sku(cls, value: str) -> str:
+        # An item line's sku is 1-25 characters (Order and Pay OAS, apeToGoOrderItemLine.sku maxLength 25),
+        # counted in UTF-16 units as the Java API counts them.
+        units = len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
+        if not 1 <= units <= LIGHTSPEED_SKU_MAX:
+            msg = f"must be 1 to {LIGHTSPEED_SKU_MAX} characters: Lightspeed K-Series refuses a longer item SKU"
+            raise ValueError(msg)
+        return value
 
 
 class SquareSettings(Section):
@@ -438,6 +458,20 @@ def driver_requirements(driver: object, pos: dict[str, Any]) -> dict[str, str]:
         for key in DRIVER_REQUIRED[driver]
         if table.get(key) is None and table.get(f"{key}_file") is None
     }
+
+
+def confirm_timeout_problem(driver: object, timeout: object) -> str | None:
+    """Return why ``injection.confirm_timeout_seconds`` is too short for ``driver``, or None."""
+    if driver != "lightspeed_k" or not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        return None
+    if timeout >= LIGHTSPEED_MIN_CONFIRM_SECONDS:
+        return None
+    return (
+        f"must be at least {LIGHTSPEED_MIN_CONFIRM_SECONDS} with pos.driver = 'lightspeed_k' (got {timeout:g}):"
+        " Lightspeed keeps trying to deliver an order to the till for maxTimeToAttemptOrderDeliverToPos, at"
+        " least 60000 ms, so a shorter wait prints the fallback ticket while the till may still get the"
+        " order, and the dish is made twice"
+    )
 
 
 PosDriverName = Literal["lightspeed_k", "square", "http", "simulator"]
@@ -624,6 +658,13 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
+    def _lightspeed_confirm_timeout(self) -> Settings:
+        reason = confirm_timeout_problem(self.pos.driver, self.injection.confirm_timeout_seconds)
+        if reason:
+            raise _keyed({"injection.confirm_timeout_seconds": reason})
+        return self
+
+    @model_validator(mode="after")
     def _printer_references(self) -> Settings:
         names = [p.name for p in self.printers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -744,6 +785,11 @@ def settings_from_dict(raw: dict[str, Any], *, source: str = "") -> Settings:
         for key, message in driver_requirements(pos.get("driver"), pos).items():
             if f"pos.{key}" not in known:
                 problems.append(Problem(f"pos.{key}", message, source))
+        raw_injection = raw.get("injection")
+        injection: dict[str, Any] = raw_injection if isinstance(raw_injection, dict) else {}
+        too_short = confirm_timeout_problem(pos.get("driver"), injection.get("confirm_timeout_seconds"))
+        if too_short and "injection.confirm_timeout_seconds" not in known:
+            problems.append(Problem("injection.confirm_timeout_seconds", too_short, source))
         raise ConfigError(problems) from None
 
 

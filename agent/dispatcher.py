@@ -491,6 +491,30 @@ class Dispatcher:
                 await self.probe_once()
             await self.clock.sleep(1.0)
 
+    async def readiness_pushed(self, *, ready: bool, detail: str, conditions: dict[str, bool]) -> str:
+        """Apply a readiness the POS pushed (a notification), at once; return the circuit's state after it.
+
+        NOT_READY opens the circuit (the kitchen gets due orders on paper at once, SPEC §6 rule (c)); READY closes
+        it, as a READY probe would, so waiting orders go without waiting for the next probe. A pushed READY does
+        not vouch for the agent's credentials: ``auth_required`` is left to a real probe or ``pos authorize``.
+        """
+        now = self.clock.now()
+        self.pos.conditions = dict(conditions)
+        if ready:
+            self.pos.not_ready = False
+            if self.circuit.record_success():
+                log.info("pos_circuit_closed", detail=detail, source="notification")
+                await self._pos_recovered()
+            self._scheduler_wake.set()
+            self._wake.set()
+        else:
+            self.pos.not_ready = True
+            self.pos.last_error = detail
+            if self.circuit.trip(now, detail):
+                await self._pos_went_down(detail)
+            self._scheduler_wake.set()
+        return self.circuit.state.value
+
     async def probe_once(self) -> ReadinessState:
         """Probe the POS once and update the circuit, readiness and credentials state."""
         now = self.clock.now()

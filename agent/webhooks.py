@@ -3,13 +3,17 @@
 An order the POS accepted waits in ``awaiting_pos`` until a notification says SUCCESS (injected, with the
 POS's account id as reference) or FAILURE (failed, classified from the reason; a sold-out item is
 snoozed). A notification for an order this agent does not know is logged and ignored; a replay of one
-already applied changes nothing. ``SALES_RESTRICTION_UPDATED`` notifications snooze or release SKUs.
+already applied changes nothing. ``SALES_RESTRICTION_UPDATED`` (type ITEM) notifications snooze or release
+SKUs of this venue's business location; another location's are logged and ignored (one webhook endpoint may
+serve several locations). ``ONLINE_ORDER_READINESS`` (type ORDER_API) notifications update the circuit at once:
+NOT_READY opens it, READY closes it; one older than the last applied (``lastUpdatedAt``) is ignored.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -24,7 +28,12 @@ from agent.states import State
 from drivers.pos.base import Injected, Permanent
 from drivers.pos.errors import NotificationInvalid
 from drivers.pos.lightspeed_mapping import third_party_reference
-from drivers.pos.lightspeed_notifications import classify_restriction, classify_webhook, notification_type
+from drivers.pos.lightspeed_notifications import (
+    classify_readiness,
+    classify_restriction,
+    classify_webhook,
+    notification_type,
+)
 
 log = structlog.get_logger("venue_agent.webhooks")
 
@@ -38,7 +47,8 @@ class WebhookInvalid(ValueError):
 
 @dataclass(frozen=True)
 class WebhookResult:
-    """What a notification did: ``applied``, ``duplicate``, ``ignored`` or ``snoozed``, and to which order."""
+    """What a notification did: ``applied``, ``duplicate``, ``ignored``, ``snoozed`` or ``readiness``, and to which
+    order (for ``readiness``, ``state`` is the circuit's state after it)."""
 
     status: str
     order_id: str | None = None
@@ -57,6 +67,9 @@ class LightspeedWebhooks:
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+        location = settings.pos.lightspeed_k.business_location_id if settings.pos.lightspeed_k else None
+        self.business_location_id = location
+        self._readiness_as_of: datetime | None = None
 
     async def handle(self, payload: object) -> WebhookResult:
         """Apply one notification; raise ``WebhookInvalid`` for a body that is not one."""
@@ -68,6 +81,8 @@ class LightspeedWebhooks:
             raise WebhookInvalid(str(exc)) from None
         if kind in ("ITEM", "SALES_RESTRICTION_UPDATED"):
             return await self._restriction(payload)
+        if kind == "ORDER_API":
+            return await self._readiness(payload)
         if kind != "ORDER":
             # Payment and other notifications carry nothing the agent acts on; answering 200 stops redelivery.
             log.info("webhook_ignored", type=kind)
@@ -112,8 +127,21 @@ class LightspeedWebhooks:
         except NotificationInvalid as exc:
             raise WebhookInvalid(str(exc)) from None
         now = self.clock.now()
-        restricted = [sku for sku, on in changes if on]
-        released = [sku for sku, on in changes if not on]
+        ours = [c for c in changes if c.business_location_id in (None, self.business_location_id)]
+        others = [c for c in changes if c not in ours]
+        if others:
+            # Another venue's stock (a webhook endpoint shared by several locations): not ours to snooze.
+            log.info(
+                "webhook_other_location",
+                type="ITEM",
+                skus=[c.sku for c in others],
+                business_location_ids=sorted({c.business_location_id for c in others if c.business_location_id}),
+                ours=self.business_location_id,
+            )
+        if not ours:
+            return WebhookResult("ignored")
+        restricted = [c.sku for c in ours if c.unavailable]
+        released = [c.sku for c in ours if not c.unavailable]
         until = snoozes.snooze_until(now, self.settings.venue.tz)
 
         def apply(c: sqlite3.Connection) -> None:
@@ -124,6 +152,32 @@ class LightspeedWebhooks:
         await self.outbox.write(apply)
         log.info("webhook_restrictions", restricted=restricted, released=released)
         return WebhookResult("snoozed")
+
+    async def _readiness(self, payload: object) -> WebhookResult:
+        try:
+            notice = classify_readiness(payload)
+        except NotificationInvalid as exc:
+            raise WebhookInvalid(str(exc)) from None
+        if notice.business_location_id not in (None, self.business_location_id):
+            log.info(
+                "webhook_other_location",
+                type="ORDER_API",
+                business_location_id=notice.business_location_id,
+                ours=self.business_location_id,
+            )
+            return WebhookResult("ignored")
+        as_of = notice.last_updated_at
+        if as_of is not None and self._readiness_as_of is not None and as_of < self._readiness_as_of:
+            # Delivered out of order: a newer readiness was already applied.
+            log.info("webhook_readiness_stale", last_updated_at=as_of.isoformat(), ready=notice.ready)
+            return WebhookResult("ignored")
+        if as_of is not None:
+            self._readiness_as_of = as_of
+        state = await self.dispatcher.readiness_pushed(
+            ready=notice.ready, detail=notice.detail, conditions=notice.conditions
+        )
+        log.info("webhook_readiness", ready=notice.ready, detail=notice.detail, circuit=state)
+        return WebhookResult("readiness", state=state)
 
     async def _find(self, reference: str) -> OrderRecord | None:
         def query(c: sqlite3.Connection) -> OrderRecord | None:

@@ -238,3 +238,64 @@ class TestVenueCountry:
             load_settings(write(tmp_path, GOOD + square))
         [problem] = caught.value.problems
         assert problem.key == "pos.square.catalog" and "PZ-MARG" in problem.message and "192" in problem.message
+
+
+LIGHTSPEED = """
+[venue]
+id = "harbour-kitchen"
+timezone = "Europe/London"
+
+[injection]
+confirm_timeout_seconds = {timeout}
+
+[pos]
+driver = "{driver}"
+
+[pos.lightspeed_k]
+business_location_id = 45454545
+client_id = "venue-agent"
+client_secret = "client-secret"
+refresh_token = "seed"
+endpoint_id = "venue-agent-hook"
+
+[pos.http]
+url = "http://127.0.0.1:9/orders"
+"""
+
+
+class TestLightspeedRules:
+    """Rules that follow from the Lightspeed K-Series API (SPEC §7.1), checked before anything runs."""
+
+    def test_check_refuses_a_confirm_timeout_under_60_naming_the_key_and_why(self, tmp_path: Path) -> None:
+        """Lightspeed tries the till for >= 60 s: a shorter wait would print a fallback the till may still get."""
+        path = write(tmp_path, LIGHTSPEED.format(timeout=30, driver="lightspeed_k"))
+        result = cli("config", "check", "--config", str(path))
+        assert result.returncode == 2
+        [line] = [x for x in result.stderr.splitlines() if "confirm_timeout_seconds" in x]
+        assert line.startswith(f"  {path}: injection.confirm_timeout_seconds: must be at least 60")
+        assert "maxTimeToAttemptOrderDeliverToPos" in line and "made twice" in line
+
+    @pytest.mark.parametrize(("timeout", "driver"), [(60, "lightspeed_k"), (600, "lightspeed_k"), (5, "http")])
+    def test_sixty_seconds_or_another_driver_is_fine(self, tmp_path: Path, timeout: int, driver: str) -> None:
+        settings, _ = load_settings(write(tmp_path, LIGHTSPEED.format(timeout=timeout, driver=driver)))
+        assert settings.injection.confirm_timeout_seconds == timeout
+
+    def test_the_rule_is_reported_with_the_other_problems(self, tmp_path: Path) -> None:
+        """Every problem at once: a too-short timeout is named even when another key is broken too."""
+        text = LIGHTSPEED.format(timeout=59.5, driver="lightspeed_k") + "\n[venue.extra]\nx = 1\n"
+        text = text.replace('endpoint_id = "venue-agent-hook"', 'endpoint_id = "venue-agent-hook"\ndiscount_sku = ""')
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, text))
+        problems = {p.key: p.message for p in caught.value.problems}
+        assert "(got 59.5)" in problems["injection.confirm_timeout_seconds"]
+        assert "must be 1 to 25 characters" in problems["pos.lightspeed_k.discount_sku"]
+
+    def test_extra_line_skus_longer_than_25_are_refused(self, tmp_path: Path) -> None:
+        text = LIGHTSPEED.format(timeout=120, driver="lightspeed_k").replace(
+            'endpoint_id = "venue-agent-hook"',
+            'endpoint_id = "venue-agent-hook"\ndelivery_fee_sku = "' + "D" * 26 + '"',
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, text))
+        [problem] = caught.value.problems
+        assert problem.key == "pos.lightspeed_k.delivery_fee_sku" and "25" in problem.message

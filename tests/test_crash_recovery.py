@@ -109,8 +109,8 @@ class SimProcess:
         """Return the simulator's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        """Start the simulator and wait until its control API answers."""
+    async def start(self, *, timeout: float = 10) -> None:
+        """Start the simulator and wait (up to ``timeout`` s) until its control API answers."""
         self.popen, log_path = self.procs.spawn("pos-sim", "pos-sim", "--port", str(self.port))
 
         async def answers() -> bool:
@@ -121,7 +121,7 @@ class SimProcess:
             except httpx.TransportError:
                 return False
 
-        await poll(answers, timeout=10, what="pos-sim listening")
+        await poll(answers, timeout=timeout, what="pos-sim listening")
 
     async def faults(self, **switches: object) -> None:
         """Set fault switches."""

@@ -22,6 +22,7 @@ from agent.states import ErrorClass
 from drivers.pos.base import Accepted, InjectRequest, Permanent, ReadinessState, Transient
 from drivers.pos.errors import PosConfigError
 from drivers.pos.lightspeed_k import LightspeedKDriver, check_settings
+from drivers.pos.lightspeed_mapping import classify_answer, limit_violations
 from drivers.pos.lightspeed_notifications import classify_webhook
 from drivers.pos.registry import build_driver
 from drivers.pos.simulator import SimulatorState
@@ -339,6 +340,62 @@ async def test_the_simulator_validates_bodies_like_the_real_api(sim: Sim, outbox
     assert fields == {"thirdPartyReference", "endpointId", "customerInfo", "items[0].sku"}
 
 
+async def test_the_simulator_refuses_every_field_over_its_limit_with_400_like_the_api(sim: Sim, outbox: Outbox) -> None:
+    """Lengths in UTF-16 units, as the Java API counts: the demo and the tests catch what the real API would."""
+    async with driver_for(sim, outbox) as driver:
+        token = await driver.tokens.access_token()
+    long = {
+        "businessLocationId": LOCATION,
+        "thirdPartyReference": "ref-1",
+        "endpointId": "venue-agent-hook",
+        "collectionCode": "ABCDEFGHI",
+        "customerInfo": {"firstName": "🍕" * 65, "lastName": "L" * 129},
+        "orderNote": "n" * 1001,
+        "deliveryAddress": {"addressLine1": "a" * 256},
+        "items": [{"sku": "PZ-MARG", "quantity": 1, "subItems": [{"sku": "M" * 26, "quantity": 1}]}],
+    }
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.post(
+            f"http://127.0.0.1:{sim.port}/o/op/1/order/toGo", json=long, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 400
+    errors = {e["field"]: (e["code"], e["defaultMessage"], e["rejectedValue"]) for e in response.json()["errors"]}
+    assert errors == {
+        "collectionCode": ("Size", "size must be between 0 and 8", "ABCDEFGHI"),
+        "customerInfo.firstName": ("Size", "size must be between 1 and 128", "🍕" * 65),
+        "customerInfo.lastName": ("Size", "size must be between 0 and 128", "L" * 129),
+        "orderNote": ("Size", "size must be between 0 and 1000", "n" * 1001),
+        "deliveryAddress.addressLine1": ("Size", "size must be between 0 and 255", "a" * 256),
+        "items[0].subItems[0].sku": ("Size", "size must be between 0 and 25", "M" * 26),
+    }
+    assert sim.state.orders == {}
+    # The driver reads such an answer as a menu problem naming the SKU.
+    result = classify_answer(400, response.json())
+    assert isinstance(result, Permanent) and result.error_class is ErrorClass.MENU and result.skus == ("M" * 26,)
+
+
+async def test_an_order_with_every_field_at_its_limit_goes_through_the_strict_simulator(
+    sim: Sim, outbox: Outbox
+) -> None:
+    """Long names, address and notes: the mapping cuts them to fit, so the simulator takes the order."""
+    order = order_of(
+        customer={"name": "🍕" * 200 + " " + "Ä" * 299, "email": "sam@example.com"},
+        fulfillment={
+            "type": "delivery",
+            "address": {"line1": "1 " + "Quay " * 99, "city": "B" * 500, "postcode": "BS1 4DJ"},
+            "instructions": "ring " * 100,
+        },
+        notes="x" * 500,
+    )
+    async with driver_for(sim, outbox) as driver:
+        result = await driver.inject(request_for(order))
+    assert isinstance(result, Accepted), result
+    body = sim.state.orders[KEY].order
+    assert body["customerInfo"]["firstName"].endswith("...")
+    assert body["deliveryAddress"]["city"].endswith("...")
+    assert limit_violations(body) == []
+
+
 def test_the_factory_names_missing_keys_and_builds_without_a_store(tmp_path: Path) -> None:
     with pytest.raises(PosConfigError, match=r"pos\.lightspeed_k\.endpoint_id"):
         check_settings(LightspeedKSettings(business_location_id=1, client_id="c", client_secret="s", refresh_token="r"))
@@ -383,3 +440,35 @@ async def test_authorize_stores_a_new_refresh_token(sim: Sim, outbox: Outbox) ->
         None,
         "fresh-token-from-authorisation",
     )
+
+
+async def test_wrong_client_credentials_are_an_auth_failure_naming_them(sim: Sim, outbox: Outbox) -> None:
+    """invalid_client from the token endpoint: inject and probe both say the client_id/client_secret are wrong."""
+    await sim_control(sim, client_id="venue-agent", client_secret="the-real-secret")
+    async with driver_for(sim, outbox) as driver:
+        result = await driver.inject(request_for(order_of()))
+        readiness = await driver.probe()
+
+    assert isinstance(result, Permanent) and result.error_class is ErrorClass.AUTH
+    assert "invalid_client" in result.reason and "client_id / client_secret" in result.reason
+    assert "venue-agent pos authorize" not in result.reason  # a new refresh token would not help
+    assert readiness.state is ReadinessState.AUTH_REQUIRED and readiness.detail == result.reason
+    assert requests_to(sim, "/oauth/token") == [401]  # remembered: the probe did not ask again
+    assert requests_to(sim, "/o/op/1/order/toGo") == []
+
+
+async def test_lightspeed_keeps_trying_the_till_exactly_as_long_as_the_agent_waits(sim: Sim, outbox: Outbox) -> None:
+    """maxTimeToAttemptOrderDeliverToPos = confirm_timeout_seconds, and never under Lightspeed's 60000 ms minimum."""
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        for timeout, expected in ((120, 120_000), (60, 60_000), (5, 60_000)):
+            driver = LightspeedKDriver(
+                ls_settings(sim),
+                tz=LONDON,
+                timeout_seconds=5,
+                store=outbox,
+                client=client,
+                confirm_timeout_seconds=timeout,
+            )
+            key = f"k:{timeout}"
+            assert isinstance(await driver.inject(request_for(order_of(), key)), Accepted)
+            assert sim.state.orders[key].order["maxTimeToAttemptOrderDeliverToPos"] == expected

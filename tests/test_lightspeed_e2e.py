@@ -7,6 +7,7 @@ The simulator accepts orders with 200 and confirms them later by POSTing a notif
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from structlog.testing import capture_logs
 
 from agent import snoozes
 from agent.clock import FakeClock
+from tests import lightspeed_contract as ref
 from tests.conftest import RunningAgent, Sim, agent_settings, eventually, make_order, run_agent
 
 WEBHOOK_USER, WEBHOOK_PASSWORD = "lightspeed", "hook-secret"
@@ -310,3 +312,110 @@ async def test_success_for_an_order_waiting_to_be_resent_makes_it_injected(tmp_p
         note = {"type": "ORDER", "status": "SUCCESS", "thirdPartyReference": "harbour-kitchen:ord_ls_11"}
         answer = await running.client.post("/v1/webhooks/lightspeed", json=note, auth=(WEBHOOK_USER, WEBHOOK_PASSWORD))
         assert answer.json() == {"status": "applied", "order_id": "ord_ls_11", "state": "injected"}
+
+
+OUR_LOCATION = 45454545
+AUTH = (WEBHOOK_USER, WEBHOOK_PASSWORD)
+
+
+async def test_another_locations_item_notification_does_not_snooze_our_skus(tmp_path: Path, sim: Sim) -> None:
+    """One webhook endpoint may serve several venues: an ITEM for another businessLocationId is logged, ignored."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        url = "/v1/webhooks/lightspeed"
+        theirs = {**ref.ITEM_RESTRICTED, "sku": "PZ-MARG", "count": 0}  # the OAS example's location, not ours
+        with capture_logs() as logs:
+            answer = await running.client.post(url, json=theirs, auth=AUTH)
+        assert answer.status_code == 200 and answer.json()["status"] == "ignored"
+        [logged] = [e for e in logs if e["event"] == "webhook_other_location"]
+        assert logged["skus"] == ["PZ-MARG"] and logged["ours"] == OUR_LOCATION
+        now = running.clock.now()
+        assert await running.agent.outbox.read(lambda c: snoozes.active(c, now=now)) == []
+
+        # The same notification for our location snoozes; a mixed list applies only our entry.
+        mixed = [{**theirs, "sku": "PZ-DIAV"}, {**theirs, "businessLocationId": OUR_LOCATION}]
+        assert (await running.client.post(url, json=mixed, auth=AUTH)).json()["status"] == "snoozed"
+        assert [s.sku for s in await running.agent.outbox.read(lambda c: snoozes.active(c, now=now))] == ["PZ-MARG"]
+
+
+async def test_readiness_notifications_open_and_close_the_circuit_at_once(tmp_path: Path, sim: Sim) -> None:
+    """Lightspeed pushes NOT_READY: the circuit opens without waiting for a probe; READY lets the order in."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await point_webhooks(sim, running)
+
+        async def health() -> dict[str, Any]:
+            body: dict[str, Any] = (await running.client.get("/v1/health")).json()
+            return body
+
+        def probes() -> int:
+            return len([r for r in sim.state.requests if r.path == "/o/op/1/onlineOrderReadiness" and r.status])
+
+        await eventually(lambda: asyncio.sleep(0, probes()), lambda n: n == 1)  # the start-up probe: READY
+        await eventually(health, lambda h: h["pos"]["state"] == "ok" and h["pos"]["conditions"])
+
+        # The POS app is closed: the simulator pushes NOT_READY to the webhook (the clock does not move).
+        async with httpx.AsyncClient(trust_env=False) as control:
+            await control.post(f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json={"not_ready": True})
+        shown = await eventually(health, lambda h: h["pos"]["state"] == "down")
+        assert shown["pos"]["conditions"]["availableDevices"] is False
+        await eventually(running.agent.outbox.alerts, lambda alerts: any(a["alert"] == "pos_down" for a in alerts))
+        assert (await running.client.post("/v1/orders", json=make_order("ord_ls_push"))).status_code == 202
+        await running.wait_state("ord_ls_push", "queued", "retrying")
+        assert "harbour-kitchen:ord_ls_push" not in sim.state.orders
+
+        # Open again: READY is pushed and the waiting order goes in, still without a probe.
+        async with httpx.AsyncClient(trust_env=False) as control:
+            await control.post(f"http://127.0.0.1:{sim.port}/_sim/lightspeed", json={"not_ready": False})
+        await running.wait_state("ord_ls_push", "injected")
+        assert probes() == 1  # no probe in between: the clock never moved
+        pushed = [d["body"] for d in (await _deliveries(sim)) if d["body"].get("type") == "ORDER_API"]
+        assert [b["status"] for b in pushed] == ["NOT_READY", "READY"]
+        assert all(b["businessLocationId"] == OUR_LOCATION for b in pushed)
+
+
+async def test_stale_or_foreign_readiness_notifications_change_nothing(tmp_path: Path, sim: Sim) -> None:
+    """A readiness for another location, or one older than the last applied (lastUpdatedAt), is ignored."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        url = "/v1/webhooks/lightspeed"
+
+        async def pos_state() -> str:
+            return str((await running.client.get("/v1/health")).json()["pos"]["state"])
+
+        async def probed() -> bool:
+            return bool((await running.client.get("/v1/health")).json()["pos"]["conditions"])
+
+        await eventually(probed, bool)  # the start-up probe is done; the clock never moves, so no other one
+        assert await pos_state() == "ok"
+        foreign = await running.client.post(url, json=ref.READINESS_NOT_READY, auth=AUTH)
+        assert foreign.json()["status"] == "ignored" and await pos_state() == "ok"
+
+        ours_down = {**ref.READINESS_NOT_READY, "businessLocationId": OUR_LOCATION}
+        answer = await running.client.post(url, json=ours_down, auth=AUTH)
+        assert answer.json() == {"status": "readiness", "order_id": None, "state": "open"}
+        older_up = {**ref.READINESS_READY, "businessLocationId": OUR_LOCATION, "lastUpdatedAt": "2025-10-04T09:39:59Z"}
+        assert (await running.client.post(url, json=older_up, auth=AUTH)).json()["status"] == "ignored"
+        assert await pos_state() == "down"
+        newer_up = {**older_up, "lastUpdatedAt": "2025-10-04T09:41:00Z"}
+        assert (await running.client.post(url, json=newer_up, auth=AUTH)).json()["state"] == "closed"
+        assert await pos_state() == "ok"
+        bad = {**ours_down, "status": "SOMETIMES"}
+        assert (await running.client.post(url, json=bad, auth=AUTH)).status_code == 422
+
+
+async def test_success_with_the_account_id_as_a_string_injects_the_order(tmp_path: Path, sim: Sim) -> None:
+    """The OAS's own SUCCESS example carries ikentooAccountId as a string; the agent takes it (and a number)."""
+    async with run_agent(lightspeed_settings(tmp_path, sim)) as running:
+        await sim.state.apply_faults({"never_confirm": True})
+        for order_id, account_id in (("ord_ls_str", "2114502594134196"), ("ord_ls_num", 304087979524124)):
+            assert (await running.client.post("/v1/orders", json=make_order(order_id))).status_code == 202
+            await running.wait_state(order_id, "awaiting_pos")
+            note = {"status": "SUCCESS", "type": "ORDER", "thirdPartyReference": f"harbour-kitchen:{order_id}"}
+            note["ikentooAccountId"] = account_id
+            answer = await running.client.post("/v1/webhooks/lightspeed", json=note, auth=AUTH)
+            assert answer.json() == {"status": "applied", "order_id": order_id, "state": "injected"}
+            assert (await detail(running, order_id))["pos_reference"] == str(account_id)
+
+
+async def _deliveries(sim: Sim) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        shown: list[dict[str, Any]] = (await client.get(f"http://127.0.0.1:{sim.port}/_sim/lightspeed/webhooks")).json()
+    return shown

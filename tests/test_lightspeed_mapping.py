@@ -13,8 +13,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from agent.config import AccountProfiles, LightspeedKSettings
 from agent.models import Order
@@ -22,6 +23,7 @@ from agent.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, Permanent, Transient
 from drivers.pos.lightspeed_mapping import (
     DEFAULT_MAX_ATTEMPT_MS,
+    FIELD_LIMITS,
     LOCAL_PATH,
     ORDER_NOTE_MAX,
     TO_GO_PATH,
@@ -29,10 +31,13 @@ from drivers.pos.lightspeed_mapping import (
     build_order_request,
     classify_answer,
     e164_phone,
+    fit,
     json_amount,
+    limit_violations,
     local_time_text,
     major_units,
     third_party_reference,
+    utf16_len,
 )
 from drivers.pos.lightspeed_notifications import (
     WebhookOutcome,
@@ -314,7 +319,7 @@ def test_custom_extra_skus_from_settings() -> None:
 
 
 def test_native_discount_with_pos_id_becomes_item_discount_code() -> None:
-    """With native_discounts a discount that has a pos_id rides on every menu line as discountCode."""
+    """With native_discounts a discount that has a pos_id rides on a menu line as discountCode, not on extras."""
     data = copy.deepcopy(DELIVERY)
     data["discounts"][0]["pos_id"] = "SUMMER10"
     settings = SETTINGS.model_copy(update={"native_discounts": True})
@@ -352,6 +357,50 @@ def test_only_one_native_discount_per_line() -> None:
     _, body = build(make_order(data), settings=settings)
     assert body["items"][0]["discountCode"] == "STAFF"
     assert body["items"][-1] == {"sku": "STOREKIT_DISCOUNT", "quantity": 1, "customItemPrice": 1}
+
+
+THREE_LINES = [
+    {"name": "Soup", "sku": "SOUP", "quantity": 1, "unit_price": 600},
+    {"name": "Steak", "sku": "STEAK", "quantity": 2, "unit_price": 2200},
+    {"name": "Cake", "sku": "CAKE", "quantity": 1, "unit_price": 700},
+]
+
+
+def _discounted(pos_id: str, amount: int, **settings: Any) -> dict[str, Any]:
+    data = copy.deepcopy(PICKUP)
+    data.update(items=THREE_LINES, charges={}, discounts=[{"kind": "discount", "pos_id": pos_id, "amount": amount}])
+    data["payment"] = {"status": "paid", "amount": 6700 - amount, "currency": "GBP"}
+    _, body = build(make_order(data), settings=SETTINGS.model_copy(update={"native_discounts": True, **settings}))
+    return body
+
+
+def test_an_amount_discount_rides_on_one_line_only() -> None:
+    """A 5.00-off code on every line would take 15.00 off three lines: it goes on one, the largest (the steaks)."""
+    body = _discounted("FIVE_OFF", 500)
+    assert [line.get("discountCode") for line in body["items"]] == [None, "FIVE_OFF", None]
+
+
+def test_a_percentage_discount_rides_on_every_line() -> None:
+    """A code configured as a percentage takes the same share of each line: on every item line."""
+    body = _discounted("TENPCT", 670, percentage_discount_codes=["TENPCT"])
+    assert [line.get("discountCode") for line in body["items"]] == ["TENPCT", "TENPCT", "TENPCT"]
+    assert all(line["sku"] != "STOREKIT_DISCOUNT" for line in body["items"])
+
+
+def test_an_amount_discount_larger_than_any_line_goes_on_the_discount_sku_line() -> None:
+    """No line can absorb 50.00 (the largest is 44.00): the exact amount goes on the discount SKU line instead."""
+    body = _discounted("BIG_OFF", 5000)
+    assert all("discountCode" not in line for line in body["items"])
+    assert body["items"][-1] == {"sku": "STOREKIT_DISCOUNT", "quantity": 1, "customItemPrice": 50}
+
+
+def test_equal_lines_give_the_amount_discount_to_the_first() -> None:
+    data = copy.deepcopy(PICKUP)
+    twins = [{"name": n, "sku": n, "quantity": 1, "unit_price": 500} for n in ("A", "B")]
+    data.update(items=twins, charges={}, discounts=[{"kind": "discount", "pos_id": "OFF", "amount": 100}])
+    data["payment"] = {"status": "paid", "amount": 900, "currency": "GBP"}
+    _, body = build(make_order(data), settings=SETTINGS.model_copy(update={"native_discounts": True}))
+    assert [line.get("discountCode") for line in body["items"]] == ["OFF", None]
 
 
 # --- the local dine-in order -----------------------------------------------------------------------
@@ -438,12 +487,31 @@ def test_customer_name_is_split(name: str, expected: dict[str, str]) -> None:
     assert body["customerInfo"] == expected
 
 
-def test_long_first_name_is_cut_to_128() -> None:
-    """firstName is 1-128 characters."""
+def test_long_first_name_is_cut_to_128_visibly_and_noted_in_full() -> None:
+    """firstName is 1-128 characters: cut with "..." at 128, and the whole name goes in the order note."""
     data = copy.deepcopy(DINE_IN)
     data["customer"] = {"name": "A" * 300}
     _, body = build(make_order(data))
-    assert body["customerInfo"]["firstName"] == "A" * 128
+    assert body["customerInfo"]["firstName"] == "A" * 125 + "..."
+    assert f"Customer: {'A' * 300}" in body["orderNote"]
+
+
+def test_names_are_measured_in_utf16_units_as_the_java_api_counts() -> None:
+    """An emoji counts 2 toward the 128 (Java String.length()); the cut never splits a character."""
+    data = copy.deepcopy(DINE_IN)
+    data["customer"] = {"name": "Zoë " + "🍕" * 100}
+    _, body = build(make_order(data))
+    last = body["customerInfo"]["lastName"]
+    assert last == "🍕" * 62 + "..."
+    assert utf16_len(last) == 127 <= FIELD_LIMITS["customerInfo.lastName"]
+    assert body["customerInfo"]["firstName"] == "Zoë"
+    assert body["orderNote"].endswith(f"Customer: Zoë {'🍕' * 100}")
+
+
+def test_a_short_name_is_sent_whole_and_not_repeated_in_the_note() -> None:
+    """Nothing cut, nothing added: the note stays as it was."""
+    _, body = build(make_order())
+    assert body["customerInfo"]["firstName"] == "Sam" and "Customer:" not in body["orderNote"]
 
 
 @pytest.mark.parametrize(
@@ -470,14 +538,24 @@ def test_phone_that_is_not_e164_goes_in_the_note() -> None:
     assert body["orderNote"].endswith("Phone: 07700 900123")
 
 
+def test_a_national_number_is_placed_in_the_venues_country() -> None:
+    """With venue.country GB, "07700 900123" and "+44 (0) 7700 900 123" are sent as +447700900123, not noted."""
+    for typed in ("07700 900123", "+44 (0) 7700 900 123"):
+        _, body = build(make_order(customer={"name": "Sam Reed", "phone": typed}), phone_region="GB")
+        assert body["customerInfo"]["contactNumberAsE164"] == "+447700900123"
+        assert "Phone:" not in body.get("orderNote", "")
+
+
 # --- collection code and times ---------------------------------------------------------------------
 
 
-def test_collection_code_is_cut_to_eight() -> None:
-    """collectionCode is at most 8 characters."""
+def test_a_collection_code_over_eight_is_not_sent_but_noted() -> None:
+    """collectionCode is at most 8: a longer one (intake stops it, a code built in Python need not) is not cut
+    into another order's code; Lightspeed generates one and the note carries ours."""
     order = make_order().model_copy(update={"display_code": "ABCDEFGHIJK"})
     _, body = build(order)
-    assert body["collectionCode"] == "ABCDEFGH"
+    assert "collectionCode" not in body
+    assert "Code: ABCDEFGHIJK" in body["orderNote"]
 
 
 def test_no_display_code_means_no_collection_code() -> None:
@@ -961,17 +1039,24 @@ NOT_RESTRICTED = {**RESTRICTED, "count": None, "status": "NOT_RESTRICTED"}
 
 
 def test_restriction_states() -> None:
-    """Sold out (count 0) cannot be sold; a restriction with stock left can; NOT_RESTRICTED can."""
-    assert classify_restriction({**RESTRICTED, "count": 0}) == [("UGG-BB-PUR-06", True)]
-    assert classify_restriction(RESTRICTED) == [("UGG-BB-PUR-06", False)]
-    assert classify_restriction(NOT_RESTRICTED) == [("UGG-BB-PUR-06", False)]
-    assert classify_restriction({**RESTRICTED, "count": None}) == [("UGG-BB-PUR-06", True)]
+    """Sold out (count 0) cannot be sold; a restriction with stock left can; NOT_RESTRICTED can; null is none."""
+    here = 247158188015618
+    assert classify_restriction({**RESTRICTED, "count": 0}) == [("UGG-BB-PUR-06", True, here)]
+    assert classify_restriction(RESTRICTED) == [("UGG-BB-PUR-06", False, here)]
+    assert classify_restriction(NOT_RESTRICTED) == [("UGG-BB-PUR-06", False, here)]
+    # "count (null = no restriction)": the sales-restrictions reference, whatever the status says.
+    assert classify_restriction({**RESTRICTED, "count": None}) == [("UGG-BB-PUR-06", False, here)]
 
 
 def test_restriction_list() -> None:
     """Several notifications at once are read in order."""
-    changes = classify_restriction([{**RESTRICTED, "sku": "A", "count": 0}, {**NOT_RESTRICTED, "sku": "B"}])
-    assert changes == [("A", True), ("B", False)]
+    changes = classify_restriction(
+        [{**RESTRICTED, "sku": "A", "count": 0}, {**NOT_RESTRICTED, "sku": "B", "businessLocationId": "77"}]
+    )
+    assert changes == [("A", True, 247158188015618), ("B", False, 77)]
+    assert [(c.sku, c.unavailable) for c in changes] == [("A", True), ("B", False)]
+    missing = {k: v for k, v in RESTRICTED.items() if k != "businessLocationId"}
+    assert classify_restriction(missing)[0].business_location_id is None
 
 
 @pytest.mark.parametrize(
@@ -981,6 +1066,8 @@ def test_restriction_list() -> None:
         ({**RESTRICTED, "status": "MAYBE"}, "with status 'MAYBE'"),
         ({**RESTRICTED, "sku": ""}, "without a sku"),
         ({**RESTRICTED, "count": "5"}, "with count '5'"),
+        ({**RESTRICTED, "businessLocationId": True}, "with businessLocationId True"),
+        ({**RESTRICTED, "businessLocationId": -1}, "with businessLocationId -1"),
         ("RESTRICTED", "not a K-Series notification"),
     ],
 )
@@ -1050,3 +1137,277 @@ def test_readiness_garbage_is_not_ready(body: object) -> None:
     assert not ready
     assert conditions == {}
     assert detail.startswith("unexpected readiness answer")
+
+
+# --- field limits ----------------------------------------------------------------------------------
+
+
+def test_the_limits_table_holds_the_documented_limits() -> None:
+    """The OAS limits (48, 8, 128, 25, 25) and issue 12's (lastName 128, orderNote 1000) are in the one table."""
+    assert {k: FIELD_LIMITS[k] for k in FIELD_LIMITS if k not in ("customerInfo.email", "tableNumber")} == {
+        "thirdPartyReference": 48,
+        "collectionCode": 8,
+        "customerInfo.firstName": 128,
+        "customerInfo.lastName": 128,
+        "orderNote": 1000,
+        "deliveryAddress.addressLine1": 255,
+        "deliveryAddress.addressLine2": 255,
+        "deliveryAddress.zip": 255,
+        "deliveryAddress.city": 255,
+        "items[].sku": 25,
+        "items[].subItems[].sku": 25,
+    }
+    assert FIELD_LIMITS["customerInfo.email"] == 254 and FIELD_LIMITS["tableNumber"] == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("Margherita", 10, "Margherita"),
+        ("Margheritas", 10, "Margher..."),
+        ("Big  pizza", 8, "Big..."),  # no space left before the ellipsis
+        ("ab🍕🍕", 5, "ab..."),  # the pizza (2 units) does not fit before the ellipsis; never half of it
+        ("🍕🍕🍕🍕", 7, "🍕🍕..."),
+    ],
+)
+def test_fit_cuts_visibly_within_the_limit(text: str, limit: int, expected: str) -> None:
+    assert fit(text, limit) == expected
+    assert utf16_len(fit(text, limit)) <= limit
+
+
+@given(st.text(max_size=300), st.integers(min_value=4, max_value=300))
+def test_fit_always_fits_and_keeps_a_prefix(text: str, limit: int) -> None:
+    """Whatever the text: it fits, is unchanged when it already fitted, else a prefix plus the ellipsis."""
+    cut = fit(text, limit)
+    assert utf16_len(cut) <= limit
+    if utf16_len(text) <= limit:
+        assert cut == text
+    else:
+        assert cut.endswith("...") and text.startswith(cut[:-3])
+
+
+def test_utf16_length_counts_astral_characters_twice() -> None:
+    assert utf16_len("Zoë") == 3 and utf16_len("🍕") == 2 == len("🍕".encode("utf-16-le")) // 2
+
+
+def test_a_sku_of_26_utf16_units_is_a_menu_error_before_sending() -> None:
+    """24 letters and an emoji are 25 characters in Python but 26 for the API: refused here, named."""
+    sku = "PIZZA-MARGHERITA-LARGE-X" + "🍕"
+    items = [{**PICKUP["items"][0], "sku": sku}]
+    with pytest.raises(MappingError, match=r"item 1 \('Margherita'\) has SKU .* longer than the 25") as caught:
+        build(make_order(items=items))
+    assert caught.value.error_class is ErrorClass.MENU and caught.value.skus == (sku,)
+
+
+def test_a_modifier_sku_over_25_names_the_modifier_and_its_item() -> None:
+    items = [{**PICKUP["items"][0], "modifiers": [{"name": "Extra basil", "sku": "M" * 26, "unit_price": 50}]}]
+    with pytest.raises(MappingError, match=r"modifier 'Extra basil' of item 1 \('Margherita'\)") as caught:
+        build(make_order(items=items))
+    assert caught.value.error_class is ErrorClass.MENU
+
+
+def test_a_long_address_line_is_cut_and_the_whole_address_noted() -> None:
+    data = copy.deepcopy(DELIVERY)
+    data["fulfillment"]["address"] = {"line1": "Flat 2, " + "Long Street " * 30, "city": "Bristol", "postcode": "BS1"}
+    _, body = build(make_order(data))
+    line1 = body["deliveryAddress"]["addressLine1"]
+    assert line1.endswith("...") and utf16_len(line1) <= 255
+    assert body["deliveryAddress"]["city"] == "Bristol"
+    assert "Address: Flat 2, Long Street Long Street" in body["orderNote"]
+    assert body["orderNote"].endswith("Bristol") or len(body["orderNote"]) == ORDER_NOTE_MAX
+
+
+def test_an_email_too_long_for_the_api_is_not_cut_but_noted() -> None:
+    """A cut email is a wrong email: it is left out and shown in the note."""
+    email = "🍕" * 130 + "@example.com"  # 130 characters would pass intake; 272 UTF-16 units do not fit 254
+    order = make_order().model_copy(
+        update={"customer": make_order().customer.model_copy(update={"email": email})}  # type: ignore[union-attr]
+    )
+    _, body = build(order)
+    assert "email" not in body["customerInfo"]
+    assert f"Email: {email}" in body["orderNote"]
+
+
+def test_a_table_number_beyond_int32_is_rejected() -> None:
+    data = copy.deepcopy(DINE_IN)
+    data["fulfillment"]["table"] = "99999999999"
+    with pytest.raises(MappingError, match="not a table number"):
+        build(make_order(data))
+
+
+def test_limit_violations_names_each_field_over_its_limit() -> None:
+    body = {
+        "thirdPartyReference": "r" * 49,
+        "collectionCode": "C" * 9,
+        "customerInfo": {"firstName": "🍕" * 65, "lastName": "L" * 128, "email": "e" * 255},
+        "orderNote": "n" * 1001,
+        "deliveryAddress": {"addressLine1": "a" * 256, "city": "Bristol"},
+        "tableNumber": "12345678901",
+        "items": [{"sku": "S" * 26, "subItems": [{"sku": "ok", "subItems": [{"sku": "D" * 30}]}]}],
+    }
+    assert limit_violations(body) == [
+        ("thirdPartyReference", 49, 48),
+        ("collectionCode", 9, 8),
+        ("customerInfo.firstName", 130, 128),
+        ("customerInfo.email", 255, 254),
+        ("orderNote", 1001, 1000),
+        ("deliveryAddress.addressLine1", 256, 255),
+        ("tableNumber", 11, 10),
+        ("items[0].sku", 26, 25),
+        ("items[0].subItems[0].subItems[0].sku", 30, 25),
+    ]
+
+
+# Arbitrary SPEC §4-valid orders: every text field up to its intake maximum (500 characters; email 254, table
+# 32, SKUs 64), with accents, newlines and characters beyond U+FFFF that count twice for the API.
+_CHARS = st.one_of(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")),
+    st.sampled_from([*"éøßç🍕👍🏽\n ", "\u00a0"]),
+)
+
+
+def _text(max_size: int = 500, min_size: int = 1) -> st.SearchStrategy[str]:
+    long = st.builds(lambda c, n: c * n, st.sampled_from(["A", "🍕", "é ", "x y"]), st.integers(1, max_size))
+    either = st.one_of(st.text(_CHARS, min_size=min_size, max_size=max_size), long.map(lambda t: t[:max_size]))
+    return either.filter(lambda t: len(t.strip()) >= min_size)
+
+
+def _sku() -> st.SearchStrategy[str]:
+    # Mostly SKUs that fit, some over 25 (intake takes 64): those must fail as menu errors, naming the item.
+    return st.one_of(
+        st.from_regex(r"[A-Z0-9-]{1,25}", fullmatch=True),
+        st.text(_CHARS, min_size=1, max_size=64).filter(lambda t: bool(t.strip())),
+    )
+
+
+@st.composite
+def _modifiers(draw: st.DrawFn, depth: int = 1) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": draw(_text(40)),
+            "sku": draw(_sku()),
+            "quantity": draw(st.integers(1, 3)),
+            "unit_price": draw(st.integers(0, 300)),
+            "modifiers": draw(_modifiers(depth + 1)) if depth < 3 else [],
+        }
+        for _ in range(draw(st.integers(0, 2 if depth == 1 else 1)))
+    ]
+
+
+@st.composite
+def spec_orders(draw: st.DrawFn) -> Order:
+    """A SPEC §4-valid order with random text in every field the K-Series body carries."""
+    kind = draw(st.sampled_from(["pickup", "delivery", "dine_in"]))
+    fulfillment: dict[str, Any] = {"type": kind, "instructions": draw(st.none() | _text())}
+    if kind == "dine_in":
+        fulfillment["table"] = draw(st.from_regex(r"[0-9]{1,12}", fullmatch=True) | _text(32))
+        fulfillment["covers"] = draw(st.none() | st.integers(1, 999))
+    if kind == "delivery":
+        fulfillment["address"] = {
+            "line1": draw(_text()),
+            "line2": draw(st.none() | _text()),
+            "city": draw(st.none() | _text()),
+            "postcode": draw(st.none() | _text()),
+        }
+    items = [
+        {
+            "name": draw(_text()),
+            "sku": draw(_sku()),
+            "quantity": draw(st.integers(1, 999)),
+            "unit_price": draw(st.integers(0, 2000)),
+            "course": draw(st.none() | st.integers(0, 20)),
+            "notes": draw(st.none() | _text()),
+            "allergens": draw(st.lists(_text(64), max_size=3)),
+            "modifiers": draw(_modifiers()),
+        }
+        for _ in range(draw(st.integers(1, 4)))
+    ]
+    discounts = [
+        {"kind": "discount", "code": draw(st.none() | _text(20)), "pos_id": draw(st.none() | _text(64)), "amount": 1}
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+    data = {
+        **PICKUP,
+        "id": draw(st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)),
+        "display_code": draw(st.none() | st.from_regex(r"[A-Za-z0-9-]{1,8}", fullmatch=True)),
+        "requested_at": draw(st.none() | st.sampled_from(["2026-11-23T18:00:00+00:00", "2026-11-23T11:00:00Z"])),
+        "fulfillment": fulfillment,
+        "customer": {
+            "name": draw(st.none() | _text()),
+            "email": draw(st.none() | _text(254)),
+        },
+        "items": items,
+        "charges": {
+            "delivery_fee": draw(st.integers(0, 500)),
+            "service_charge": draw(st.integers(0, 500)),
+            "tip": draw(st.integers(0, 500)),
+        },
+        "discounts": discounts,
+        "payment": {"status": draw(st.sampled_from(["paid", "pending"])), "amount": 0, "currency": "GBP"},
+        "notes": draw(st.none() | _text()),
+    }
+    total = _total(data)
+    assume(total >= 0)
+    data["payment"]["amount"] = total
+    try:
+        return make_order(data)
+    except ValidationError:
+        assume(False)
+        raise
+
+
+def _too_long_sku(order: Order) -> bool:
+    def skus(mods: list[Any]) -> list[str | None]:
+        return [s for m in mods for s in (m.sku, *skus(m.modifiers))]
+
+    every = [s for i in order.items for s in (i.sku, *skus(i.modifiers))]
+    return any(s is not None and utf16_len(s) > 25 for s in every)
+
+
+def _violations(body: dict[str, Any]) -> list[str]:
+    """The limits checked again here, field by field, independently of limit_violations."""
+    units = utf16_len
+    found = [
+        k
+        for k in ("thirdPartyReference", "collectionCode", "orderNote", "tableNumber")
+        if units(str(body.get(k, ""))) > FIELD_LIMITS[k]
+    ]
+    for key, value in body["customerInfo"].items():
+        if f"customerInfo.{key}" in FIELD_LIMITS and units(value) > FIELD_LIMITS[f"customerInfo.{key}"]:
+            found.append(key)
+    for key, value in body.get("deliveryAddress", {}).items():
+        if units(value) > FIELD_LIMITS[f"deliveryAddress.{key}"]:
+            found.append(key)
+    stack = list(body["items"])
+    while stack:
+        line = stack.pop()
+        if units(line["sku"]) > 25:
+            found.append(line["sku"])
+        stack.extend(line.get("subItems", []))
+    return found
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(order=spec_orders(), printed=st.booleans(), native=st.booleans())
+def test_every_mapped_request_satisfies_every_limit(order: Order, printed: bool, native: bool) -> None:
+    """Any SPEC §4-valid order maps to a body within every FIELD_LIMITS entry, or fails before sending, naming why.
+
+    Only a SKU over 25 (menu) or a table that is no floor-plan number (rejected) may stop it; nothing is
+    left for the POS to refuse on length.
+    """
+    options = SETTINGS.model_copy(update={"native_discounts": native})
+    try:
+        _, body = build(order, settings=options, already_printed=printed)
+    except MappingError as exc:
+        if exc.error_class is ErrorClass.MENU:
+            assert _too_long_sku(order) and "longer than the 25 characters" in str(exc)
+        else:
+            assert "is not a table number" in str(exc)
+        return
+    assert limit_violations(body) == []
+    assert _violations(body) == []
+    assert body["customerInfo"]["firstName"]
+    assert 60_000 <= body["maxTimeToAttemptOrderDeliverToPos"] <= 2**31 - 1
+    assert json.loads(json.dumps(body)) == body
+    if printed:
+        assert body["orderNote"].startswith(ALREADY_PRINTED_NOTE)

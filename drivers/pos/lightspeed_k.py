@@ -32,7 +32,7 @@ from drivers.pos.base import (
 from drivers.pos.errors import PosConfigError
 from drivers.pos.lightspeed_mapping import MappingError, build_order_request, classify_answer
 from drivers.pos.lightspeed_notifications import readiness_from
-from drivers.pos.oauth import REAUTHORISE, AuthRequired, TokenEndpointUnavailable, TokenManager
+from drivers.pos.oauth import CLIENT_REJECTED, REAUTHORISE, AuthRequired, TokenEndpointUnavailable, TokenManager
 from drivers.pos.retry_after import parse_retry_after
 
 log = structlog.get_logger("venue_agent.pos.lightspeed_k")
@@ -78,12 +78,14 @@ class LightspeedKDriver:
         clock: Callable[[], datetime] | None = None,
         client: httpx.AsyncClient | None = None,
         confirm_timeout_seconds: float = 120,
+        phone_region: str | None = None,
     ) -> None:
         self._settings = check_settings(settings)
         # Lightspeed stops trying to deliver the order to the POS when the agent stops waiting and prints
         # the fallback ticket; a longer window could bring the order to the till after the kitchen has it.
         self._max_attempt_ms = max(60_000, int(confirm_timeout_seconds * 1000))
         self._tz = tz
+        self._phone_region = phone_region
         self._clock = clock or (lambda: datetime.now(UTC))
         self._base = settings.base_url.rstrip("/")
         self._owns_client = client is None
@@ -116,6 +118,7 @@ class LightspeedKDriver:
                 tz=self._tz,
                 now=self._clock(),
                 max_attempt_ms=self._max_attempt_ms,
+                phone_region=self._phone_region,
             )
         except MappingError as exc:
             result: InjectResult = _mapping_failure(exc)
@@ -208,7 +211,7 @@ class LightspeedKDriver:
             wait = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             if wait is not None:
                 result = dataclasses.replace(result, retry_after=wait)
-        if isinstance(result, Permanent) and result.error_class is ErrorClass.AUTH and REAUTHORISE not in result.reason:
+        if isinstance(result, Permanent) and result.error_class is ErrorClass.AUTH:
             result = dataclasses.replace(result, reason=_auth_reason(result.reason))
         return result
 
@@ -233,7 +236,10 @@ def _mapping_failure(exc: MappingError) -> Permanent:
 
 
 def _auth_reason(reason: str) -> str:
-    return reason if REAUTHORISE in reason else f"{reason}; {REAUTHORISE}"
+    """Return ``reason`` with the re-authorisation remedy, unless it already names its own remedy."""
+    if "venue-agent pos authorize" in reason or CLIENT_REJECTED in reason:
+        return reason
+    return f"{reason}; {REAUTHORISE}"
 
 
 def _network_failure(exc: BaseException) -> Transient:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.config import LightspeedKSettings
-from agent.models import Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
+from agent.models import Address, Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
 from agent.money import currency_exponent
 from agent.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, InjectResult, Permanent, Transient
@@ -28,12 +29,51 @@ TO_GO_PATH = "/o/op/1/order/toGo"
 LOCAL_PATH = "/o/op/1/order/local"
 READINESS_PATH = "/o/op/1/onlineOrderReadiness"
 
-REFERENCE_MAX = 48  # thirdPartyReference: string 1-48 (OAS)
-SKU_MAX = 25  # item and sub-item sku: maxLength 25 (OAS)
-COLLECTION_CODE_MAX = 8  # collectionCode: maxLength 8 (OAS)
-FIRST_NAME_MAX = 128  # customerInfo.firstName: 1-128 (OAS)
-ORDER_NOTE_MAX = 1000  # no documented limit; kept short enough to read on a kitchen docket
-MIN_ATTEMPT_MS = 60_000  # maxTimeToAttemptOrderDeliverToPos minimum (OAS)
+# --- field limits ----------------------------------------------------------------------------------
+# Every length limit of the create-order body, in one table. Lengths are UTF-16 code units: the API is Java
+# (its 400 is Spring bean validation, "Validation failed for object='toGoOrder'"), and @Size counts
+# String.length(), so an emoji counts 2. OAS = the Order and Pay OpenAPI file named in the module docstring
+# (api-evangelist/lightspeed openapi/lightspeed-order-and-pay-api-openapi.yml, commit 3cc966a; the same text as
+# https://api-docs.lsk.lightspeed.app/operation/operation-apeplacetogoorder and ...-apelocalorder).
+# What happens at each limit is decided in build_order_request: codes are never cut (a cut SKU, code or address
+# is a different one), free text is cut visibly with ELLIPSIS and its full text goes in the orderNote.
+FIELD_LIMITS: dict[str, int] = {
+    # OAS toGo/local body: thirdPartyReference minLength 1, maxLength 48. A longer key is hashed to fit.
+    "thirdPartyReference": 48,
+    # OAS toGo/local body: collectionCode maxLength 8. A longer one is not sent (Lightspeed generates one,
+    # "If left blank, one will be automatically generated") and is named in the note.
+    "collectionCode": 8,
+    # OAS apeCustomerInfo.firstName: minLength 1, maxLength 128. Cut visibly; the full name goes in the note.
+    "customerInfo.firstName": 128,
+    # OAS gives no maxLength for lastName; issue 12 / SPEC §7.1 take firstName's 128. Cut like firstName.
+    "customerInfo.lastName": 128,
+    # OAS gives none; RFC 5321 §4.5.3.1.3 (a 256-octet path less its angle brackets), as intake (§4) enforces.
+    # An address cut short is a wrong address: a longer one is not sent and is named in the note.
+    "customerInfo.email": 254,
+    # OAS gives none ("displayed on the printed dockets"); issue 12: 1000. Parts are cut in priority order.
+    "orderNote": 1000,
+    # OAS deliveryAddress.addressLine1/addressLine2/zip/city: plain strings, no maxLength. 255 is an inference,
+    # not a documented limit: JPA's default column length on a Java backend. Cut visibly; full text in the note.
+    "deliveryAddress.addressLine1": 255,
+    "deliveryAddress.addressLine2": 255,
+    "deliveryAddress.zip": 255,
+    "deliveryAddress.city": 255,
+    # OAS local body: tableNumber is a string, but the floor plan's table number is int32 (apeTable.number),
+    # at most 10 digits. A table that is not such a number fails the order (rejected) before sending.
+    "tableNumber": 10,
+    # OAS apeToGoOrderItemLine.sku / apeLocalOrderItemLine.sku: maxLength 25. Never cut: a longer SKU is a
+    # permanent menu error naming the item, before any request.
+    "items[].sku": 25,
+    # OAS apeSubItemOrderLine.sku: maxLength 25, at every nesting level of subItems. As items[].sku.
+    "items[].subItems[].sku": 25,
+}
+ELLIPSIS = "..."  # ASCII: any docket printer's code page has it, and it counts 3 in UTF-16 as in every charset
+REFERENCE_MAX = FIELD_LIMITS["thirdPartyReference"]
+SKU_MAX = FIELD_LIMITS["items[].sku"]
+COLLECTION_CODE_MAX = FIELD_LIMITS["collectionCode"]
+FIRST_NAME_MAX = FIELD_LIMITS["customerInfo.firstName"]
+ORDER_NOTE_MAX = FIELD_LIMITS["orderNote"]
+MIN_ATTEMPT_MS = 60_000  # maxTimeToAttemptOrderDeliverToPos: "The minimum value is 60000ms (1 minute)" (OAS)
 # Long enough to ride out the usual cause of a missed order (the iPad asleep or the POS app in the
 # background, reference §1.6/§1.10) once staff notice; short enough that a kitchen does not get an ASAP
 # order a quarter of an hour late. The driver may pass its own (e.g. near confirm_timeout_seconds).
@@ -69,6 +109,50 @@ class MappingError(PosDriverError, ValueError):
         super().__init__(message)
         self.error_class = error_class
         self.skus = skus
+
+
+# --- lengths ---------------------------------------------------------------------------------------
+
+
+def utf16_len(text: str) -> int:
+    """Return the length Java's ``String.length()`` gives ``text`` (a character beyond U+FFFF counts 2)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def fit(text: str, limit: int) -> str:
+    """Return ``text`` if it is at most ``limit`` UTF-16 units, else its start ending in ELLIPSIS, within it."""
+    if utf16_len(text) <= limit:
+        return text
+    room, used, kept = limit - len(ELLIPSIS), 0, 0
+    while kept < len(text) and used + (width := 2 if ord(text[kept]) > 0xFFFF else 1) <= room:
+        used += width
+        kept += 1
+    return text[:kept].rstrip() + ELLIPSIS
+
+
+def limit_violations(body: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Return ``(field, length, limit)`` for every string of a create-order body over its FIELD_LIMITS entry."""
+    found: list[tuple[str, int, int]] = []
+
+    def check(path: str, key: str, value: object) -> None:
+        if isinstance(value, str) and utf16_len(value) > FIELD_LIMITS[key]:
+            found.append((path, utf16_len(value), FIELD_LIMITS[key]))
+
+    def lines(items: object, path: str, key: str) -> None:
+        for index, line in enumerate(items if isinstance(items, list) else []):
+            if isinstance(line, dict):
+                check(f"{path}[{index}].sku", f"{key}.sku", line.get("sku"))
+                lines(line.get("subItems"), f"{path}[{index}].subItems", "items[].subItems[]")
+
+    for key in FIELD_LIMITS:
+        head, _, tail = key.partition(".")
+        if "[" in key:
+            continue
+        section = body.get(head) if tail else body
+        if isinstance(section, dict):
+            check(key, key, section.get(tail or head))
+    lines(body.get("items"), "items", "items[]")
+    return found
 
 
 # --- thirdPartyReference -------------------------------------------------------------------------
@@ -128,8 +212,12 @@ def build_order_request(
     tz: ZoneInfo,
     now: datetime,
     max_attempt_ms: int = DEFAULT_MAX_ATTEMPT_MS,
+    phone_region: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Return the path and JSON body that create ``order`` in K-Series, or raise ``MappingError``."""
+    """Return the path and JSON body that create ``order`` in K-Series, or raise ``MappingError``.
+
+    ``phone_region`` (ISO 3166-1 alpha-2, ``venue.country``) places a phone typed without its country code.
+    """
     if settings.business_location_id is None or not settings.endpoint_id:
         msg = "pos.lightspeed_k needs business_location_id and endpoint_id to send orders"
         raise MappingError(msg)
@@ -141,25 +229,22 @@ def build_order_request(
         "endpointId": settings.endpoint_id,
         "accountProfileCode": getattr(settings.account_profiles, kind.value),
     }
+    overflow: list[str] = []  # the full text of whatever did not fit its field, for the note
     if order.display_code:
-        body["collectionCode"] = order.display_code[:COLLECTION_CODE_MAX]
-    customer, phone_for_note = _customer_info(order)
+        if utf16_len(order.display_code) <= COLLECTION_CODE_MAX:
+            body["collectionCode"] = order.display_code
+        else:
+            overflow.append(f"Code: {order.display_code}")
+    customer, phone_for_note = _customer_info(order, overflow, phone_region)
     body["customerInfo"] = customer
-    note = order_note(order, already_printed=already_printed, tz=tz, phone=phone_for_note)
+    if kind is FulfillmentType.DELIVERY and order.fulfillment.address is not None:
+        body["deliveryAddress"] = _delivery_address(order.fulfillment.address, overflow)
+    note = order_note(order, already_printed=already_printed, tz=tz, phone=phone_for_note, overflow=overflow)
     if note:
         body["orderNote"] = note
     body["maxTimeToAttemptOrderDeliverToPos"] = min(max(max_attempt_ms, MIN_ATTEMPT_MS), _INT32_MAX)
     if order.requested_at is not None and order.requested_at > now + COLLECTION_TIME_MARGIN:
         body["orderCollectionTimeAsIso8601"] = order.requested_at.astimezone(tz).isoformat(timespec="seconds")
-    if kind is FulfillmentType.DELIVERY and order.fulfillment.address is not None:
-        address = order.fulfillment.address
-        fields = {
-            "addressLine1": address.line1,
-            "addressLine2": address.line2,
-            "zip": address.postcode,
-            "city": address.city,
-        }
-        body["deliveryAddress"] = {k: v for k, v in fields.items() if v}
     if kind is FulfillmentType.DINE_IN:
         body["tableNumber"] = _table_number(order.fulfillment.table)
         body["clientCount"] = order.fulfillment.covers or 1
@@ -175,21 +260,30 @@ def build_order_request(
     return (LOCAL_PATH if kind is FulfillmentType.DINE_IN else TO_GO_PATH), body
 
 
-def _customer_info(order: Order) -> tuple[dict[str, Any], str | None]:
-    """Return ``customerInfo`` and the phone number to put in the note when it is not E.164."""
+def _customer_info(order: Order, overflow: list[str], phone_region: str | None) -> tuple[dict[str, Any], str | None]:
+    """Return ``customerInfo`` and the phone number to put in the note when it is not E.164.
+
+    A name part over its limit is cut visibly and the whole name added to ``overflow``; an email over its
+    limit is left out (a cut address is a wrong one) and added to ``overflow``.
+    """
     customer = order.customer
     name = _SPACE.sub(" ", customer.name or "").strip() if customer else ""
     first, _, last = name.partition(" ")
-    info: dict[str, Any] = {"firstName": (first or "Guest")[:FIRST_NAME_MAX]}
+    info: dict[str, Any] = {"firstName": fit(first or "Guest", FIELD_LIMITS["customerInfo.firstName"])}
     if last:
-        info["lastName"] = last
+        info["lastName"] = fit(last, FIELD_LIMITS["customerInfo.lastName"])
+    if info["firstName"] != (first or "Guest") or info.get("lastName", last) != last:
+        overflow.append(f"Customer: {name}")
     # No customerInfo.thirdPartyReference: a reference that changes for a known email makes the order
     # fail with "A consumer already exists for this email address with a different external reference".
     if customer and customer.email:
-        info["email"] = customer.email
+        if utf16_len(customer.email) <= FIELD_LIMITS["customerInfo.email"]:
+            info["email"] = customer.email
+        else:
+            overflow.append(f"Email: {customer.email}")
     phone_for_note: str | None = None
     if customer and customer.phone:
-        e164 = e164_phone(customer.phone)
+        e164 = e164_phone(customer.phone, phone_region)
         if e164:
             info["contactNumberAsE164"] = e164
         else:
@@ -197,14 +291,24 @@ def _customer_info(order: Order) -> tuple[dict[str, Any], str | None]:
     return info, phone_for_note
 
 
-def e164_phone(phone: str) -> str | None:
-    """Return ``phone`` as E.164 when it is written with its +country code, else None (the shared parser)."""
-    return to_e164(phone, None)
+def _delivery_address(address: Address, overflow: list[str]) -> dict[str, str]:
+    """Return ``deliveryAddress``, each part cut visibly to its limit; a cut adds the whole address to ``overflow``."""
+    parts = {"addressLine1": address.line1, "addressLine2": address.line2, "zip": address.postcode}
+    fields = {k: v for k, v in {**parts, "city": address.city}.items() if v}
+    sent = {k: fit(v, FIELD_LIMITS[f"deliveryAddress.{k}"]) for k, v in fields.items()}
+    if sent != fields:
+        overflow.append("Address: " + ", ".join(fields.values()))
+    return sent
+
+
+def e164_phone(phone: str, region: str | None = None) -> str | None:
+    """Return ``phone`` as E.164 (a number without its country code placed in ``region``), else None."""
+    return to_e164(phone, region)
 
 
 def _table_number(table: str | None) -> str:
     text = (table or "").strip()
-    if not text.isascii() or not text.isdigit():
+    if not text.isascii() or not text.isdigit() or int(text) > _INT32_MAX:
         msg = (
             f"table {table!r} is not a table number: K-Series local orders need the numeric table number "
             "of the POS floor plan"
@@ -216,11 +320,12 @@ def _table_number(table: str | None) -> str:
 
 def _item_lines(order: Order, settings: LightspeedKSettings, *, local: bool) -> list[dict[str, Any]]:
     currency = order.payment.currency
-    native, fallback = _split_discounts(order.discounts, settings)
+    native, fallback = _split_discounts(order, settings)
+    carriers = _discount_carriers(order, native, settings)
     lines: list[dict[str, Any]] = []
     for index, item in enumerate(order.items, start=1):
         line = _item_line(item, index)
-        if native is not None:
+        if native is not None and index - 1 in carriers:
             line["discountCode"] = native.pos_id
         if local and item.course is not None:
             line["course"] = item.course
@@ -240,17 +345,37 @@ def _item_lines(order: Order, settings: LightspeedKSettings, *, local: bool) -> 
     return lines
 
 
-def _split_discounts(
-    discounts: list[Discount], settings: LightspeedKSettings
-) -> tuple[Discount | None, list[Discount]]:
+def _discount_carriers(order: Order, native: Discount | None, settings: LightspeedKSettings) -> set[int]:
+    """Return the indexes of the item lines that carry the native ``discountCode``.
+
+    The POS applies an item line's ``discountCode`` to that line (OAS apeToGoOrderItemLine.discountCode, "The
+    discount code being applied to this item"). A percentage discount is the same on every line, so it rides on
+    each; an amount discount on every line would be taken once per line, so it rides on one: the line with the
+    largest total (first among equals), the one least likely to be smaller than the discount.
+    """
+    if native is None:
+        return set()
+    if native.pos_id in settings.percentage_discount_codes:
+        return set(range(len(order.items)))
+    totals = [item.line_total() for item in order.items]
+    return {totals.index(max(totals))}
+
+
+def _split_discounts(order: Order, settings: LightspeedKSettings) -> tuple[Discount | None, list[Discount]]:
     """Return the discount sent as item ``discountCode`` (native) and those sent as discount-SKU lines."""
+    discounts = order.discounts
     if not settings.native_discounts:
         return None, [d for d in discounts if d.amount > 0]
+    largest_line = max(item.line_total() for item in order.items)
     native: Discount | None = None
     fallback: list[Discount] = []
     for discount in discounts:
-        # An item line carries one discountCode, so only the first native discount can be applied natively.
-        if native is None and discount.pos_id:
+        # An item line carries one discountCode, so only the first native discount can be applied natively. An
+        # amount discount larger than every line cannot sit on one line (a line is not discounted below zero):
+        # it goes on the discount SKU line, exact.
+        percentage = discount.pos_id in settings.percentage_discount_codes
+        fits = percentage or discount.amount <= largest_line
+        if native is None and discount.pos_id and fits:
             native = discount
         elif discount.amount > 0:
             fallback.append(discount)
@@ -280,7 +405,8 @@ def _check_sku(sku: str | None, where: str) -> str:
     if not sku:
         msg = f"{where} has no SKU: Lightspeed K-Series takes items by SKU only"
         raise MappingError(msg, ErrorClass.MENU)
-    if len(sku) > SKU_MAX:
+    if utf16_len(sku) > SKU_MAX:
+        # A cut SKU would be another item (or none): the order fails as a menu problem, naming the item.
         msg = f"{where} has SKU {sku!r}, longer than the {SKU_MAX} characters Lightspeed K-Series accepts"
         raise MappingError(msg, ErrorClass.MENU, (sku,))
     return sku
@@ -289,8 +415,11 @@ def _check_sku(sku: str | None, where: str) -> str:
 # --- the order note --------------------------------------------------------------------------------
 
 
-def order_note(order: Order, *, already_printed: bool, tz: ZoneInfo, phone: str | None = None) -> str:
-    """Return the docket note: marker, time, payment, allergens and item notes, instructions, notes, phone."""
+def order_note(
+    order: Order, *, already_printed: bool, tz: ZoneInfo, phone: str | None = None, overflow: Sequence[str] = ()
+) -> str:
+    """Return the docket note: marker, time, payment, allergens and item notes, instructions, notes, the full
+    text of fields cut to their limits (``overflow``), phone; at most ORDER_NOTE_MAX UTF-16 units."""
     currency = order.payment.currency
     label = _FULFILMENT_LABEL[order.fulfillment.type]
     when = local_time_text(order.requested_at, tz) if order.requested_at else "ASAP"
@@ -309,6 +438,7 @@ def order_note(order: Order, *, already_printed: bool, tz: ZoneInfo, phone: str 
         parts.append(f"Instructions: {order.fulfillment.instructions}")
     if order.notes:
         parts.append(f"Note: {order.notes}")
+    parts.extend(overflow)
     if phone:
         parts.append(f"Phone: {phone}")
     return _bounded([ALREADY_PRINTED_NOTE, *parts] if already_printed else parts, ORDER_NOTE_MAX)
@@ -324,19 +454,20 @@ def local_time_text(moment: datetime, tz: ZoneInfo) -> str:
 
 
 def _bounded(parts: list[str], limit: int) -> str:
-    """Join ``parts`` with `` | `` in priority order, cutting the first part that overflows ``limit``."""
+    """Join ``parts`` with `` | `` in priority order, cutting the first part that overflows ``limit`` (UTF-16)."""
     text = ""
     for part in parts:
         flat = _SPACE.sub(" ", part).strip()
         if not flat:
             continue
         candidate = f"{text} | {flat}" if text else flat
-        if len(candidate) <= limit:
+        if utf16_len(candidate) <= limit:
             text = candidate
             continue
-        room = limit - len(text) - (3 if text else 0) - 3
-        if room > 0:
-            text = f"{text} | {flat[:room].rstrip()}..." if text else f"{flat[:room].rstrip()}..."
+        room = limit - utf16_len(text) - (3 if text else 0)
+        if room > len(ELLIPSIS):
+            cut = fit(flat, room)
+            text = f"{text} | {cut}" if text else cut
         break
     return text
 

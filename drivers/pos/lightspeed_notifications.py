@@ -7,9 +7,11 @@ OpenAPI file (see ../shared/reference/pos-apis.md §1.8).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
 
 from agent.states import ErrorClass
 from drivers.pos.errors import NotificationInvalid
@@ -186,14 +188,25 @@ def _named_skus(payload: dict[str, Any], text: str, order_skus: tuple[str, ...])
     return tuple(found)
 
 
-def classify_restriction(payload: object) -> list[tuple[str, bool]]:
-    """Return ``(sku, cannot be sold now)`` per item of a SALES_RESTRICTION_UPDATED (type ITEM) notification.
+class Restriction(NamedTuple):
+    """One item's sales restriction: its SKU, whether it cannot be sold now, and the location it is about."""
 
-    RESTRICTED with a remaining ``count`` above zero is still for sale (False); RESTRICTED with count 0
-    (or no count) is sold out (True); NOT_RESTRICTED is False. A list of notifications is accepted too.
+    sku: str
+    unavailable: bool
+    business_location_id: int | None = None
+
+
+def classify_restriction(payload: object) -> list[Restriction]:
+    """Return one ``Restriction`` per item of a SALES_RESTRICTION_UPDATED (type ITEM) notification.
+
+    RESTRICTED with a remaining ``count`` above zero is still for sale (False); RESTRICTED with count 0 is
+    sold out (True); a null ``count`` is "no restriction" (the sales-restrictions reference and the OAS
+    "apeItem availability notification"), so it is False whatever the status, like NOT_RESTRICTED. A list of notifications is accepted too.
+    ``businessLocationId`` (required by the OAS, "apeItem availability notification") is kept so that the
+    caller can ignore another venue's items; a missing one is None.
     """
     entries = payload if isinstance(payload, list) else [payload]
-    changes: list[tuple[str, bool]] = []
+    changes: list[Restriction] = []
     for entry in entries:
         kind = notification_type(entry)
         if kind not in ("ITEM", "SALES_RESTRICTION_UPDATED"):
@@ -210,8 +223,59 @@ def classify_restriction(payload: object) -> list[tuple[str, bool]]:
         if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
             msg = f"sales-restriction notification for {sku!r} with count {_shown(count)}"
             raise NotificationInvalid(msg)
-        changes.append((sku, status == "RESTRICTED" and (count is None or count <= 0)))
+        location = _location(entry, f"sales-restriction notification for {sku!r}")
+        changes.append(Restriction(sku, status == "RESTRICTED" and count is not None and count <= 0, location))
     return changes
+
+
+def _location(entry: dict[str, Any], what: str) -> int | None:
+    """Return a notification's ``businessLocationId`` (int64; a string of digits is taken too), or None if absent."""
+    value = entry.get("businessLocationId")
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    msg = f"{what} with businessLocationId {_shown(value)}"
+    raise NotificationInvalid(msg)
+
+
+@dataclass(frozen=True)
+class ReadinessNotice:
+    """An ONLINE_ORDER_READINESS (type ORDER_API) notification: whose, ready or not, why, and as of when."""
+
+    business_location_id: int | None
+    ready: bool
+    conditions: dict[str, bool]
+    detail: str
+    last_updated_at: datetime | None
+
+
+def classify_readiness(payload: object) -> ReadinessNotice:
+    """Read an ONLINE_ORDER_READINESS notification (OAS "apeOnline Ordering API Readiness notification").
+
+    Its body is the readiness answer plus ``businessLocationId`` and ``type: ORDER_API``; ``status`` (READY or
+    NOT_READY) is required and decides.
+    """
+    if notification_type(payload) != "ORDER_API":
+        msg = "not an online-order readiness notification (type ORDER_API)"
+        raise NotificationInvalid(msg)
+    assert isinstance(payload, dict)
+    status = payload.get("status")
+    if not isinstance(status, str) or status.strip().upper() not in ("READY", "NOT_READY"):
+        msg = f"readiness notification with status {_shown(status)} (READY or NOT_READY)"
+        raise NotificationInvalid(msg)
+    location = _location(payload, "readiness notification")
+    ready, conditions, detail = readiness_from(payload)
+    updated = payload.get("lastUpdatedAt")
+    when: datetime | None = None
+    if isinstance(updated, str):
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(updated.replace("Z", "+00:00"))
+        if when is not None and when.tzinfo is None:
+            when = None
+    return ReadinessNotice(location, ready, conditions, detail, when)
 
 
 # --- readiness -------------------------------------------------------------------------------------

@@ -3,8 +3,19 @@
 Exceptions (both carry a ``reason`` that never contains a token or the client secret)::
 
     TokenError                  root
-    ├── AuthRequired            a human must re-authorise (refresh token rejected, revoked or lost; bad client)
+    ├── AuthRequired            a human must act: re-authorise (refresh token spent, expired, revoked or lost)
+    │                           or fix client_id/client_secret (the endpoint refused the client: invalid_client)
     └── TokenEndpointUnavailable  the token endpoint could not be asked or answered badly: try again later
+
+The request (RFC 6749 §6): ``POST /oauth/token`` with the form ``grant_type=refresh_token&refresh_token=…``
+only; the client authenticates with HTTP Basic, ``Authorization: Basic base64(client_id:client_secret)``, each
+part form-urlencoded first (RFC 6749 §2.3.1; SPEC §7.1). The credentials never go in the body: §2.3.1 allows
+them there only for a client that cannot use Basic, and a server that supports Basic may refuse them.
+
+Refresh tokens are single-use and expire after 14 days unused (K-Series Authorization FAQ, "Quick Facts":
+https://api-portal.lsk.lightspeed.app/quick-start/authentication/authorization). When a refresh token was
+received is stored under ``<prefix>.refresh_token_at``, so an ``invalid_grant`` after the agent was off for
+longer can say that this is why.
 
 Durability. The current refresh token lives in the store under ``<prefix>.refresh_token``; the seed from the
 configuration is used only while the store holds none (or when the seed was changed in the configuration
@@ -26,12 +37,14 @@ A crash before step 2 leaves the old token valid at the server, so the refresh a
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 import structlog
@@ -43,6 +56,10 @@ log = structlog.get_logger("venue_agent.pos.oauth")
 REFRESH_MARGIN = timedelta(minutes=5)
 DEFAULT_EXPIRES_IN = 3600.0
 REAUTHORISE = "re-authorise the POS connection (venue-agent pos authorize)"
+# An unused Lightspeed refresh token expires after 14 days (Authorization FAQ, "Quick Facts", see above).
+REFRESH_TOKEN_IDLE_LIMIT = timedelta(days=14)
+# The words every invalid_client reason carries: the remedy is the configuration, not a new authorisation.
+CLIENT_REJECTED = "client credentials (pos.lightspeed_k.client_id / client_secret) are wrong"
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.InvalidURL)
 _HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError)
@@ -103,6 +120,7 @@ class TokenManager:
         self._key_seed = f"{key_prefix}.seed_sha256"
         self._key_started = f"{key_prefix}.refresh_started"
         self._key_access = f"{key_prefix}.access_token"
+        self._key_since = f"{key_prefix}.refresh_token_at"
         self._lock = asyncio.Lock()
         self._access: _Access | None = None
         self._access_loaded = False
@@ -143,6 +161,7 @@ class TokenManager:
         store = self._require_store()
         async with self._lock:
             await store.kv_put(self._key_refresh, token)
+            await store.kv_put(self._key_since, self._clock().isoformat())
             await store.kv_put(self._key_seed, self._seed_fingerprint())
             await store.kv_put(self._key_started, "")
             await store.kv_put(self._key_access, "")
@@ -151,6 +170,12 @@ class TokenManager:
             self._uncommitted = None
             self._rejected = None
         log.info("pos_token_authorized")
+
+    @property
+    def _basic(self) -> str:
+        """The client's ``Authorization`` header: Basic over the form-urlencoded id and secret (RFC 6749 §2.3.1)."""
+        pair = f"{quote_plus(self._client_id)}:{quote_plus(self._client_secret)}"
+        return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
     def _fresh(self, access: _Access) -> bool:
         return self._clock() < access.refresh_at
@@ -204,10 +229,12 @@ class TokenManager:
         if status == 200:
             raise TokenEndpointUnavailable("the POS token endpoint answered 200 without an access token")
         if error == "invalid_grant":
-            reason = _invalid_grant_reason(interrupted)
+            reason = _invalid_grant_reason(interrupted, await self._idle_for(store, old))
         elif error == "invalid_client" or status == 401:
+            # RFC 6749 §5.2: the client itself was refused; a new refresh token would be refused the same way.
             reason = (
-                f"the POS rejected the API client (check pos.lightspeed_k.client_id and client_secret); {REAUTHORISE}"
+                f"the POS token endpoint refused the API client (invalid_client): the {CLIENT_REJECTED}; "
+                "correct them in the configuration and restart the agent (re-authorising does not help)"
             )
         else:
             reason = f"the POS token endpoint refused the refresh ({status} {error or 'no error code'}); {REAUTHORISE}"
@@ -217,15 +244,21 @@ class TokenManager:
         log.warning("pos_token_refresh_failed", status=status, error=error, interrupted=interrupted)
         raise failure
 
-    async def _post(self, refresh_token: str) -> tuple[int, object]:
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": self._client_id,
-            "client_secret": self._client_secret,
-        }
+    async def _idle_for(self, store: KeyValueStore, presented: str) -> timedelta | None:
+        """Return how long ``presented`` had been held unused, when it is the stored token and its time is known."""
         try:
-            response = await self._client.post(self._token_url, data=form, headers={"Accept": "application/json"})
+            if await store.kv_get(self._key_refresh) != presented:
+                return None  # the seed from the configuration: when it was issued is not known here
+            since = datetime.fromisoformat(await store.kv_get(self._key_since) or "")
+        except Exception:  # an unreadable or missing record only makes the message less specific
+            return None
+        return self._clock() - since if since.tzinfo is not None else None
+
+    async def _post(self, refresh_token: str) -> tuple[int, object]:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        headers = {"Accept": "application/json", "Authorization": self._basic}
+        try:
+            response = await self._client.post(self._token_url, data=form, headers=headers)
         except _HTTPX_ERRORS as exc:
             sent = not isinstance(exc, _NOT_SENT)
             log.warning("pos_token_refresh_failed", reason=type(exc).__name__, maybe_rotated=sent)
@@ -269,6 +302,7 @@ class TokenManager:
             msg = "the rotated POS refresh token could not be stored; it is kept in memory and stored on the next try"
             raise TokenEndpointUnavailable(msg) from None
         self._uncommitted = None
+        await self._store_put_quietly(store, self._key_since, self._clock().isoformat())
         await self._store_put_quietly(store, self._key_seed, self._seed_fingerprint())
         await self._store_put_quietly(store, self._key_started, "")
         if access is not None:
@@ -314,11 +348,17 @@ class TokenManager:
             log.warning("pos_token_store_failed", key=key, reason=type(exc).__name__)
 
 
-def _invalid_grant_reason(interrupted: bool) -> str:
+def _invalid_grant_reason(interrupted: bool, idle: timedelta | None) -> str:
     if interrupted:
         return (
             "the POS refresh token was rejected (invalid_grant) after an interrupted token refresh: the server "
             "rotated it but the new one never reached the disk; this cannot be recovered automatically; " + REAUTHORISE
+        )
+    if idle is not None and idle > REFRESH_TOKEN_IDLE_LIMIT:
+        return (
+            f"the POS refresh token was rejected (invalid_grant): the refresh token was last used {idle.days} days "
+            f"ago; Lightspeed refresh tokens expire after {REFRESH_TOKEN_IDLE_LIMIT.days} days unused: "
+            "re-authorise with venue-agent pos authorize"
         )
     return (
         "the POS refresh token was rejected (invalid_grant): expired, revoked or already used; "

@@ -61,6 +61,7 @@ def _lightspeed_k(settings: Settings, store: KeyValueStore | None) -> Driver:
         timeout_seconds=settings.pos.timeout_seconds,
         store=store,
         confirm_timeout_seconds=settings.injection.confirm_timeout_seconds,
+        phone_region=settings.venue.country,
     )
 
 

@@ -2,15 +2,23 @@
 
 Endpoints: ``POST /oauth/token`` (refresh_token grant, single-use refresh tokens), ``POST /o/op/1/order/toGo``
 and ``/o/op/1/order/local`` (Bearer, validated like the real API, 409 on a used ``thirdPartyReference``),
-``GET /o/op/1/onlineOrderReadiness``; control under ``/_sim/lightspeed`` (GET shows, POST sets the dialect's
-settings; see ``LightspeedSim.update``) and ``GET /_sim/lightspeed/webhooks`` (deliveries made).
+``GET /o/op/1/onlineOrderReadiness`` (a change of the dialect's ``not_ready`` is also pushed to ``webhook_url``
+as an ONLINE_ORDER_READINESS notification, type ORDER_API, unless ``push_readiness`` is off); control under
+``/_sim/lightspeed`` (GET shows, POST sets the dialect's settings; see ``LightspeedSim.update``) and
+``GET /_sim/lightspeed/webhooks`` (deliveries made).
 
 The shared fault switches apply: ``down``/``slow_ms``/``html_errors`` on every endpoint, ``rate_limit``/
 ``rate_limit_count``/``error_rate`` on orders, ``auth_expired`` (401 on orders and readiness whatever the token),
 ``sold_out_skus``/``unknown_skus`` (accepted, then a FAILURE webhook, as the real API reports them
 asynchronously), ``never_confirm`` (accepted, no webhook), ``not_ready`` (readiness NOT_READY).
+The token endpoint is as strict as RFC 6749 §2.3.1 / §5.2 and SPEC §7.1: the client authenticates with HTTP
+Basic only (``401 {"error":"invalid_client"}`` with ``WWW-Authenticate: Basic`` when the header is missing or
+wrong, or when ``client_id``/``client_secret`` come in the form as well or instead); then the grant is checked.
 A refresh token never seen before is accepted once (any seed works in a demo) unless
-``accept_unknown_refresh_tokens`` is off; an issued or used one works only while it is the unused latest.
+``accept_unknown_refresh_tokens`` is off; an issued or used one works only while it is the unused latest, and
+an issued one expires after ``refresh_token_idle_seconds`` unused (14 days, as Lightspeed's; the simulator's
+``monotonic`` clock, injectable). ``last_token_request`` in ``GET /_sim/lightspeed`` shows how the last token
+request authenticated and which form fields it carried (never their values).
 ``token_answer_delay_seconds`` makes ``POST /oauth/token`` rotate the refresh token at once but hold its answer
 that long (lowering the setting releases requests already held); ``pending_token_requests`` in
 ``GET /_sim/lightspeed`` counts the requests held, so a test can crash its client between rotation and answer.
@@ -19,14 +27,17 @@ that long (lowering the setting releases requests already held); ``pending_token
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 import httpx
 import structlog
@@ -35,6 +46,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from drivers.pos import simulator as _sim
+from drivers.pos.lightspeed_mapping import limit_violations
 
 if TYPE_CHECKING:
     from drivers.pos.simulator import SimulatorState
@@ -44,6 +56,9 @@ log = structlog.get_logger("venue_agent.pos.sim_lightspeed")
 ORDER_PATHS = {"/o/op/1/order/toGo": "toGoOrder", "/o/op/1/order/local": "localOrder"}
 READINESS_PATH = "/o/op/1/onlineOrderReadiness"
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+# Lightspeed: "Refresh tokens expire after 14 days" unused (Authorization FAQ, "Quick Facts",
+# https://api-portal.lsk.lightspeed.app/quick-start/authentication/authorization).
+REFRESH_TOKEN_IDLE_SECONDS = 14 * 24 * 3600
 
 
 @dataclass
@@ -67,16 +82,20 @@ class LightspeedSim:
     confirm_delay_seconds: float = 0.5
     failure_reason: str | None = None
     not_ready: bool = False
+    push_readiness: bool = True  # a change of not_ready is pushed as an ORDER_API notification to webhook_url
     access_token_ttl_seconds: int = 3600
     accept_unknown_refresh_tokens: bool = True
     client_id: str | None = None  # None: any client id and secret are accepted
     client_secret: str | None = None
     business_location_id: int | None = None  # None: any location
+    seen_location_id: int | None = None  # the location of the last readiness check or order (for pushes)
     token_answer_delay_seconds: float = 0.0  # rotate at once, answer this much later (a crash window)
     pending_token_requests: int = 0  # token requests rotated and still held by the delay
     token_delay_changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes held token requests
+    refresh_token_idle_seconds: float = REFRESH_TOKEN_IDLE_SECONDS
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
-    live_refresh_tokens: set[str] = field(default_factory=set)
+    live_refresh_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic time issued
+    last_token_request: dict[str, Any] | None = None  # how the client authenticated; the form's field names
     used_refresh_tokens: set[str] = field(default_factory=set)
     deliveries: list[WebhookDelivery] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -89,12 +108,14 @@ class LightspeedSim:
         "confirm_delay_seconds": (int, float),
         "failure_reason": (str, type(None)),
         "not_ready": (bool,),
+        "push_readiness": (bool,),
         "access_token_ttl_seconds": (int,),
         "accept_unknown_refresh_tokens": (bool,),
         "client_id": (str, type(None)),
         "client_secret": (str, type(None)),
         "business_location_id": (int, type(None)),
         "token_answer_delay_seconds": (int, float),
+        "refresh_token_idle_seconds": (int, float),
     }
     ACTIONS: ClassVar[tuple[str, ...]] = ("expire_access_tokens", "revoke_refresh_tokens", "reset")
 
@@ -120,7 +141,7 @@ class LightspeedSim:
             self._reset()
         for name, value in changes.items():
             if name in self.SETTABLE:
-                seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds")
+                seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds", "refresh_token_idle_seconds")
                 setattr(self, name, float(value) if seconds else value)  # type: ignore[arg-type]
         if "token_answer_delay_seconds" in changes or changes.get("reset") is True:
             self.token_delay_changed.set()  # held token requests look at the new delay
@@ -128,7 +149,7 @@ class LightspeedSim:
         if changes.get("expire_access_tokens") is True:
             self.access_tokens.clear()
         if changes.get("revoke_refresh_tokens") is True:
-            self.used_refresh_tokens |= self.live_refresh_tokens
+            self.used_refresh_tokens |= set(self.live_refresh_tokens)
             self.live_refresh_tokens.clear()
             self.accept_unknown_refresh_tokens = False
 
@@ -144,13 +165,15 @@ class LightspeedSim:
             "live_access_tokens": len(self.access_tokens),
             "webhooks_sent": len(self.deliveries),
             "pending_token_requests": self.pending_token_requests,
+            "last_token_request": self.last_token_request,
         }
 
     def _reset(self) -> None:
         for task in self.tasks:
             task.cancel()
         fresh = LightspeedSim(self.state)
-        for name in (*self.SETTABLE, "access_tokens", "live_refresh_tokens", "used_refresh_tokens", "deliveries"):
+        fields = ("access_tokens", "live_refresh_tokens", "used_refresh_tokens", "deliveries", "last_token_request")
+        for name in (*self.SETTABLE, *fields):
             setattr(self, name, getattr(fresh, name))
         self.next_account = 1
 
@@ -199,24 +222,37 @@ class _Handlers:
         return endpoint
 
     async def token(self, request: Request) -> Response:
-        """The refresh_token grant; each refresh token works once."""
+        """The refresh_token grant, the client authenticated by HTTP Basic only; each refresh token works once."""
         sim = self.sim
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        pairs = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        form = {k: v[0] for k, v in pairs.items()}
+        basic = _basic_credentials(request.headers.get("Authorization", ""))
+        in_body = sorted(k for k in ("client_id", "client_secret") if k in form)
+        sim.last_token_request = {
+            "client_authentication": "basic" if basic is not None else ("body" if in_body else "none"),
+            "form_fields": sorted(form),
+        }
+        # RFC 6749 §2.3.1: one authentication method per request, Basic here; §5.2: 401 invalid_client.
+        if basic is None or in_body:
+            why = "client credentials in the request body" if in_body else "no HTTP Basic client authentication"
+            return _oauth_error(401, "invalid_client", f"client authentication failed: {why}", basic=True)
+        client_id, client_secret = basic
+        wrong = sim.client_id is not None and (client_id != sim.client_id or client_secret != sim.client_secret)
+        if not client_id or wrong:
+            return _oauth_error(401, "invalid_client", "client authentication failed", basic=True)
         if form.get("grant_type") != "refresh_token":
             return _oauth_error(400, "unsupported_grant_type", "only refresh_token is supported here")
-        if sim.client_id is not None and (
-            form.get("client_id") != sim.client_id or form.get("client_secret") != sim.client_secret
-        ):
-            return _oauth_error(401, "invalid_client", "client authentication failed")
         old = form.get("refresh_token", "")
-        known = old in sim.live_refresh_tokens or old in sim.used_refresh_tokens
-        if not old or old in sim.used_refresh_tokens or (not known and not sim.accept_unknown_refresh_tokens):
+        issued = sim.live_refresh_tokens.get(old)
+        known = issued is not None or old in sim.used_refresh_tokens
+        idle = issued is not None and self.state.monotonic() - issued > sim.refresh_token_idle_seconds
+        if not old or old in sim.used_refresh_tokens or idle or (not known and not sim.accept_unknown_refresh_tokens):
             return _oauth_error(400, "invalid_grant", "the refresh token is invalid, expired or already used")
-        sim.live_refresh_tokens.discard(old)
+        sim.live_refresh_tokens.pop(old, None)
         sim.used_refresh_tokens.add(old)
         access, refresh = f"sim-at-{secrets.token_urlsafe(18)}", f"sim-rt-{secrets.token_urlsafe(18)}"
         sim.access_tokens[access] = self.state.monotonic() + sim.access_token_ttl_seconds
-        sim.live_refresh_tokens.add(refresh)
+        sim.live_refresh_tokens[refresh] = self.state.monotonic()
         answer = {
             "access_token": access,
             "token_type": "bearer",
@@ -307,7 +343,8 @@ class _Handlers:
         }
         if reason is None:
             notification["ikentooAccountIdentifier"] = account
-            notification["iKentooAccountId"] = int(account[1:].split(".")[0])
+            # As in the OAS example "successfulWithoutAccountInfo": the V2 id as a string of digits.
+            notification["ikentooAccountId"] = account[1:].split(".")[0]
         else:
             notification["reason"] = reason
         task = asyncio.create_task(
@@ -327,14 +364,18 @@ class _Handlers:
             return self._error(400, "Bad Request", "Required parameter 'businessLocationId' is not present")
         if self.sim.business_location_id is not None and int(location) != self.sim.business_location_id:
             return self._error(404, "Not Found", "Invalid input business location id")
+        self.sim.seen_location_id = int(location)
+        return JSONResponse(self._readiness_body())
+
+    def _readiness_body(self) -> dict[str, Any]:
+        """The readiness DTO (OAS apeOrderApiReadinessDto), the same in the answer and the notification."""
         not_ready = self.sim.not_ready or self.state.faults.not_ready
-        body = {
+        return {
             "status": "NOT_READY" if not_ready else "READY",
             "lastUpdatedAt": self.state.wall().isoformat(),
             "onlineOrderingApiConfiguration": {"enabled": True, "orderProfileId": 1, "staffId": 1},
             "posStatus": {"salesPeriod": "OPENED", "acceptingOnlineOrders": True, "availableDevices": not not_ready},
         }
-        return JSONResponse(body)
 
     async def control(self, request: Request) -> Response:
         """Show the dialect's settings, or change them (POST a JSON object)."""
@@ -345,11 +386,25 @@ class _Handlers:
                 changes = None
             if not isinstance(changes, dict):
                 return JSONResponse({"error": "invalid_json", "detail": "POST a JSON object"}, 400)
+            was_not_ready = self.sim.not_ready
             try:
                 self.sim.update(changes)
             except ValueError as exc:
                 return JSONResponse({"error": "invalid_setting", "detail": str(exc)}, 400)
+            if self.sim.not_ready != was_not_ready and self.sim.webhook_url and self.sim.push_readiness:
+                self._schedule_readiness()
         return JSONResponse(self.sim.public())
+
+    def _schedule_readiness(self) -> None:
+        """Push ONLINE_ORDER_READINESS (type ORDER_API), as Lightspeed does "whenever the state ... changes"."""
+        notification = {
+            "businessLocationId": self.sim.business_location_id or self.sim.seen_location_id or 0,
+            "type": "ORDER_API",
+            **self._readiness_body(),
+        }
+        task = asyncio.create_task(self._deliver("", notification, 0), name="pos-sim.lightspeed.readiness")
+        self.sim.tasks.add(task)
+        task.add_done_callback(self.sim.tasks.discard)
 
     async def webhooks(self, request: Request) -> Response:
         """List the notifications sent, with the status the receiver answered."""
@@ -383,7 +438,7 @@ class _Handlers:
             "pos_sim_webhook_sent",
             third_party_reference=reference,
             status=response.status_code,
-            outcome=notification["status"],
+            outcome=notification.get("status"),
         )
 
     def _unauthorised(self, request: Request) -> Response | None:
@@ -412,8 +467,22 @@ class _Handlers:
         return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _oauth_error(status: int, error: str, description: str) -> Response:
-    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+def _oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> Response:
+    headers = {"WWW-Authenticate": 'Basic realm="oauth"'} if basic else None
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers=headers)
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """Return (client_id, client_secret) from ``Basic base64(urlencoded id:urlencoded secret)``, else None."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (unquote_plus(user), unquote_plus(password)) if colon else None
 
 
 @dataclass(frozen=True)
@@ -435,8 +504,6 @@ def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> lis
     reference = body.get("thirdPartyReference")
     if not isinstance(reference, str) or not reference:
         problems.append(_Problem("thirdPartyReference", "NotNull", "must not be null", reference))
-    elif len(reference) > 48:
-        problems.append(_Problem("thirdPartyReference", "Size", "size must be between 1 and 48", reference))
     endpoint = body.get("endpointId")
     if not isinstance(endpoint, str) or not endpoint:
         problems.append(_Problem("endpointId", "NotNull", "must not be null", endpoint))
@@ -444,7 +511,7 @@ def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> lis
     first = customer.get("firstName") if isinstance(customer, dict) else None
     if not isinstance(customer, dict):
         problems.append(_Problem("customerInfo", "NotNull", "must not be null", customer))
-    elif not isinstance(first, str) or not 1 <= len(first) <= 128:
+    elif not isinstance(first, str) or not first:
         problems.append(_Problem("customerInfo.firstName", "Size", "size must be between 1 and 128", first))
     wait = body.get("maxTimeToAttemptOrderDeliverToPos")
     if wait is not None and (not isinstance(wait, int) or wait < 60000):
@@ -454,7 +521,22 @@ def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> lis
         problems.append(_Problem("items", "NotEmpty", "must not be empty", items))
     else:
         _validate_lines(items, "items", problems, local=local)
+    # Every length limit the mapping keeps (one table, with its sources), counted in UTF-16 units as Java does.
+    for name, _length, limit in limit_violations(body):
+        low = 1 if name in ("thirdPartyReference", "customerInfo.firstName") else 0
+        problems.append(_Problem(name, "Size", f"size must be between {low} and {limit}", _at(body, name)))
     return problems
+
+
+def _at(body: object, path: str) -> object:
+    """Return the value at a Spring-style field path (``items[0].subItems[1].sku``) of ``body``."""
+    node = body
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        if name:
+            node = node.get(name) if isinstance(node, dict) else None
+        else:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+    return node
 
 
 def _validate_lines(lines: list[Any], path: str, problems: list[_Problem], *, local: bool) -> None:
@@ -464,8 +546,8 @@ def _validate_lines(lines: list[Any], path: str, problems: list[_Problem], *, lo
             problems.append(_Problem(where, "NotNull", "must not be null", line))
             continue
         sku = line.get("sku")
-        if not isinstance(sku, str) or not 1 <= len(sku) <= 25:
-            problems.append(_Problem(f"{where}.sku", "Size", "size must be between 1 and 25", sku))
+        if not isinstance(sku, str) or not sku:
+            problems.append(_Problem(f"{where}.sku", "NotBlank", "must not be blank", sku))
         quantity = line.get("quantity")
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
             problems.append(_Problem(f"{where}.quantity", "NotNull", "must be a whole number >= 1", quantity))
