@@ -201,7 +201,8 @@ def classify_restriction(payload: object) -> list[Restriction]:
 
     RESTRICTED with a remaining ``count`` above zero is still for sale (False); RESTRICTED with count 0 is
     sold out (True); a null ``count`` is "no restriction" (the sales-restrictions reference and the OAS
-    "apeItem availability notification"), so it is False whatever the status, like NOT_RESTRICTED. A list of notifications is accepted too.
+    "apeItem availability notification"), so it is False whatever the status, like NOT_RESTRICTED. A list
+    of notifications is accepted too.
     ``businessLocationId`` (required by the OAS, "apeItem availability notification") is kept so that the
     caller can ignore another venue's items; a missing one is None.
     """
