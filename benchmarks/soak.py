@@ -47,7 +47,8 @@ RESULTS = core.ROOT / "benchmarks" / "soak-results.md"
 PENDING = ("held", "scheduled", "queued", "sending", "retrying", "awaiting_pos")
 POS_FAULTS: list[dict[str, Any]] = [
     {"down": True},
-    {"hard_down": True},
+    # The listener closes, and with it the control endpoint: the simulator must reopen it by itself.
+    {"hard_down": True, "hard_down_ms": 20000},
     {"slow_ms": 7000},  # beyond the agent's 5 s POS timeout: the POS has the order, the agent resends (same key)
     {"slow_ms": 1500},
     {"error_rate": 0.5},
@@ -271,6 +272,19 @@ async def pos_faults(sim: core.Sim, ledger: Ledger, rng: random.Random, until: f
         await asyncio.sleep(rng.uniform(5, 30))
         with contextlib.suppress(httpx.HTTPError):
             await sim.client.post(f"{sim.base}/_sim/faults", json=POS_HEALTHY)
+
+
+async def pos_healthy_again(sim: core.Sim, *, give_up: float = 60) -> None:
+    """Switch every POS fault off, waiting out a hard-down listener that reopens by itself (``hard_down_ms``)."""
+    deadline = time.monotonic() + give_up
+    while True:
+        try:
+            await sim.client.post(f"{sim.base}/_sim/faults", json=POS_HEALTHY)
+            return
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def printer_faults(printer: FakeNetworkPrinter, ledger: Ledger, rng: random.Random, until: float) -> None:
@@ -504,7 +518,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> Verdict:
                 for task in faults[:3]:
                     task.cancel()
                 await asyncio.gather(*faults[:3], return_exceptions=True)
-                await sim.client.post(f"{sim.base}/_sim/faults", json=POS_HEALTHY)
+                await pos_healthy_again(sim)
                 printer.mode = "ok"
                 await printer.accept()
                 if broker.popen is None:
