@@ -24,7 +24,7 @@ from agent import logs
 from agent.config import Settings, settings_from_dict
 from agent.records import OrderRecord, PrintJob
 from agent.service import Agent
-from agent.tickets import order_ticket
+from agent.tickets import order_ticket, stored_facts
 from drivers.pos.simulator import SimulatorState, serve_simulator
 from drivers.printers.layout import render_text
 
@@ -300,17 +300,15 @@ def _write_previews(settings: Settings, folder: Path) -> list[Path]:
     written = []
     for job in jobs:
         record = records[job.order_id]
+        facts = stored_facts(job)
         ticket = order_ticket(
             record.order,
-            kind=job.kind,
-            columns=settings.printers[0].columns,
+            facts,
+            columns=facts.columns or settings.printers[0].columns,
             tz=settings.venue.tz,
             received_at=record.received_at,
             currency=settings.venue.currency,
-            reprint_no=job.reprint_no,
-            part=(job.part, job.parts) if job.part and job.parts else None,
-            items=job.items,
-            in_doubt=job.in_doubt,
+            tickets=settings.tickets,
         )
         stem = folder / f"{job.order_id}-{job.kind}{job.reprint_no or ''}-{job.part or 1}"
         stem.with_suffix(".txt").write_text(render_text(ticket), encoding="utf-8")

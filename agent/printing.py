@@ -30,7 +30,7 @@ from agent.outbox import Outbox
 from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
-from agent.tickets import PrinterSetup, order_ticket
+from agent.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, ticket_skus
 from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport
 from drivers.printers.errors import PrinterError, PrinterUnavailable
 from drivers.printers.layout import Ticket
@@ -47,6 +47,13 @@ SEND_BUDGET_DEFAULT_SECONDS = 60.0
 NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
 # SPEC §8 names printer states ok|paper_low|paper_out|offline|error; a cover left open is an error there.
 HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
+
+
+def confirmation_of(delivery: Delivery) -> str:
+    """Return how a printed job was confirmed: ``paper`` (came out), ``status`` (unconfirmed) or ``none``."""
+    if delivery.confirmed:
+        return "paper"
+    return "status" if delivery.confirmable else "none"
 
 
 def send_budget(timeouts: object) -> float:
@@ -189,11 +196,13 @@ class PrintWorker:
         names = [n for n in (job.printers or ()) if n in self.slots]
         if not names:
             names = [p.name for p in self.settings.printers_for(job.kind)]
+        copies = await self.outbox.read(lambda c: ops.copies_printed(c, job.order_id, job.part))
         failures: dict[str, tuple[str, str]] = {}
         for name in names:
             slot = self.slots[name]
+            facts = self._facts(record, job, slot.setup.settings, flagged, copies, home=names[0])
             try:
-                data = slot.setup.payload(self._ticket(record, job, slot.setup.settings, flagged))
+                data = slot.setup.payload(self._ticket(record, facts, slot.setup.settings))
             except (PrinterError, ValueError) as exc:
                 failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
                 log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
@@ -232,7 +241,7 @@ class PrintWorker:
                 failures[name] = (delivery.after.status.value, detail)
                 log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
                 continue
-            await self._printed(job, name)
+            await self._printed(job, name, facts, confirmation_of(delivery))
             log.info(
                 "ticket_printed",
                 order_id=job.order_id,
@@ -251,20 +260,44 @@ class PrintWorker:
         await self._all_failed(record, job, failures)
         return False
 
-    def _ticket(self, record: OrderRecord, job: PrintJob, printer: PrinterSettings, flagged: frozenset[str]) -> Ticket:
+    def _facts(
+        self,
+        record: OrderRecord,
+        job: PrintJob,
+        printer: PrinterSettings,
+        flagged: frozenset[str],
+        copies: int,
+        *,
+        home: str,
+    ) -> TicketFacts:
+        """Work out what this copy says when sent to ``printer`` now (``copies`` already came out)."""
         part = (job.part, job.parts) if job.part is not None and job.parts is not None else None
+        wanted = set(ticket_skus(record.order, job.items))
+        return TicketFacts(
+            kind=job.kind,
+            # A copy in doubt may be on paper already: this one is the next copy after it.
+            copy=copies + 1 + (1 if job.in_doubt else 0),
+            in_doubt=job.in_doubt,
+            late_minutes=late_minutes(
+                record.due_at, self.clock.now(), late_after_minutes=self.settings.tickets.late_after_minutes
+            ),
+            backup_for=home if printer.name != home else None,
+            part=part,
+            items=job.items,
+            flagged_skus=tuple(sorted(flagged & wanted)),
+            printer=printer.name,
+            columns=printer.columns,
+        )
+
+    def _ticket(self, record: OrderRecord, facts: TicketFacts, printer: PrinterSettings) -> Ticket:
         return order_ticket(
             record.order,
-            kind=job.kind,
+            facts,
             columns=printer.columns,
             tz=self.settings.venue.tz,
             received_at=record.received_at,
             currency=self.settings.venue.currency,
-            reprint_no=job.reprint_no,
-            part=part,
-            items=job.items,
-            in_doubt=job.in_doubt,
-            flagged_skus=flagged,
+            tickets=self.settings.tickets,
         )
 
     async def _observe(self, slot: PrinterSlot, reading: StatusReading) -> None:
@@ -306,10 +339,13 @@ class PrintWorker:
         log.warning("print_unconfirmed", printer=slot.name, job_id=job.id, order_id=job.order_id, error=detail)
         return job
 
-    async def _printed(self, job: PrintJob, printer: str) -> None:
+    async def _printed(self, job: PrintJob, printer: str, facts: TicketFacts, confirmation: str) -> None:
         now = self.clock.now()
+        ticket = facts.to_json()
         await self.outbox.write(
-            lambda c: ops.finish_print_job(c, job.id, now=now, printer=printer, error=None, retry_at=None)
+            lambda c: ops.finish_print_job(
+                c, job.id, now=now, printer=printer, error=None, retry_at=None, ticket=ticket, confirmation=confirmation
+            )
         )
 
     async def _all_failed(self, record: OrderRecord, job: PrintJob, failures: dict[str, tuple[str, str]]) -> None:

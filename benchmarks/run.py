@@ -71,7 +71,7 @@ from agent.config import PrinterSettings  # noqa: E402
 from agent.models import Order, parse_order  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
 from agent.states import State, place  # noqa: E402
-from agent.tickets import PrinterSetup, order_ticket  # noqa: E402
+from agent.tickets import PrinterSetup, TicketFacts, order_ticket  # noqa: E402
 from drivers.printers.layout import Ticket  # noqa: E402
 from tests.conftest import make_order  # noqa: E402
 from tests.fake_printer import FakeNetworkPrinter  # noqa: E402
@@ -895,7 +895,8 @@ def run_ticket_render(report: Report, *, runs: int = 2000, warmup: int = 200) ->
     preloaded = "escpos.printer" in sys.modules
 
     def render() -> tuple[Ticket, bytes]:
-        ticket = order_ticket(order, kind="fallback", columns=48, tz=tz, received_at=received_at, currency="GBP")
+        facts = TicketFacts(kind="fallback")
+        ticket = order_ticket(order, facts, columns=48, tz=tz, received_at=received_at, currency="GBP")
         return ticket, setup.payload(ticket)
 
     started = time.perf_counter()

@@ -238,7 +238,7 @@ async def test_a_job_caught_mid_print_by_a_crash_prints_again_marked_reprint(
     assert await again.worker.recover() == [job.id]
     assert await again.run_due() == [True]
     lines = texts(printers[0].jobs[0])
-    assert "FALLBACK - NOT IN POS" in lines and "REPRINT - MAY BE A DUPLICATE" in lines
+    assert "FALLBACK - NOT IN POS" in lines and "MAY BE A DUPLICATE" in lines and "COPY 2" in lines
     assert (await again.outbox.print_jobs("ord_1"))[0].in_doubt
     await again.outbox.close()
 

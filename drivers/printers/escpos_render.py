@@ -101,7 +101,7 @@ def _buzz(printer: Any, kind: BuzzKind) -> None:
 
 def printed_pieces(line: Line, columns: int, codec: str | None) -> list[str]:
     """Return the rows ``line`` prints as: printable in ``codec``, wrapped to its width, inverse padded to a bar."""
-    width = columns // 2 if line.double else columns
+    width = line.width(columns)
     pieces = [
         piece
         for para in line.text.splitlines() or [""]
@@ -111,13 +111,13 @@ def printed_pieces(line: Line, columns: int, codec: str | None) -> list[str]:
 
 
 def _line(printer: Any, line: Line, columns: int, codec: str) -> None:
-    styled = line.double or line.bold or line.inverse or line.align != "left"
+    styled = line.large or line.bold or line.inverse or line.align != "left"
     for piece in printed_pieces(line, columns, codec):
         if styled:
             # One set() call per line: ESC ! (size) goes before ESC E, so it cannot clear the bold bit.
             printer.set(
                 double_width=line.double or None,
-                double_height=line.double or None,
+                double_height=line.large or None,
                 bold=line.bold or None,
                 invert=line.inverse or None,
                 align=None if line.align == "left" else line.align,
@@ -125,7 +125,7 @@ def _line(printer: Any, line: Line, columns: int, codec: str) -> None:
         printer.text(piece + "\n")
         if styled:
             printer.set(
-                normal_textsize=line.double or None,
+                normal_textsize=line.large or None,
                 bold=False if line.bold else None,
                 invert=False if line.inverse else None,
                 align=None if line.align == "left" else "left",
@@ -145,8 +145,8 @@ def _fit(text: str, width: int) -> list[str]:
 
 
 def _bar(text: str, width: int, align: str) -> str:
-    """Pad ``text`` with spaces to ``width`` as aligned, so the reversed bar spans the paper."""
-    text = text.strip(" ")
+    """Pad ``text`` with spaces to ``width`` as aligned, so the reversed bar spans the paper (a left indent stays)."""
+    text = text.rstrip(" ") if align == "left" else text.strip(" ")
     room = max(width - len(text), 0)
     if align == "center":
         return " " * (room // 2) + text + " " * (room - room // 2)
