@@ -13,11 +13,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent import outbox_ops as ops
+from agent import snoozes
+from agent.cli import main
 from agent.clock import FakeClock
 from agent.config import Settings, settings_from_dict
 from agent.models import parse_order
 from agent.outbox import Outbox
-from agent.printing import PrintWorker
+from agent.printing import NOT_READ, PrintWorker
 from agent.routing import TicketPart
 from agent.states import place
 from drivers.printers.decode import decode_escpos
@@ -261,3 +263,80 @@ async def test_the_prober_reports_paper_low_once_and_recovery(
     events = await rig.outbox.events_since(0)
     assert any(e.type == "printer_recovered" for e in events)
     await rig.outbox.close()
+
+
+async def test_a_ticket_printed_long_after_its_order_became_due_says_late(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """Printed 38 minutes after due (an outage): LATE - 38 MIN; printed within late_after_minutes: no banner."""
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("pass", printers[0])]))
+    await rig.fallback("ord_soon")
+    await rig.fallback("ord_late")
+    soon = (await rig.outbox.due_print_jobs(rig.clock.now()))[0]
+    rig.clock.advance(9 * 60)
+    assert await rig.worker.print_job(soon)
+    rig.clock.advance(29 * 60 + 30)
+    assert await rig.run_due() == [True]
+    assert not any("LATE" in t for t in texts(printers[0].jobs[0]))
+    assert "LATE - 38 MIN" in texts(printers[0].jobs[1])
+    late = (await rig.outbox.print_jobs("ord_late"))[0]
+    assert json.loads(late.ticket or "{}")["late_minutes"] == 38
+    await rig.outbox.close()
+
+
+async def test_a_backup_printer_says_whose_ticket_it_prints_and_reprints_count_copies(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """The grill is out of paper: the bar prints BACKUP FOR GRILL; a reprint then says REPRINT and COPY 2."""
+    printers[0].mode = "paper_out"
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("grill", printers[0]), net("bar", printers[1])]))
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    first = texts(printers[1].jobs[0])
+    assert "BACKUP FOR GRILL" in first and not any(t.startswith("COPY") for t in first)
+    printers[0].mode = "ok"
+    rig.worker.slots["grill"].state = NOT_READ
+    assert await rig.outbox.write(lambda c: ops.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
+    assert await rig.run_due() == [True]
+    again = texts(printers[0].jobs[0])
+    assert again[:2] == ["REPRINT", "COPY 2"] and not any("BACKUP" in t for t in again)
+    jobs = await rig.outbox.print_jobs("ord_1")
+    facts = [json.loads(j.ticket or "{}") for j in jobs]
+    assert [(f["kind"], f["copy"], f["backup_for"], f["printer"]) for f in facts] == [
+        ("fallback", 1, "grill", "bar"),
+        ("reprint", 2, None, "grill"),
+    ]
+    await rig.outbox.close()
+
+
+async def test_sold_out_flags_reach_the_printer_and_the_preview_of_the_printed_job(
+    tmp_path: Path, printers: list[FakeNetworkPrinter], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A snoozed SKU is flagged on paper, and `ticket render --job` shows the same flag from the stored facts."""
+    settings = settings_for(tmp_path, [net("pass", printers[0])])
+    rig = await rig_for(tmp_path, settings)
+    now = rig.clock.now()
+    await rig.outbox.write(
+        lambda c: snoozes.snooze(c, ["PZ-MARG"], until=None, source="test", reason="sold out", now=now)
+    )
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    assert "!! SOLD OUT IN POS" in texts(printers[0].jobs[0])
+    await rig.outbox.write(lambda c: snoozes.clear(c, None, now=now, source="test"))
+    job = (await rig.outbox.print_jobs("ord_1"))[0]
+    await rig.outbox.close()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[venue]\nid = "harbour-kitchen"\ntimezone = "Europe/London"\n[storage]\npath = "{settings.storage.path}"\n'
+        '[pos]\ndriver = "http"\n[pos.http]\nurl = "http://127.0.0.1:9/orders"\n'
+        f'[[printers]]\nname = "pass"\nconnection = "network"\nhost = "127.0.0.1"\nport = {printers[0].port}\n',
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["ticket", "render", "ord_1", "--job", str(job.id), "--config", str(config)]) == 0
+    as_printed = capsys.readouterr().out
+    assert "!! SOLD OUT IN POS" in as_printed
+    preview = [" ".join(t.split()).casefold() for t in as_printed.splitlines()[:-2] if set(t) != {"*"}]
+    assert preview == [" ".join(t.split()).casefold() for t in texts(printers[0].jobs[0])]
+    assert main(["ticket", "render", "ord_1", "--config", str(config)]) == 0
+    assert "SOLD OUT" not in capsys.readouterr().out  # as it would print now: the snooze is over
