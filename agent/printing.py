@@ -1,11 +1,13 @@
 """The print worker: takes durable print jobs from the outbox and gets each ticket onto a healthy printer.
 
-A job is routed once (kitchen routing may split it into one ticket per printer, "1 of N"), then each
-ticket goes to the first printer that takes it and fails over to the next. Before the bytes leave,
-the job is marked ``printing``; a crash from there leaves it in doubt, and it prints again marked as a
-possible duplicate. When every printer fails, the job retries with backoff and one alert is raised
-until a ticket prints again. A prober reads every printer's status once a minute, so ops hears of a
-paper-out printer before the POS goes down.
+A job is routed once (kitchen routing may split it into one ticket per printer, "1 of N"). Each printer
+has its own queue and its own task: a ticket waits only behind tickets for the same printer, so a
+station printer that hangs or runs out of paper never delays another station's tickets. A ticket that
+fails on its printer moves to the next printer's queue (a printer known to be down is skipped while a
+healthy one is left). Before the bytes leave, the job is marked ``printing``; a crash from there leaves
+it in doubt, and it prints again marked as a possible duplicate. When every printer fails, the job
+retries with backoff and one alert is raised until a ticket prints again. A prober reads every
+printer's status once a minute, so ops hears of a paper-out printer before the POS goes down.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -56,6 +59,11 @@ def confirmation_of(delivery: Delivery) -> str:
     return "status" if delivery.confirmable else "none"
 
 
+def _settle(future: asyncio.Future[bool], printed: bool) -> None:
+    if not future.done():
+        future.set_result(printed)
+
+
 def send_budget(timeouts: object) -> float:
     """Return the longest one job may take: every step's own timeout plus a margin (a safety net, never the rule)."""
     if not isinstance(timeouts, Timeouts):
@@ -73,6 +81,8 @@ class PrinterSlot:
     state: StatusReading = NOT_READ
     alerted: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queue: deque[_Ticket] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -85,8 +95,21 @@ class PrinterSlot:
         return not self.state.status.blocks_printing
 
 
+@dataclass
+class _Ticket:
+    """One routed ticket on its way: its job, the printers it may go to (home first), what failed so far."""
+
+    job: PrintJob
+    record: OrderRecord
+    names: list[str]
+    flagged: frozenset[str]
+    copies: int
+    done: asyncio.Future[bool]
+    failures: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 class PrintWorker:
-    """Prints pending jobs in order, fails over between printers, retries and alerts when all fail."""
+    """Prints pending jobs, one queue per printer, fails over between printers, retries and alerts when all fail."""
 
     def __init__(
         self,
@@ -106,6 +129,8 @@ class PrintWorker:
         self.progress = 0.0
         self._wake = asyncio.Event()
         self._all_down_alerted = False
+        # Jobs handed to a printer's queue and not finished yet, by job id.
+        self._in_flight: dict[int, asyncio.Future[bool]] = {}
 
     @property
     def states(self) -> dict[str, str]:
@@ -147,25 +172,42 @@ class PrintWorker:
         return ids
 
     async def run(self) -> None:
-        """Print due jobs; sleep a second (clock time) or until woken."""
-        while True:
-            self.progress = time.monotonic()
-            self._wake.clear()
-            for job in await self.outbox.due_print_jobs(self.clock.now()):
-                # Per job, so a round over several dead printers does not look wedged to the watchdog.
+        """Hand due jobs to their printers' queues; sleep a second (clock time) or until woken."""
+        try:
+            while True:
                 self.progress = time.monotonic()
-                await self.print_job(job)
-            await self._sleep(1.0, wake=True)
+                self._wake.clear()
+                # Jobs already queued stay out of the count, so a queue stuck behind one printer never hides
+                # the jobs due for the others.
+                due = await self.outbox.due_print_jobs(self.clock.now(), limit=20 + len(self._in_flight))
+                for job in due:
+                    if job.id not in self._in_flight:
+                        await self._submit(job)
+                await self._sleep(1.0, wake=True)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Cancel every printer's task (a job caught mid-print is in doubt at the next start)."""
+        tasks = [slot.task for slot in self.slots.values() if slot.task is not None and not slot.task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def run_prober(self) -> None:
-        """Read every printer's status now and then once every ``PROBE_INTERVAL_SECONDS``."""
+        """Read every printer's status now and then once every ``PROBE_INTERVAL_SECONDS``, all printers at once."""
         while True:
-            for slot in self.slots.values():
-                async with slot.lock:
-                    reading = await slot.transport.status()
+            readings = await asyncio.gather(*(self._probe(slot) for slot in self.slots.values()))
+            for slot, reading in zip(self.slots.values(), readings, strict=True):
                 await self._observe(slot, reading)
             await self._flush_printer_alerts()
             await self._sleep(PROBE_INTERVAL_SECONDS, wake=False)
+
+    async def _probe(self, slot: PrinterSlot) -> StatusReading:
+        async with slot.lock:
+            return await slot.transport.status()
 
     async def print_test(self, names: list[str]) -> list[dict[str, Any]]:
         """Print the test page on each named printer, between tickets (never during one); report each result."""
@@ -177,88 +219,153 @@ class PrintWorker:
         return results
 
     async def print_job(self, job: PrintJob) -> bool:
-        """Print one job (all its routed tickets); return whether every ticket printed."""
+        """Print one job (all its routed tickets) through the printers' queues; return whether every ticket printed."""
+        futures = await self._submit(job)
+        results = await asyncio.gather(*futures)
+        return bool(results) and all(results)
+
+    async def _submit(self, job: PrintJob) -> list[asyncio.Future[bool]]:
+        """Route a job if needed and put each of its tickets in its first printer's queue; return their outcomes."""
         record = await self.outbox.get(job.order_id)
         if record is None:
-            return False
+            return []
         jobs = [job]
         if not job.routed:
             candidates = self.settings.printers_for(job.kind)
             parts = route_items([item.category for item in record.order.items], candidates)
             jobs = await self.outbox.write(lambda c: ops.route_print_job(c, job.id, parts))
-        results = [await self._print_ticket(record, j) for j in jobs]
-        return all(results)
-
-    async def _print_ticket(self, record: OrderRecord, job: PrintJob) -> bool:
         now = self.clock.now()
         snoozed = await self.outbox.read(lambda c: snoozes.active(c, now=now))
         flagged = frozenset(s.sku for s in snoozed)
-        names = [n for n in (job.printers or ()) if n in self.slots]
-        if not names:
-            names = [p.name for p in self.settings.printers_for(job.kind)]
-        copies = await self.outbox.read(lambda c: ops.copies_printed(c, job.order_id, job.part))
-        failures: dict[str, tuple[str, str]] = {}
-        for name in names:
-            slot = self.slots[name]
-            facts = self._facts(record, job, slot.setup.settings, flagged, copies, home=names[0])
-            try:
-                data = slot.setup.payload(self._ticket(record, facts, slot.setup.settings))
-            except (PrinterError, ValueError) as exc:
-                failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
-                log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
+        futures = []
+        for routed in jobs:
+            waiting = self._in_flight.get(routed.id)
+            if waiting is not None:
+                futures.append(waiting)
                 continue
-            await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
-            async with slot.lock:
-                budget = send_budget(getattr(slot.transport, "timeouts", None))
-                try:
-                    async with asyncio.timeout(budget):
-                        delivery = await slot.transport.send(data)
-                except TimeoutError:
-                    # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
-                    overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
-                    delivery = Delivery(NOT_READ, overdue)
-                except PrinterUnavailable as exc:
-                    reading = StatusReading(exc.status, exc.reason)
-                    delivery = None
-                except PrinterError as exc:
-                    reading = StatusReading(PrinterStatus.OFFLINE, str(exc))
-                    delivery = None
-            if delivery is None:
-                await self._observe(slot, reading)
-                failures[name] = (reading.status.value, reading.detail)
-                log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
-                continue
-            if not slot.setup.settings.confirm:
-                delivery = dataclasses.replace(delivery, confirmable=False)
-            outcome = delivery.outcome
-            if outcome is Outcome.UNCONFIRMED:
-                job = await self._unconfirmed(slot, job, delivery)
-                failures[name] = (PrinterStatus.OFFLINE.value, slot.state.detail)
-                continue
-            await self._observe(slot, delivery.after)
-            if outcome is Outcome.FAILED:
-                detail = f"{delivery.after.detail} (after the ticket was sent)"
-                failures[name] = (delivery.after.status.value, detail)
-                log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
-                continue
-            await self._printed(job, name, facts, confirmation_of(delivery))
-            log.info(
-                "ticket_printed",
-                order_id=job.order_id,
-                kind=job.kind,
-                printer=name,
-                part=job.part,
-                parts=job.parts,
-                in_doubt=job.in_doubt,
-                status=delivery.after.status,
+            names = [n for n in (routed.printers or ()) if n in self.slots]
+            if not names:
+                names = [p.name for p in self.settings.printers_for(routed.kind)]
+            copies = await self.outbox.read(
+                functools.partial(ops.copies_printed, order_id=routed.order_id, part=routed.part)
             )
-            if self._all_down_alerted:
-                self._all_down_alerted = False
-                await self.outbox.event("printers_recovered", {"printer": name})
-            await self._flush_printer_alerts(covered_by=name)
-            return True
-        await self._all_failed(record, job, failures)
-        return False
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            ticket = _Ticket(routed, record, names, flagged, copies, done)
+            self._in_flight[routed.id] = done
+            done.add_done_callback(functools.partial(self._landed, routed.id))
+            futures.append(done)
+            await self._dispatch(ticket)
+        return futures
+
+    def _landed(self, job_id: int, _: asyncio.Future[bool]) -> None:
+        self._in_flight.pop(job_id, None)
+
+    async def _dispatch(self, ticket: _Ticket) -> None:
+        """Queue the ticket on the next printer to try, healthy ones first; when none is left it failed."""
+        left = [name for name in ticket.names if name not in ticket.failures]
+        if not left:
+            await self._all_failed(ticket.record, ticket.job, ticket.failures)
+            _settle(ticket.done, False)
+            return
+        healthy = [name for name in left if self.slots[name].usable]
+        slot = self.slots[(healthy or left)[0]]
+        slot.queue.append(ticket)
+        if slot.task is None or slot.task.done():
+            slot.task = asyncio.create_task(self._drain(slot), name=f"venue-agent printer {slot.name}")
+
+    async def _drain(self, slot: PrinterSlot) -> None:
+        """Print this printer's queue in order; the task ends when the queue is empty."""
+        ticket: _Ticket | None = None
+        try:
+            while slot.queue:
+                ticket = slot.queue.popleft()
+                try:
+                    await self._attempt(slot, ticket)
+                except Exception as exc:  # a failed write to the outbox: the job stays pending, the next round retries
+                    log.error("print_attempt_failed", printer=slot.name, job_id=ticket.job.id, error=str(exc))
+                    _settle(ticket.done, False)
+                ticket = None
+        finally:
+            # Cancelled (the agent stops): nobody waits for what is left; the jobs are still in the outbox.
+            for left in [*([ticket] if ticket else []), *slot.queue]:
+                if not left.done.done():
+                    left.done.cancel()
+            slot.queue.clear()
+
+    async def _attempt(self, slot: PrinterSlot, ticket: _Ticket) -> None:
+        """Send one ticket to this printer; on any failure pass it to the next printer."""
+        name = slot.name
+        job = ticket.job
+        others = [n for n in ticket.names if n != name and n not in ticket.failures and self.slots[n].usable]
+        if not slot.usable and others:
+            # Went down while the ticket waited in its queue: no timeout is spent on it, the next printer takes it.
+            ticket.failures[name] = (slot.state.status.value, f"skipped: {slot.state.detail}")
+            await self._dispatch(ticket)
+            return
+        facts = self._facts(
+            ticket.record, job, slot.setup.settings, ticket.flagged, ticket.copies, home=ticket.names[0]
+        )
+        try:
+            data = slot.setup.payload(self._ticket(ticket.record, facts, slot.setup.settings))
+        except (PrinterError, ValueError) as exc:
+            ticket.failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
+            log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
+            await self._dispatch(ticket)
+            return
+        await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
+        async with slot.lock:
+            budget = send_budget(getattr(slot.transport, "timeouts", None))
+            try:
+                async with asyncio.timeout(budget):
+                    delivery = await slot.transport.send(data)
+            except TimeoutError:
+                # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
+                overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
+                delivery = Delivery(NOT_READ, overdue)
+            except PrinterUnavailable as exc:
+                reading = StatusReading(exc.status, exc.reason)
+                delivery = None
+            except PrinterError as exc:
+                reading = StatusReading(PrinterStatus.OFFLINE, str(exc))
+                delivery = None
+        if delivery is None:
+            await self._observe(slot, reading)
+            ticket.failures[name] = (reading.status.value, reading.detail)
+            log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
+            await self._dispatch(ticket)
+            return
+        if not slot.setup.settings.confirm:
+            delivery = dataclasses.replace(delivery, confirmable=False)
+        outcome = delivery.outcome
+        if outcome is Outcome.UNCONFIRMED:
+            ticket.job = await self._unconfirmed(slot, job, delivery)
+            ticket.failures[name] = (PrinterStatus.OFFLINE.value, slot.state.detail)
+            await self._dispatch(ticket)
+            return
+        await self._observe(slot, delivery.after)
+        if outcome is Outcome.FAILED:
+            detail = f"{delivery.after.detail} (after the ticket was sent)"
+            ticket.failures[name] = (delivery.after.status.value, detail)
+            log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
+            await self._dispatch(ticket)
+            return
+        await self._printed(job, name, facts, confirmation_of(delivery))
+        log.info(
+            "ticket_printed",
+            order_id=job.order_id,
+            kind=job.kind,
+            printer=name,
+            part=job.part,
+            parts=job.parts,
+            in_doubt=job.in_doubt,
+            status=delivery.after.status,
+            confirmation=confirmation_of(delivery),
+        )
+        if self._all_down_alerted:
+            self._all_down_alerted = False
+            await self.outbox.event("printers_recovered", {"printer": name})
+        await self._flush_printer_alerts(covered_by=name)
+        _settle(ticket.done, True)
 
     def _facts(
         self,
