@@ -445,15 +445,21 @@ def start_print_job(conn: sqlite3.Connection, *, job_id: int, printer: str) -> N
 
 
 def unconfirmed_print_job(
-    conn: sqlite3.Connection, *, job_id: int, printer: str, detail: str, now: datetime
+    conn: sqlite3.Connection,
+    *,
+    job_id: int,
+    printer: str,
+    detail: str,
+    now: datetime,
+    event: str = "print_unconfirmed",
 ) -> PrintJob:
-    """Note that ``printer`` took a job's bytes but never confirmed it: the job is in doubt, the next copy a reprint."""
+    """Mark a job in doubt (its next copy a reprint): ``printer`` took the bytes unconfirmed or stopped mid-job."""
     conn.execute("UPDATE print_jobs SET in_doubt = 1 WHERE id = ?", (job_id,))
     job = PrintJob.from_row(conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone())
     add_event(
         conn,
         now,
-        "print_unconfirmed",
+        event,
         order_id=job.order_id,
         detail={"kind": job.kind, "printer": printer, "error": detail},
     )

@@ -34,10 +34,10 @@ from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
 from agent.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, ticket_skus
-from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport
+from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport, can_confirm
 from drivers.printers.errors import PrinterError, PrinterUnavailable
 from drivers.printers.layout import Ticket
-from drivers.printers.status import Timeouts
+from drivers.printers.status import CONFIRM_KINDS, ConfirmKind, ConfirmRequest, Timeouts, profile_confirmation
 from drivers.printers.transports import build_transport
 
 log = structlog.get_logger("venue_agent.printing")
@@ -52,11 +52,11 @@ NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
 HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
 
 
-def confirmation_of(delivery: Delivery) -> str:
-    """Return how a printed job was confirmed: ``paper`` (came out), ``status`` (unconfirmed) or ``none``."""
-    if delivery.confirmed:
-        return "paper"
-    return "status" if delivery.confirmable else "none"
+def confirmation_of(delivery: Delivery, request: ConfirmRequest | None) -> str:
+    """Return what vouches for a printed job: the printer's word (its kind), else ``status`` or ``write``."""
+    if delivery.confirmed and request is not None:
+        return request.kind
+    return "status" if delivery.confirmable else "write"
 
 
 def _settle(future: asyncio.Future[bool], printed: bool) -> None:
@@ -64,12 +64,13 @@ def _settle(future: asyncio.Future[bool], printed: bool) -> None:
         future.set_result(printed)
 
 
-def send_budget(timeouts: object) -> float:
+def send_budget(timeouts: object, *, confirming: bool = False) -> float:
     """Return the longest one job may take: every step's own timeout plus a margin (a safety net, never the rule)."""
     if not isinstance(timeouts, Timeouts):
         return SEND_BUDGET_DEFAULT_SECONDS
     # Connect, two status dialogues (stray-byte drain plus three queries each), the write and the close.
-    return 2 * timeouts.connect + timeouts.write + 8 * timeouts.status + SEND_BUDGET_MARGIN_SECONDS
+    budget = 2 * timeouts.connect + timeouts.write + 8 * timeouts.status + SEND_BUDGET_MARGIN_SECONDS
+    return budget + (timeouts.confirm + timeouts.status if confirming else 0.0)
 
 
 @dataclass
@@ -83,6 +84,8 @@ class PrinterSlot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     queue: deque[_Ticket] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    # Whether the printer has answered a job confirmation: None not yet asked, False found not to (auto mode).
+    answers_confirmation: bool | None = None
 
     @property
     def name(self) -> str:
@@ -93,6 +96,24 @@ class PrinterSlot:
     def usable(self) -> bool:
         """Whether the last status read does not rule the printer out."""
         return not self.state.status.blocks_printing
+
+    @property
+    def confirm_kind(self) -> ConfirmKind | None:
+        """Return how this printer is asked to confirm each job, or None when only its status is read."""
+        setting = self.setup.settings.confirm
+        if not can_confirm(self.transport) or setting is False or setting == "status":
+            return None
+        if setting is True:
+            return None if self.answers_confirmation is False else profile_confirmation(self.setup.settings.profile)
+        return setting
+
+    @property
+    def confirmation(self) -> str:
+        """Return what vouches for this printer's tickets: a confirmation kind, ``status`` or ``write``."""
+        if self.confirm_kind is not None:
+            return self.confirm_kind
+        settings = self.setup.settings
+        return "write" if settings.confirm is False or settings.connection == "file" else "status"
 
 
 @dataclass
@@ -144,6 +165,10 @@ class PrintWorker:
                 "name": name,
                 "state": HEALTH_STATES.get(slot.state.status, slot.state.status.value),
                 "detail": slot.state.detail,
+                # Not in SPEC §8: whether a ticket counts as printed on the printer's own word (confirmed)
+                # or only on its status after the job (unconfirmed), and by which command.
+                "confirmation": "confirmed" if slot.confirmation in CONFIRM_KINDS else "unconfirmed",
+                "confirmed_by": slot.confirmation,
             }
             for name, slot in self.slots.items()
         ]
@@ -313,11 +338,17 @@ class PrintWorker:
             await self._dispatch(ticket)
             return
         await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
+        kind = slot.confirm_kind
+        request = ConfirmRequest.for_job(kind, job.id, job.attempts + len(ticket.failures)) if kind else None
+        transport = slot.transport
         async with slot.lock:
-            budget = send_budget(getattr(slot.transport, "timeouts", None))
+            budget = send_budget(getattr(transport, "timeouts", None), confirming=request is not None)
             try:
                 async with asyncio.timeout(budget):
-                    delivery = await slot.transport.send(data)
+                    if request is not None and can_confirm(transport):
+                        delivery = await transport.send(data, confirm=request)
+                    else:
+                        delivery = await transport.send(data)
             except TimeoutError:
                 # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
                 overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
@@ -336,6 +367,10 @@ class PrintWorker:
             return
         if not slot.setup.settings.confirm:
             delivery = dataclasses.replace(delivery, confirmable=False)
+        if request is not None:
+            delivery = self._learn_confirmation(slot, delivery)
+            if delivery.confirmed is None:
+                request = None
         outcome = delivery.outcome
         if outcome is Outcome.UNCONFIRMED:
             ticket.job = await self._unconfirmed(slot, job, delivery)
@@ -347,9 +382,21 @@ class PrintWorker:
             detail = f"{delivery.after.detail} (after the ticket was sent)"
             ticket.failures[name] = (delivery.after.status.value, detail)
             log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
+            # Part of it may be on paper, and the rest comes out when the roll is changed: the next copy says so.
+            now = self.clock.now()
+            ticket.job = await self.outbox.write(
+                functools.partial(
+                    ops.unconfirmed_print_job,
+                    job_id=job.id,
+                    printer=name,
+                    detail=detail,
+                    now=now,
+                    event="print_interrupted",
+                )
+            )
             await self._dispatch(ticket)
             return
-        await self._printed(job, name, facts, confirmation_of(delivery))
+        await self._printed(job, name, facts, confirmation_of(delivery, request))
         log.info(
             "ticket_printed",
             order_id=job.order_id,
@@ -359,7 +406,7 @@ class PrintWorker:
             parts=job.parts,
             in_doubt=job.in_doubt,
             status=delivery.after.status,
-            confirmation=confirmation_of(delivery),
+            confirmed_by=confirmation_of(delivery, request),
         )
         if self._all_down_alerted:
             self._all_down_alerted = False
@@ -406,6 +453,29 @@ class PrintWorker:
             currency=self.settings.venue.currency,
             tickets=self.settings.tickets,
         )
+
+    def _learn_confirmation(self, slot: PrinterSlot, delivery: Delivery) -> Delivery:
+        """Remember whether the printer confirms jobs; in auto mode, one that never has falls back to its status.
+
+        A printer that answered once and then stays silent while its status is fine is not trusted: the job
+        is unconfirmed and goes to the next printer. One whose profile promised a confirmation it has never
+        given (an unknown clone) is read by status from now on, and this job counts on its status.
+        """
+        if delivery.confirmed:
+            slot.answers_confirmation = True
+            return delivery
+        stopped = delivery.after.status.blocks_printing or delivery.after.status is PrinterStatus.UNKNOWN
+        if stopped or slot.setup.settings.confirm is not True or slot.answers_confirmation is True:
+            return delivery
+        slot.answers_confirmation = False
+        log.warning(
+            "printer_confirmation_unsupported",
+            printer=slot.name,
+            profile=slot.setup.settings.profile,
+            detail="no answer to the job confirmation while its status is fine: counting on its status from now on;"
+            ' set confirm = "status" for this printer to say so in the config',
+        )
+        return dataclasses.replace(delivery, confirmed=None)
 
     async def _observe(self, slot: PrinterSlot, reading: StatusReading) -> None:
         before = slot.state.status

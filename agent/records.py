@@ -211,6 +211,12 @@ class PrintJob:
             "last_error": self.last_error,
             "created_at": self.created_at.isoformat(),
             "printed_at": self.printed_at.isoformat() if self.printed_at else None,
-            "confirmation": self.confirmation,
+            # Printed on the printer's own word that the paper came out (confirmed), or on its status only.
+            "confirmation": None
+            if self.confirmation is None
+            else "confirmed"
+            if self.confirmation in ("process_id", "transmit_status")
+            else "unconfirmed",
+            "confirmed_by": self.confirmation,
             "ticket": json.loads(self.ticket) if self.ticket else None,
         }

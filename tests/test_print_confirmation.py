@@ -39,15 +39,16 @@ REPRINT = "MAY BE A DUPLICATE"  # the second line of REPRINT - MAY BE A DUPLICAT
         (Delivery(UNKNOWN, UNKNOWN, confirmable=False), Outcome.PRINTED),
         (Delivery(OK, OK, confirmed=False), Outcome.UNCONFIRMED),
         (Delivery(OK, OK, confirmed=True), Outcome.PRINTED),
-        (Delivery(OK, UNKNOWN, confirmed=True), Outcome.UNCONFIRMED),
+        (Delivery(OK, UNKNOWN, confirmed=True), Outcome.PRINTED),
         (Delivery(OK, OUT), Outcome.FAILED),
         (Delivery(OK, OFF, confirmable=False), Outcome.FAILED),
-        (Delivery(OK, COVER, confirmed=True), Outcome.FAILED),
+        (Delivery(OK, COVER, confirmed=True), Outcome.PRINTED),
         (Delivery(OK, OUT, confirmed=False), Outcome.FAILED),
     ],
 )
 def test_judge_needs_an_answer_after_the_job(delivery: Delivery, outcome: Outcome) -> None:
-    """No answer after the bytes is unconfirmed unless the transport can never answer; an error is failed."""
+    """No answer after the bytes is unconfirmed unless the transport can never answer; an error is failed; the
+    printer's own confirmation (sent once the paper is out) is printed whatever happens after it."""
     assert judge(delivery) is outcome
     assert delivery.outcome is outcome
     assert delivery.printed is (outcome is Outcome.PRINTED)
