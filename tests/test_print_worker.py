@@ -16,7 +16,7 @@ from agent import outbox_ops as ops
 from agent import snoozes
 from agent.cli import main
 from agent.clock import FakeClock
-from agent.config import Settings, settings_from_dict
+from agent.config import Settings, TicketSettings, settings_from_dict
 from agent.models import parse_order
 from agent.outbox import Outbox
 from agent.printing import NOT_READ, PrintWorker
@@ -341,3 +341,16 @@ async def test_sold_out_flags_reach_the_printer_and_the_preview_of_the_printed_j
     assert preview == [" ".join(t.split()).casefold() for t in texts(printers[0].jobs[0])]
     assert main(["ticket", "render", "ord_1", "--config", str(config)]) == 0
     assert "SOLD OUT" not in capsys.readouterr().out  # as it would print now: the snooze is over
+
+
+async def test_the_order_page_prints_as_a_qr_code_when_configured(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """[tickets] qr = "order_url": a TM-T20II gets the order's page as a native QR code after the order id."""
+    settings = settings_for(tmp_path, [net("pass", printers[0], profile="TM-T20II")])
+    tickets = TicketSettings(qr="order_url", qr_url="https://kitchen.example/o/{order_id}")
+    rig = await rig_for(tmp_path, settings.model_copy(update={"tickets": tickets}))
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    assert decode_escpos(printers[0].jobs[0]).qr_codes == ["https://kitchen.example/o/ord_1"]
+    await rig.outbox.close()

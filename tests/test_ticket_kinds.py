@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,12 +10,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from PIL import Image
 
 from agent.models import Order
 from drivers.printers.decode import DecodedLine, decode_escpos
 from drivers.printers.encoding import CodePage
 from drivers.printers.escpos_render import render_escpos
 from drivers.printers.layout import Ticket, TicketKind, layout_ticket, render_text
+from drivers.printers.png import render_png
 from tests.test_ticket_layout import make_order, margherita
 
 GOLDEN = Path(__file__).parent / "golden" / "kinds"
@@ -175,3 +178,40 @@ def test_allergy_words_print_as_loud_as_the_items_allergens(columns: int) -> Non
     text = " ".join(" ".join(line.text.split()) for line in lines)
     assert "!! ALLERGY: My daughter is coeliac!" in text
     assert "!! ALLERGY: No sesame on the crust please" in text
+
+
+# QR code ([tickets] qr = "order_url")
+
+URL = "https://example.com/o/ord_01HX3Z9K7Q2M9XA"
+
+
+def with_qr(columns: int = 48) -> Ticket:
+    """A fallback ticket carrying the order's page as a QR code."""
+    return layout_ticket(
+        make_order(), kind=TicketKind.FALLBACK, columns=columns, tz=LONDON, received_at=RECEIVED, qr=URL
+    )
+
+
+@pytest.mark.parametrize(
+    ("profile", "native", "image"),
+    [("TM-T20II", [URL], []), ("POS-5890", [], [(192, 186)]), ("TM-U220", [], [])],
+)
+def test_a_qr_code_prints_natively_else_as_an_image_else_not_at_all(
+    profile: str, native: list[str], image: list[tuple[int, int]]
+) -> None:
+    """GS ( k where the profile has QR codes, a GS v 0 raster image where it has only images, nothing on the TM-U220."""
+    data = render_escpos(with_qr(), profile=profile, code_page=CodePage("CP437", 0, "cp437"), buzzer="none")
+    decoded_ = decode_escpos(data)
+    assert decoded_.qr_codes == native
+    assert decoded_.images == image
+    last_text = [line.text.strip() for line in decoded_.lines if line.text.strip()][-1]
+    assert last_text == "Order ord_01HX3Z9K7Q2M9XA"  # the code comes after the order id, before the cut
+
+
+def test_the_qr_code_shows_in_the_text_and_png_previews() -> None:
+    """Text previews name the code's content; the PNG draws a scannable code, so it grows taller."""
+    assert f"[QR: {URL}]" in render_text(with_qr())
+    plain = layout_ticket(make_order(), kind=TicketKind.FALLBACK, columns=48, tz=LONDON, received_at=RECEIVED)
+    tall = Image.open(io.BytesIO(render_png(with_qr()))).height
+    short = Image.open(io.BytesIO(render_png(plain))).height
+    assert tall > short + 150

@@ -28,6 +28,7 @@ _SELECT_CODE_PAGE = b"\x1bt"
 # t = 10 (a 1 s cycle) follows the example in Epson's reference: noticeable in a loud kitchen, over in 3 s.
 _EPSON_BEEP = b"\x1b(A\x04\x00\x30" + bytes((49, 3, 10))
 _BEL = b"\x07"
+_QR_EC_M = 1  # python-escpos QR_ECLEVEL_M
 
 
 def resolve_buzzer(setting: bool | str, profile: str) -> BuzzKind:
@@ -64,6 +65,8 @@ def render_escpos(ticket: Ticket, *, profile: str, code_page: CodePage, buzzer: 
         printer._raw(_SELECT_CODE_PAGE + bytes((code_page.number,)))
         for line in ticket.lines:
             _line(printer, line, ticket.columns, code_page.codec)
+        if ticket.qr:
+            _qr(printer, ticket.qr, profile)
         if ticket.cut:
             # A partial cut leaves the ticket hanging on the printer instead of dropping into the pass;
             # python-escpos falls back to a full cut, or only feeds when the profile has no cutter.
@@ -97,6 +100,30 @@ def _buzz(printer: Any, kind: BuzzKind) -> None:
         printer.cashdraw(5)
     elif kind == "bel":
         printer._raw(_BEL)
+
+
+def qr_method(profile: str) -> str | None:
+    """Return how a QR code prints on ``profile``: ``native`` (GS ( k), ``image`` (GS v 0 raster) or None."""
+    if escpos_lib.profile_has(profile, "qrCode"):
+        return "native"
+    if escpos_lib.profile_has(profile, "bitImageRaster"):
+        return "image"
+    return None
+
+
+def _qr(printer: Any, data: str, profile: str) -> None:
+    """Print ``data`` as a centred QR code, natively where the profile can, else as a raster image."""
+    method = qr_method(profile)
+    if method is None:
+        return
+    printer.set(align="center")
+    # Error correction M survives a grease spot; a module of 6 dots (native) or 6 px (image) scans from a phone.
+    if method == "native":
+        printer.qr(data, ec=_QR_EC_M, size=6, native=True)
+        printer.text("\n")
+    else:
+        printer.qr(data, ec=_QR_EC_M, size=6, native=False, center=False)
+    printer.set(align="left")
 
 
 def printed_pieces(line: Line, columns: int, codec: str | None) -> list[str]:
