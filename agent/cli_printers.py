@@ -272,7 +272,12 @@ def _read_order(
         copies = ops.copies_printed(conn, order_id, None)
     finally:
         conn.close()
-    late = late_minutes(record.due_at, now, late_after_minutes=settings.tickets.late_after_minutes)
+    late = late_minutes(
+        record.due_at,
+        now,
+        late_after_minutes=settings.tickets.late_after_minutes,
+        requested_at=record.order.requested_at,
+    )
     skus = set(ticket_skus(record.order, None))
     facts = TicketFacts(
         kind=kind,

@@ -402,10 +402,11 @@ def finish_print_job(
 
 
 def copies_printed(conn: sqlite3.Connection, order_id: str, part: int | None) -> int:
-    """Return how many tickets of an order (of routing ``part``) have come out so far; cancellations not counted."""
+    """Return how many tickets of an order (of routing ``part``) may be on paper so far, cancellations not counted."""
+    # A job printed in doubt counts twice: the attempt before it may be on paper too.
     row = conn.execute(
-        "SELECT COUNT(*) FROM print_jobs WHERE order_id = ? AND state = 'printed' AND kind != 'cancelled'"
-        " AND COALESCE(part, 1) = ?",
+        "SELECT COALESCE(SUM(CASE WHEN in_doubt THEN 2 ELSE 1 END), 0) FROM print_jobs"
+        " WHERE order_id = ? AND state = 'printed' AND kind != 'cancelled' AND COALESCE(part, 1) = ?",
         (order_id, part or 1),
     ).fetchone()
     return int(row[0])

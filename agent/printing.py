@@ -433,7 +433,10 @@ class PrintWorker:
             copy=copies + 1 + (1 if job.in_doubt else 0),
             in_doubt=job.in_doubt,
             late_minutes=late_minutes(
-                record.due_at, self.clock.now(), late_after_minutes=self.settings.tickets.late_after_minutes
+                record.due_at,
+                self.clock.now(),
+                late_after_minutes=self.settings.tickets.late_after_minutes,
+                requested_at=record.order.requested_at,
             ),
             backup_for=home if printer.name != home else None,
             part=part,

@@ -112,11 +112,16 @@ def ticket_skus(order: Order, items: Sequence[int] | None) -> list[str]:
     return [s for item in chosen for s in ([item.sku] if item.sku else []) + walk(item.modifiers)]
 
 
-def late_minutes(due_at: datetime, now: datetime, *, late_after_minutes: int) -> int | None:
+def late_minutes(
+    due_at: datetime, now: datetime, *, late_after_minutes: int, requested_at: datetime | None = None
+) -> int | None:
     """Return how many whole minutes past due a ticket printed ``now`` is, or None if not late.
 
-    Late means more than ``late_after_minutes`` after the order became due (SPEC §6 ``due``).
+    Late means more than ``late_after_minutes`` after the order became due (SPEC §6 ``due``), or after
+    its requested time when that is earlier (a pre-order that reached the agent after its time).
     """
+    if requested_at is not None:
+        due_at = min(due_at, requested_at)
     overdue = now - due_at
     if overdue <= timedelta(minutes=late_after_minutes):
         return None

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from agent.outbox import Outbox
 from agent.printing import NOT_READ, PrintWorker
 from agent.routing import TicketPart
 from agent.states import place
+from agent.tickets import late_minutes
 from drivers.printers.decode import decode_escpos
+from drivers.printers.status import Timeouts
 from tests.conftest import make_order
 from tests.fake_printer import FakeNetworkPrinter
 
@@ -354,3 +357,32 @@ async def test_the_order_page_prints_as_a_qr_code_when_configured(
     assert await rig.run_due() == [True]
     assert decode_escpos(printers[0].jobs[0]).qr_codes == ["https://kitchen.example/o/ord_1"]
     await rig.outbox.close()
+
+
+@pytest.mark.parametrize(
+    ("due_minutes_ago", "requested_minutes_ago", "late"),
+    [(10, None, None), (11, None, 11), (38, None, 38), (0, 25, 25), (0, 5, None), (40, 25, 40)],
+)
+def test_late_counts_from_due_or_an_earlier_requested_time(
+    due_minutes_ago: int, requested_minutes_ago: int | None, late: int | None
+) -> None:
+    """More than late_after_minutes (10) after due is late; a pre-order that arrived after its time is late too."""
+    now = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+    requested = None if requested_minutes_ago is None else now - timedelta(minutes=requested_minutes_ago)
+    due = now - timedelta(minutes=due_minutes_ago)
+    assert late_minutes(due, now, late_after_minutes=10, requested_at=requested) == late
+
+
+async def test_a_reprint_after_a_copy_in_doubt_counts_both(tmp_path: Path) -> None:
+    """The first printer took the ticket without a word, the backup printed COPY 2; a reprint is then COPY 3."""
+    async with FakeNetworkPrinter.running("black_hole") as stuck, FakeNetworkPrinter.running() as backup:
+        settings = settings_for(tmp_path, [net("pass", stuck), net("bar", backup)])
+        rig = await rig_for(tmp_path, settings)
+        rig.worker.slots["pass"].transport.timeouts = Timeouts(connect=1, status=0.2, write=1)  # type: ignore[attr-defined]
+        await rig.fallback("ord_1")
+        assert await rig.run_due() == [True]
+        assert "COPY 2" in texts(backup.jobs[0])
+        assert await rig.outbox.write(lambda c: ops.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
+        assert await rig.run_due() == [True]
+        assert "COPY 3" in texts(backup.jobs[1])
+        await rig.outbox.close()

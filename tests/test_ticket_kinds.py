@@ -61,8 +61,8 @@ KINDS: dict[str, tuple[dict[str, Any], dict[str, Any], list[str]]] = {
         {"kind": TicketKind.REPRINT, "copy": 2},
         ["REPRINT", "COPY 2"],
     ),
-    "modified": ({}, {"kind": TicketKind.MODIFIED, "copy": 2}, ["MODIFIED", "COPY 2"]),
-    "cancelled": ({}, {"kind": TicketKind.CANCELLED, "copy": 2}, ["CANCELLED - DO NOT MAKE", "COPY 2"]),
+    "modified": ({}, {"kind": TicketKind.MODIFIED, "copy": 2}, ["MODIFIED"]),
+    "cancelled": ({}, {"kind": TicketKind.CANCELLED, "copy": 2}, ["CANCELLED - DO NOT MAKE"]),
     "late": ({}, {"kind": TicketKind.FALLBACK, "late_minutes": 38}, ["FALLBACK - NOT IN POS", "LATE - 38 MIN"]),
     "backup_duplicate": (
         {"items": [LONG_PIZZA]},

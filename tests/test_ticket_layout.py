@@ -172,6 +172,12 @@ def test_every_warning_is_a_banner(options: dict[str, Any], banners: list[str]) 
     assert not ticket.lines[len(banners)].inverse
 
 
+@pytest.mark.parametrize("kind", [TicketKind.MODIFIED, TicketKind.CANCELLED])
+def test_news_is_not_a_copy(kind: TicketKind) -> None:
+    """A modified or cancelled ticket tells the kitchen something new: it never says COPY n."""
+    assert not any(t.startswith("COPY") for t in texts(lay(make_order(), kind=kind, copy=3)))
+
+
 def test_a_cancelled_ticket_is_never_late() -> None:
     """Nobody rushes a cancelled order: the LATE banner is left off it."""
     assert not any("LATE" in t for t in texts(lay(make_order(), kind=TicketKind.CANCELLED, late_minutes=40)))

@@ -153,16 +153,7 @@ def layout_ticket(
     rule = Line("-" * columns)
     allergy = _allergy_pattern(allergy_words)
 
-    banners = [_BANNERS[kind]]
-    if in_doubt:
-        banners.append(DUPLICATE_BANNER)
-    if late_minutes is not None and kind is not TicketKind.CANCELLED:
-        banners.append(f"LATE - {late_minutes} MIN")
-    if backup_for:
-        banners.append(f"BACKUP FOR {backup_for.upper()}")
-    if copy > 1:
-        banners.append(f"COPY {copy}")
-    for banner in banners:
+    for banner in banners(kind, in_doubt=in_doubt, late_minutes=late_minutes, backup_for=backup_for, copy=copy):
         lay.banner(banner)
     if kind is TicketKind.MODIFIED:
         lay.add(MODIFIED_NOTE, bold=True, align="center")
@@ -243,6 +234,28 @@ FULFILMENT_WORDS = {
 }
 ALLERGY_LABEL = "!! ALLERGY: "
 ALLERGENS_LABEL = "!! ALLERGENS: "
+
+
+def banners(
+    kind: TicketKind,
+    *,
+    in_doubt: bool = False,
+    late_minutes: int | None = None,
+    backup_for: str | None = None,
+    copy: int = 1,
+) -> list[str]:
+    """Return a ticket's warnings in print order: its kind, a possible duplicate, LATE, BACKUP FOR, COPY n."""
+    found = [_BANNERS[kind]]
+    if in_doubt:
+        found.append(DUPLICATE_BANNER)
+    if late_minutes is not None and kind is not TicketKind.CANCELLED:
+        found.append(f"LATE - {late_minutes} MIN")
+    if backup_for:
+        found.append(f"BACKUP FOR {backup_for.upper()}")
+    # A modified or cancelled ticket is news, not a copy: only a ticket printed again says which copy it is.
+    if copy > 1 and kind in (TicketKind.FALLBACK, TicketKind.REPRINT):
+        found.append(f"COPY {copy}")
+    return found
 
 
 def source_words(order: Order) -> str:
