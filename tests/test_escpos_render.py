@@ -291,6 +291,7 @@ _LINES = st.lists(
         bold=st.booleans(),
         inverse=st.booleans(),
         align=st.sampled_from(["left", "center", "right"]),
+        tall=st.booleans(),
     ),
     min_size=1,
     max_size=8,

@@ -10,6 +10,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from agent.models import Order
@@ -18,7 +20,7 @@ from drivers.printers.encoding import CodePage
 from drivers.printers.escpos_render import render_escpos
 from drivers.printers.layout import Ticket, TicketKind, layout_ticket, render_text
 from drivers.printers.png import render_png
-from tests.test_ticket_layout import make_order, margherita
+from tests.test_ticket_layout import make_order, margherita, random_orders
 
 GOLDEN = Path(__file__).parent / "golden" / "kinds"
 LONDON = ZoneInfo("Europe/London")
@@ -215,3 +217,31 @@ def test_the_qr_code_shows_in_the_text_and_png_previews() -> None:
     tall = Image.open(io.BytesIO(render_png(with_qr()))).height
     short = Image.open(io.BytesIO(render_png(plain))).height
     assert tall > short + 150
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    order=random_orders(),
+    columns=st.sampled_from(WIDTHS),
+    kind=st.sampled_from(TicketKind),
+    code_page=st.sampled_from([CP858, CodePage("CP437", 0, "cp437")]),
+    late=st.none() | st.integers(11, 10_000),
+)
+def test_any_valid_order_prints_within_the_paper(
+    order: Order, columns: int, kind: TicketKind, code_page: CodePage, late: int | None
+) -> None:
+    """Any SPEC §4 order, any kind, as the printer decodes it: every printed line fits its size's width."""
+    ticket = layout_ticket(
+        order,
+        kind=kind,
+        columns=columns,
+        tz=LONDON,
+        received_at=RECEIVED,
+        late_minutes=late,
+        backup_for="grill",
+        copy=2,
+        in_doubt=True,
+    )
+    lines = decode_escpos(render_escpos(ticket, profile="TM-T20II", code_page=code_page, buzzer="none")).lines
+    for line in lines:
+        assert len(line.text) <= columns // line.width, line
