@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from agent.config import PrinterSettings, Settings, load_settings
 from agent.errors import ConfigError, Problem
 from agent.models import Order, parse_order
-from agent.print_test import print_test, where
+from agent.print_test import confirm_kind, print_test, where
 from agent.records import OrderRecord, PrintJob
 from agent.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, stored_facts, ticket_skus
 from drivers.printers.errors import PrinterConfigError
@@ -149,9 +149,13 @@ def describe_printer(printer: PrinterSettings) -> str:
         setup = PrinterSetup(printer)
         encoding = f"{printer.profile}, {setup.code_page.name}"
     categories = ", ".join(printer.categories) if printer.categories else "all items"
+    kind = confirm_kind(printer)
+    confirms = f"confirmed by {kind}" if kind and printer.connection == "network" else "unconfirmed (status)"
+    if printer.confirm is False or printer.connection == "file":
+        confirms = "unconfirmed (counts once written)"
     return (
         f"{printer.name}: {where(printer)}, {encoding}, {printer.columns} columns,"
-        f" roles {'/'.join(printer.roles)}, {categories}"
+        f" roles {'/'.join(printer.roles)}, {categories}, {confirms}"
     )
 
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from agent.config import PrinterSettings, TicketSettings
 from agent.models import Modifier, Order
 from agent.records import PrintJob
-from drivers.printers.encoding import CodePage, choose_code_page
+from drivers.printers.encoding import CodePage, choose_code_page, spell_emoji
 from drivers.printers.escpos_render import render_escpos, resolve_buzzer
 from drivers.printers.layout import Line, Ticket, TicketKind, layout_ticket, render_text
 
@@ -182,7 +182,7 @@ def print_test_page(setup: PrinterSetup, *, now: datetime, tz: ZoneInfo) -> Tick
         Line("centred", align="center"),
         Line("right", align="right"),
         Line(ruler),
-        *_wrapped(SAMPLE_TEXT, columns),
+        *_wrapped(spell_emoji(SAMPLE_TEXT), columns),
         Line("-" * columns),
         Line(f"Printed {now.astimezone(tz):%H:%M:%S %d %b %Y}"[:columns]),
         Line("If this ticket is cut below, the cutter works."[:columns]),
