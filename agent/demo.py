@@ -268,7 +268,7 @@ async def _demo(output: Path, fast: bool) -> int:
             elif detail["state"] == "injected" and detail["tickets"]:
                 why = "printed while the POS was down, then injected marked ALREADY PRINTED"
             elif detail["state"] == "cancelled":
-                why = "cancelled after its ticket printed: a CANCELLED ticket told the kitchen"
+                why = "cancelled after printing: a CANCELLED ticket followed"
             _say(
                 f"   {detail['order_id']:<10} {detail['display_code']:<8} {detail['state']:<10}"
                 f" {detail.get('pos_reference') or '-':<11} {tickets:<18} {why[:70]}"
