@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,9 +16,9 @@ from agent import operator, outbox_readonly
 from agent.config import PrinterSettings, Settings
 from agent.errors import ConfigError, Problem
 from agent.models import Order, parse_order
-from agent.print_test import print_test, where
-from agent.records import OrderRecord
-from agent.tickets import PrinterSetup, order_ticket
+from agent.print_test import confirm_kind, print_test, where
+from agent.records import OrderRecord, PrintJob
+from agent.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, stored_facts, ticket_skus
 from drivers.printers.errors import PrinterConfigError
 from drivers.printers.layout import Ticket, TicketKind, render_text
 
@@ -89,6 +90,7 @@ def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: 
     render.add_argument("--printer", metavar="NAME", help="lay out for this printer (default: the first fallback one)")
     render.add_argument("--columns", type=int, choices=(32, 42, 48), help="override the printer's columns")
     render.add_argument("--kind", choices=[k.value for k in TicketKind if k is not TicketKind.TEST], default="fallback")
+    render.add_argument("--job", type=int, metavar="ID", help="a printed job of the order, exactly as it was printed")
     render.set_defaults(handler=cmd_ticket_render)
 
     discover = sub.add_parser(
@@ -147,9 +149,13 @@ def describe_printer(printer: PrinterSettings) -> str:
         setup = PrinterSetup(printer)
         encoding = f"{printer.profile}, {setup.code_page.name}"
     categories = ", ".join(printer.categories) if printer.categories else "all items"
+    kind = confirm_kind(printer)
+    confirms = f"confirmed by {kind}" if kind and printer.connection == "network" else "unconfirmed (status)"
+    if printer.confirm is False or printer.connection == "file":
+        confirms = "unconfirmed (counts once written)"
     return (
         f"{printer.name}: {where(printer)}, {encoding}, {printer.columns} columns,"
-        f" roles {'/'.join(printer.roles)}, {categories}"
+        f" roles {'/'.join(printer.roles)}, {categories}, {confirms}"
     )
 
 
@@ -170,21 +176,25 @@ def cmd_ticket_render(args: argparse.Namespace) -> int:
     if args.sample:
         order: Order = parse_order(SAMPLE_ORDER, venue_id=settings.venue.id if settings else "sample")
         received = order.created_at
+        facts = TicketFacts(kind=args.kind, flagged_skus=("DS-CREME",))
     else:
         assert settings is not None
-        record = _read_order(settings, args.order_id)
-        if record is None:
-            print(f"error: no order {args.order_id!r} in {settings.storage.path}", file=sys.stderr)
+        found = _read_order(settings, args.order_id, kind=args.kind, job_id=args.job, printer=printer)
+        if isinstance(found, str):
+            print(f"error: {found}", file=sys.stderr)
             return EXIT_FAILURE
+        record, facts = found
         order, received = record.order, record.received_at
+        if facts.columns and not args.columns and args.printer is None:
+            printer = printer.model_copy(update={"columns": facts.columns})
     ticket = order_ticket(
         order,
-        kind=args.kind,
+        facts,
         columns=printer.columns,
         tz=tz,
         received_at=received,
         currency=currency,
-        reprint_no=1 if args.kind == "reprint" else 0,
+        tickets=settings.tickets if settings else None,
     )
     setup = PrinterSetup(printer)
     code_page = None if printer.writes_text else setup.code_page
@@ -235,16 +245,52 @@ def _render_printer(settings: Settings | None, name: str | None) -> PrinterSetti
     return candidates[0] if candidates else default
 
 
-def _read_order(settings: Settings, order_id: str) -> OrderRecord | None:
+def _read_order(
+    settings: Settings, order_id: str, *, kind: str, job_id: int | None, printer: PrinterSettings
+) -> tuple[OrderRecord, TicketFacts] | str:
+    """Return an order and its ticket's facts: a printed job's as stored, else as it would print now.
+
+    Returns what is missing (the order, the job) as a message instead.
+    """
+    from agent import outbox_ops as ops
+    from agent import snoozes
+
     path = settings.storage.path
     if not path.exists():
-        return None
+        return f"no order {order_id!r} in {path}"
     conn = outbox_readonly.connect(path)
     try:
         row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+        if row is None:
+            return f"no order {order_id!r} in {path}"
+        record = OrderRecord.from_row(row)
+        if job_id is not None:
+            found = conn.execute("SELECT * FROM print_jobs WHERE id = ? AND order_id = ?", (job_id, order_id))
+            job_row = found.fetchone()
+            if job_row is None:
+                return f"order {order_id!r} has no print job {job_id}"
+            return record, stored_facts(PrintJob.from_row(job_row))
+        now = datetime.now(UTC)
+        flagged = {s.sku for s in snoozes.active(conn, now=now)}
+        copies = ops.copies_printed(conn, order_id, None)
     finally:
         conn.close()
-    return None if row is None else OrderRecord.from_row(row)
+    late = late_minutes(
+        record.due_at,
+        now,
+        late_after_minutes=settings.tickets.late_after_minutes,
+        requested_at=record.order.requested_at,
+    )
+    skus = set(ticket_skus(record.order, None))
+    facts = TicketFacts(
+        kind=kind,
+        copy=copies + 1 if kind != "cancelled" else 1,
+        late_minutes=late,
+        flagged_skus=tuple(sorted(flagged & skus)),
+        printer=printer.name,
+        columns=printer.columns,
+    )
+    return record, facts
 
 
 def cmd_discover(args: argparse.Namespace) -> int:

@@ -525,9 +525,11 @@ class PrinterSettings(Section):
     roles: list[PrinterRole] = Field(default_factory=_fallback_role)
     categories: list[str] | None = None
     buzzer: bool | BuzzerKind = True
-    # Not in SPEC §3: false for a printer that never answers DLE EOT, whose tickets then count as printed once
-    # written; by default a ticket counts only when the printer answers after it (else the next printer prints it).
-    confirm: bool = True
+    # Not in SPEC §3: how a ticket is confirmed. true (default): the printer's own word that the job came out where
+    # its profile has one (Epson GS ( H process ID or GS r), else its status after the job; "process_id",
+    # "transmit_status" or "status" force one; false for a printer that never answers DLE EOT, whose tickets
+    # then count as printed once written.
+    confirm: bool | Literal["process_id", "transmit_status", "status"] = True
     # Not in SPEC §3: the code page forced on this printer (default CP858 where the profile has it).
     code_page: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
     # Not in SPEC §3: what a file printer writes; default escpos for a path under /dev/, else text.
@@ -616,6 +618,35 @@ class DiscoverySettings(Section):
     advertise: bool = True
 
 
+class TicketSettings(Section):
+    """``[tickets]``: what a kitchen ticket says beyond the order itself (SPEC §3, §9)."""
+
+    # A ticket printed more than this after its order became due carries LATE - n MIN.
+    late_after_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 10
+    # The venue's own allergy words, flagged like the built-in ones (nut, gluten, dairy, ...).
+    allergy_words: list[
+        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$")]
+    ] = Field(default_factory=list, max_length=100)
+    qr: Literal["none", "order_url"] = "none"
+    # With qr = "order_url": the page a QR code on the ticket opens; {order_id} is replaced by the order's id.
+    qr_url: str | None = None
+
+    @model_validator(mode="after")
+    def _qr_url_when_needed(self) -> TicketSettings:
+        if self.qr == "order_url":
+            if not self.qr_url:
+                raise _keyed({"qr_url": 'required when qr = "order_url" (e.g. "https://example.com/o/{order_id}")'})
+            if not re.match(r"^https?://\S+$", self.qr_url) or "{order_id}" not in self.qr_url:
+                raise _keyed({"qr_url": "must be an http(s):// URL containing {order_id}"})
+        return self
+
+    def qr_data(self, order_id: str) -> str | None:
+        """Return what the QR code on ``order_id``'s ticket encodes, or None when tickets carry none."""
+        if self.qr != "order_url" or not self.qr_url:
+            return None
+        return self.qr_url.replace("{order_id}", order_id)
+
+
 def _default_log_format() -> Literal["json", "console"]:
     return "json" if os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM") else "console"
 
@@ -644,6 +675,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
 
     @classmethod
     def settings_customise_sources(

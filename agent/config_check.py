@@ -115,6 +115,9 @@ def summary(report: ConfigReport) -> list[str]:
         f" after {settings.fallback.print_after_seconds:g} s,"
         f" then {settings.fallback.after_print}; printers: {', '.join(p.name for p in printers) or 'NONE'}",
         f"  mqtt         {'on, ' + str(settings.mqtt.host) if settings.mqtt.enabled else 'off'}",
+        f"  tickets      LATE after {settings.tickets.late_after_minutes} min,"
+        f" {len(settings.tickets.allergy_words)} extra allergy words,"
+        f" QR {settings.tickets.qr_url if settings.tickets.qr == 'order_url' else 'none'}",
     ]
     from agent.cli_printers import describe_printer
 

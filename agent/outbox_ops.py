@@ -374,17 +374,23 @@ def finish_print_job(
     printer: str | None,
     error: str | None,
     retry_at: datetime | None,
+    ticket: str | None = None,
+    confirmation: str | None = None,
 ) -> PrintJob:
-    """Mark a print job printed (error None), or note the failure and when to try again."""
+    """Mark a print job printed (error None), or note the failure and when to try again.
+
+    A printed job keeps what its ticket said (``ticket``, JSON) and how the printer confirmed it.
+    """
     row = conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone()
     job = PrintJob.from_row(row)
     if error is None:
         conn.execute(
             "UPDATE print_jobs SET state = 'printed', printer = ?, attempts = attempts + 1, printed_at = ?,"
-            " last_error = NULL WHERE id = ?",
-            (printer, ts(now), job_id),
+            " last_error = NULL, ticket = ?, confirmation = ? WHERE id = ?",
+            (printer, ts(now), ticket, confirmation, job_id),
         )
-        add_event(conn, now, "printed", order_id=job.order_id, detail={"kind": job.kind, "printer": printer})
+        detail = {"kind": job.kind, "printer": printer, "confirmation": confirmation}
+        add_event(conn, now, "printed", order_id=job.order_id, detail=detail)
     else:
         conn.execute(
             "UPDATE print_jobs SET state = 'pending', attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
@@ -393,6 +399,17 @@ def finish_print_job(
         )
         add_event(conn, now, "print_failed", order_id=job.order_id, detail={"kind": job.kind, "error": error})
     return PrintJob.from_row(conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone())
+
+
+def copies_printed(conn: sqlite3.Connection, order_id: str, part: int | None) -> int:
+    """Return how many tickets of an order (of routing ``part``) may be on paper so far, cancellations not counted."""
+    # A job printed in doubt counts twice: the attempt before it may be on paper too.
+    row = conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN in_doubt THEN 2 ELSE 1 END), 0) FROM print_jobs"
+        " WHERE order_id = ? AND state = 'printed' AND kind != 'cancelled' AND COALESCE(part, 1) = ?",
+        (order_id, part or 1),
+    ).fetchone()
+    return int(row[0])
 
 
 def route_print_job(conn: sqlite3.Connection, job_id: int, parts: Sequence[TicketPart]) -> list[PrintJob]:
@@ -429,15 +446,21 @@ def start_print_job(conn: sqlite3.Connection, *, job_id: int, printer: str) -> N
 
 
 def unconfirmed_print_job(
-    conn: sqlite3.Connection, *, job_id: int, printer: str, detail: str, now: datetime
+    conn: sqlite3.Connection,
+    *,
+    job_id: int,
+    printer: str,
+    detail: str,
+    now: datetime,
+    event: str = "print_unconfirmed",
 ) -> PrintJob:
-    """Note that ``printer`` took a job's bytes but never confirmed it: the job is in doubt, the next copy a reprint."""
+    """Mark a job in doubt (its next copy a reprint): ``printer`` took the bytes unconfirmed or stopped mid-job."""
     conn.execute("UPDATE print_jobs SET in_doubt = 1 WHERE id = ?", (job_id,))
     job = PrintJob.from_row(conn.execute("SELECT * FROM print_jobs WHERE id = ?", (job_id,)).fetchone())
     add_event(
         conn,
         now,
-        "print_unconfirmed",
+        event,
         order_id=job.order_id,
         detail={"kind": job.kind, "printer": printer, "error": detail},
     )

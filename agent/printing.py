@@ -1,11 +1,13 @@
 """The print worker: takes durable print jobs from the outbox and gets each ticket onto a healthy printer.
 
-A job is routed once (kitchen routing may split it into one ticket per printer, "1 of N"), then each
-ticket goes to the first printer that takes it and fails over to the next. Before the bytes leave,
-the job is marked ``printing``; a crash from there leaves it in doubt, and it prints again marked as a
-possible duplicate. When every printer fails, the job retries with backoff and one alert is raised
-until a ticket prints again. A prober reads every printer's status once a minute, so ops hears of a
-paper-out printer before the POS goes down.
+A job is routed once (kitchen routing may split it into one ticket per printer, "1 of N"). Each printer
+has its own queue and its own task: a ticket waits only behind tickets for the same printer, so a
+station printer that hangs or runs out of paper never delays another station's tickets. A ticket that
+fails on its printer moves to the next printer's queue (a printer known to be down is skipped while a
+healthy one is left). Before the bytes leave, the job is marked ``printing``; a crash from there leaves
+it in doubt, and it prints again marked as a possible duplicate. When every printer fails, the job
+retries with backoff and one alert is raised until a ticket prints again. A prober reads every
+printer's status once a minute, so ops hears of a paper-out printer before the POS goes down.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,11 +33,11 @@ from agent.outbox import Outbox
 from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
-from agent.tickets import PrinterSetup, order_ticket
-from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport
+from agent.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, ticket_skus
+from drivers.printers.base import Delivery, Outcome, PrinterStatus, StatusReading, Transport, can_confirm
 from drivers.printers.errors import PrinterError, PrinterUnavailable
 from drivers.printers.layout import Ticket
-from drivers.printers.status import Timeouts
+from drivers.printers.status import CONFIRM_KINDS, ConfirmKind, ConfirmRequest, Timeouts, profile_confirmation
 from drivers.printers.transports import build_transport
 
 log = structlog.get_logger("venue_agent.printing")
@@ -49,12 +52,25 @@ NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
 HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
 
 
-def send_budget(timeouts: object) -> float:
+def confirmation_of(delivery: Delivery, request: ConfirmRequest | None) -> str:
+    """Return what vouches for a printed job: the printer's word (its kind), else ``status`` or ``write``."""
+    if delivery.confirmed and request is not None:
+        return request.kind
+    return "status" if delivery.confirmable else "write"
+
+
+def _settle(future: asyncio.Future[bool], printed: bool) -> None:
+    if not future.done():
+        future.set_result(printed)
+
+
+def send_budget(timeouts: object, *, confirming: bool = False) -> float:
     """Return the longest one job may take: every step's own timeout plus a margin (a safety net, never the rule)."""
     if not isinstance(timeouts, Timeouts):
         return SEND_BUDGET_DEFAULT_SECONDS
     # Connect, two status dialogues (stray-byte drain plus three queries each), the write and the close.
-    return 2 * timeouts.connect + timeouts.write + 8 * timeouts.status + SEND_BUDGET_MARGIN_SECONDS
+    budget = 2 * timeouts.connect + timeouts.write + 8 * timeouts.status + SEND_BUDGET_MARGIN_SECONDS
+    return budget + (timeouts.confirm + timeouts.status if confirming else 0.0)
 
 
 @dataclass
@@ -66,6 +82,10 @@ class PrinterSlot:
     state: StatusReading = NOT_READ
     alerted: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queue: deque[_Ticket] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    # Whether the printer has answered a job confirmation: None not yet asked, False found not to (auto mode).
+    answers_confirmation: bool | None = None
 
     @property
     def name(self) -> str:
@@ -77,9 +97,40 @@ class PrinterSlot:
         """Whether the last status read does not rule the printer out."""
         return not self.state.status.blocks_printing
 
+    @property
+    def confirm_kind(self) -> ConfirmKind | None:
+        """Return how this printer is asked to confirm each job, or None when only its status is read."""
+        setting = self.setup.settings.confirm
+        if not can_confirm(self.transport) or setting is False or setting == "status":
+            return None
+        if setting is True:
+            return None if self.answers_confirmation is False else profile_confirmation(self.setup.settings.profile)
+        return setting
+
+    @property
+    def confirmation(self) -> str:
+        """Return what vouches for this printer's tickets: a confirmation kind, ``status`` or ``write``."""
+        if self.confirm_kind is not None:
+            return self.confirm_kind
+        settings = self.setup.settings
+        return "write" if settings.confirm is False or settings.connection == "file" else "status"
+
+
+@dataclass
+class _Ticket:
+    """One routed ticket on its way: its job, the printers it may go to (home first), what failed so far."""
+
+    job: PrintJob
+    record: OrderRecord
+    names: list[str]
+    flagged: frozenset[str]
+    copies: int
+    done: asyncio.Future[bool]
+    failures: dict[str, tuple[str, str]] = field(default_factory=dict)
+
 
 class PrintWorker:
-    """Prints pending jobs in order, fails over between printers, retries and alerts when all fail."""
+    """Prints pending jobs, one queue per printer, fails over between printers, retries and alerts when all fail."""
 
     def __init__(
         self,
@@ -99,6 +150,8 @@ class PrintWorker:
         self.progress = 0.0
         self._wake = asyncio.Event()
         self._all_down_alerted = False
+        # Jobs handed to a printer's queue and not finished yet, by job id.
+        self._in_flight: dict[int, asyncio.Future[bool]] = {}
 
     @property
     def states(self) -> dict[str, str]:
@@ -112,6 +165,10 @@ class PrintWorker:
                 "name": name,
                 "state": HEALTH_STATES.get(slot.state.status, slot.state.status.value),
                 "detail": slot.state.detail,
+                # Not in SPEC §8: whether a ticket counts as printed on the printer's own word (confirmed)
+                # or only on its status after the job (unconfirmed), and by which command.
+                "confirmation": "confirmed" if slot.confirmation in CONFIRM_KINDS else "unconfirmed",
+                "confirmed_by": slot.confirmation,
             }
             for name, slot in self.slots.items()
         ]
@@ -140,25 +197,42 @@ class PrintWorker:
         return ids
 
     async def run(self) -> None:
-        """Print due jobs; sleep a second (clock time) or until woken."""
-        while True:
-            self.progress = time.monotonic()
-            self._wake.clear()
-            for job in await self.outbox.due_print_jobs(self.clock.now()):
-                # Per job, so a round over several dead printers does not look wedged to the watchdog.
+        """Hand due jobs to their printers' queues; sleep a second (clock time) or until woken."""
+        try:
+            while True:
                 self.progress = time.monotonic()
-                await self.print_job(job)
-            await self._sleep(1.0, wake=True)
+                self._wake.clear()
+                # Jobs already queued stay out of the count, so a queue stuck behind one printer never hides
+                # the jobs due for the others.
+                due = await self.outbox.due_print_jobs(self.clock.now(), limit=20 + len(self._in_flight))
+                for job in due:
+                    if job.id not in self._in_flight:
+                        await self._submit(job)
+                await self._sleep(1.0, wake=True)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Cancel every printer's task (a job caught mid-print is in doubt at the next start)."""
+        tasks = [slot.task for slot in self.slots.values() if slot.task is not None and not slot.task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def run_prober(self) -> None:
-        """Read every printer's status now and then once every ``PROBE_INTERVAL_SECONDS``."""
+        """Read every printer's status now and then once every ``PROBE_INTERVAL_SECONDS``, all printers at once."""
         while True:
-            for slot in self.slots.values():
-                async with slot.lock:
-                    reading = await slot.transport.status()
+            readings = await asyncio.gather(*(self._probe(slot) for slot in self.slots.values()))
+            for slot, reading in zip(self.slots.values(), readings, strict=True):
                 await self._observe(slot, reading)
             await self._flush_printer_alerts()
             await self._sleep(PROBE_INTERVAL_SECONDS, wake=False)
+
+    async def _probe(self, slot: PrinterSlot) -> StatusReading:
+        async with slot.lock:
+            return await slot.transport.status()
 
     async def print_test(self, names: list[str]) -> list[dict[str, Any]]:
         """Print the test page on each named printer, between tickets (never during one); report each result."""
@@ -170,102 +244,241 @@ class PrintWorker:
         return results
 
     async def print_job(self, job: PrintJob) -> bool:
-        """Print one job (all its routed tickets); return whether every ticket printed."""
+        """Print one job (all its routed tickets) through the printers' queues; return whether every ticket printed."""
+        futures = await self._submit(job)
+        results = await asyncio.gather(*futures)
+        return bool(results) and all(results)
+
+    async def _submit(self, job: PrintJob) -> list[asyncio.Future[bool]]:
+        """Route a job if needed and put each of its tickets in its first printer's queue; return their outcomes."""
         record = await self.outbox.get(job.order_id)
         if record is None:
-            return False
+            return []
         jobs = [job]
         if not job.routed:
             candidates = self.settings.printers_for(job.kind)
             parts = route_items([item.category for item in record.order.items], candidates)
             jobs = await self.outbox.write(lambda c: ops.route_print_job(c, job.id, parts))
-        results = [await self._print_ticket(record, j) for j in jobs]
-        return all(results)
-
-    async def _print_ticket(self, record: OrderRecord, job: PrintJob) -> bool:
         now = self.clock.now()
         snoozed = await self.outbox.read(lambda c: snoozes.active(c, now=now))
         flagged = frozenset(s.sku for s in snoozed)
-        names = [n for n in (job.printers or ()) if n in self.slots]
-        if not names:
-            names = [p.name for p in self.settings.printers_for(job.kind)]
-        failures: dict[str, tuple[str, str]] = {}
-        for name in names:
-            slot = self.slots[name]
-            try:
-                data = slot.setup.payload(self._ticket(record, job, slot.setup.settings, flagged))
-            except (PrinterError, ValueError) as exc:
-                failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
-                log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
+        futures = []
+        for routed in jobs:
+            waiting = self._in_flight.get(routed.id)
+            if waiting is not None:
+                futures.append(waiting)
                 continue
-            await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
-            async with slot.lock:
-                budget = send_budget(getattr(slot.transport, "timeouts", None))
-                try:
-                    async with asyncio.timeout(budget):
-                        delivery = await slot.transport.send(data)
-                except TimeoutError:
-                    # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
-                    overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
-                    delivery = Delivery(NOT_READ, overdue)
-                except PrinterUnavailable as exc:
-                    reading = StatusReading(exc.status, exc.reason)
-                    delivery = None
-                except PrinterError as exc:
-                    reading = StatusReading(PrinterStatus.OFFLINE, str(exc))
-                    delivery = None
-            if delivery is None:
-                await self._observe(slot, reading)
-                failures[name] = (reading.status.value, reading.detail)
-                log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
-                continue
-            if not slot.setup.settings.confirm:
-                delivery = dataclasses.replace(delivery, confirmable=False)
-            outcome = delivery.outcome
-            if outcome is Outcome.UNCONFIRMED:
-                job = await self._unconfirmed(slot, job, delivery)
-                failures[name] = (PrinterStatus.OFFLINE.value, slot.state.detail)
-                continue
-            await self._observe(slot, delivery.after)
-            if outcome is Outcome.FAILED:
-                detail = f"{delivery.after.detail} (after the ticket was sent)"
-                failures[name] = (delivery.after.status.value, detail)
-                log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
-                continue
-            await self._printed(job, name)
-            log.info(
-                "ticket_printed",
-                order_id=job.order_id,
-                kind=job.kind,
-                printer=name,
-                part=job.part,
-                parts=job.parts,
-                in_doubt=job.in_doubt,
-                status=delivery.after.status,
+            names = [n for n in (routed.printers or ()) if n in self.slots]
+            if not names:
+                names = [p.name for p in self.settings.printers_for(routed.kind)]
+            copies = await self.outbox.read(
+                functools.partial(ops.copies_printed, order_id=routed.order_id, part=routed.part)
             )
-            if self._all_down_alerted:
-                self._all_down_alerted = False
-                await self.outbox.event("printers_recovered", {"printer": name})
-            await self._flush_printer_alerts(covered_by=name)
-            return True
-        await self._all_failed(record, job, failures)
-        return False
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            ticket = _Ticket(routed, record, names, flagged, copies, done)
+            self._in_flight[routed.id] = done
+            done.add_done_callback(functools.partial(self._landed, routed.id))
+            futures.append(done)
+            await self._dispatch(ticket)
+        return futures
 
-    def _ticket(self, record: OrderRecord, job: PrintJob, printer: PrinterSettings, flagged: frozenset[str]) -> Ticket:
+    def _landed(self, job_id: int, _: asyncio.Future[bool]) -> None:
+        self._in_flight.pop(job_id, None)
+
+    async def _dispatch(self, ticket: _Ticket) -> None:
+        """Queue the ticket on the next printer to try, healthy ones first; when none is left it failed."""
+        left = [name for name in ticket.names if name not in ticket.failures]
+        if not left:
+            await self._all_failed(ticket.record, ticket.job, ticket.failures)
+            _settle(ticket.done, False)
+            return
+        healthy = [name for name in left if self.slots[name].usable]
+        slot = self.slots[(healthy or left)[0]]
+        slot.queue.append(ticket)
+        if slot.task is None or slot.task.done():
+            slot.task = asyncio.create_task(self._drain(slot), name=f"venue-agent printer {slot.name}")
+
+    async def _drain(self, slot: PrinterSlot) -> None:
+        """Print this printer's queue in order; the task ends when the queue is empty."""
+        ticket: _Ticket | None = None
+        try:
+            while slot.queue:
+                ticket = slot.queue.popleft()
+                try:
+                    await self._attempt(slot, ticket)
+                except Exception as exc:  # a failed write to the outbox: the job stays pending, the next round retries
+                    log.error("print_attempt_failed", printer=slot.name, job_id=ticket.job.id, error=str(exc))
+                    _settle(ticket.done, False)
+                ticket = None
+        finally:
+            # Cancelled (the agent stops): nobody waits for what is left; the jobs are still in the outbox.
+            for left in [*([ticket] if ticket else []), *slot.queue]:
+                if not left.done.done():
+                    left.done.cancel()
+            slot.queue.clear()
+
+    async def _attempt(self, slot: PrinterSlot, ticket: _Ticket) -> None:
+        """Send one ticket to this printer; on any failure pass it to the next printer."""
+        name = slot.name
+        job = ticket.job
+        others = [n for n in ticket.names if n != name and n not in ticket.failures and self.slots[n].usable]
+        if not slot.usable and others:
+            # Went down while the ticket waited in its queue: no timeout is spent on it, the next printer takes it.
+            ticket.failures[name] = (slot.state.status.value, f"skipped: {slot.state.detail}")
+            await self._dispatch(ticket)
+            return
+        facts = self._facts(
+            ticket.record, job, slot.setup.settings, ticket.flagged, ticket.copies, home=ticket.names[0]
+        )
+        try:
+            data = slot.setup.payload(self._ticket(ticket.record, facts, slot.setup.settings))
+        except (PrinterError, ValueError) as exc:
+            ticket.failures[name] = (PrinterStatus.OFFLINE.value, f"cannot render the ticket: {exc}")
+            log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
+            await self._dispatch(ticket)
+            return
+        await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
+        kind = slot.confirm_kind
+        request = ConfirmRequest.for_job(kind, job.id, job.attempts + len(ticket.failures)) if kind else None
+        transport = slot.transport
+        async with slot.lock:
+            budget = send_budget(getattr(transport, "timeouts", None), confirming=request is not None)
+            try:
+                async with asyncio.timeout(budget):
+                    if request is not None and can_confirm(transport):
+                        delivery = await transport.send(data, confirm=request)
+                    else:
+                        delivery = await transport.send(data)
+            except TimeoutError:
+                # The transport's own timeouts should have fired; the bytes may be out, so it is in doubt.
+                overdue = StatusReading(PrinterStatus.UNKNOWN, f"the job did not finish within {budget:g} s")
+                delivery = Delivery(NOT_READ, overdue)
+            except PrinterUnavailable as exc:
+                reading = StatusReading(exc.status, exc.reason)
+                delivery = None
+            except PrinterError as exc:
+                reading = StatusReading(PrinterStatus.OFFLINE, str(exc))
+                delivery = None
+        if delivery is None:
+            await self._observe(slot, reading)
+            ticket.failures[name] = (reading.status.value, reading.detail)
+            log.warning("printer_failed", printer=name, job_id=job.id, status=reading.status, error=reading.detail)
+            await self._dispatch(ticket)
+            return
+        if not slot.setup.settings.confirm:
+            delivery = dataclasses.replace(delivery, confirmable=False)
+        if request is not None:
+            delivery = self._learn_confirmation(slot, delivery)
+            if delivery.confirmed is None:
+                request = None
+        outcome = delivery.outcome
+        if outcome is Outcome.UNCONFIRMED:
+            ticket.job = await self._unconfirmed(slot, job, delivery)
+            ticket.failures[name] = (PrinterStatus.OFFLINE.value, slot.state.detail)
+            await self._dispatch(ticket)
+            return
+        await self._observe(slot, delivery.after)
+        if outcome is Outcome.FAILED:
+            detail = f"{delivery.after.detail} (after the ticket was sent)"
+            ticket.failures[name] = (delivery.after.status.value, detail)
+            log.warning("printer_failed", printer=name, job_id=job.id, status=delivery.after.status, error=detail)
+            # Part of it may be on paper, and the rest comes out when the roll is changed: the next copy says so.
+            now = self.clock.now()
+            ticket.job = await self.outbox.write(
+                functools.partial(
+                    ops.unconfirmed_print_job,
+                    job_id=job.id,
+                    printer=name,
+                    detail=detail,
+                    now=now,
+                    event="print_interrupted",
+                )
+            )
+            await self._dispatch(ticket)
+            return
+        await self._printed(job, name, facts, confirmation_of(delivery, request))
+        log.info(
+            "ticket_printed",
+            order_id=job.order_id,
+            kind=job.kind,
+            printer=name,
+            part=job.part,
+            parts=job.parts,
+            in_doubt=job.in_doubt,
+            status=delivery.after.status,
+            confirmed_by=confirmation_of(delivery, request),
+        )
+        if self._all_down_alerted:
+            self._all_down_alerted = False
+            await self.outbox.event("printers_recovered", {"printer": name})
+        await self._flush_printer_alerts(covered_by=name)
+        _settle(ticket.done, True)
+
+    def _facts(
+        self,
+        record: OrderRecord,
+        job: PrintJob,
+        printer: PrinterSettings,
+        flagged: frozenset[str],
+        copies: int,
+        *,
+        home: str,
+    ) -> TicketFacts:
+        """Work out what this copy says when sent to ``printer`` now (``copies`` already came out)."""
         part = (job.part, job.parts) if job.part is not None and job.parts is not None else None
+        wanted = set(ticket_skus(record.order, job.items))
+        return TicketFacts(
+            kind=job.kind,
+            # A copy in doubt may be on paper already: this one is the next copy after it.
+            copy=copies + 1 + (1 if job.in_doubt else 0),
+            in_doubt=job.in_doubt,
+            late_minutes=late_minutes(
+                record.due_at,
+                self.clock.now(),
+                late_after_minutes=self.settings.tickets.late_after_minutes,
+                requested_at=record.order.requested_at,
+            ),
+            backup_for=home if printer.name != home else None,
+            part=part,
+            items=job.items,
+            flagged_skus=tuple(sorted(flagged & wanted)),
+            printer=printer.name,
+            columns=printer.columns,
+        )
+
+    def _ticket(self, record: OrderRecord, facts: TicketFacts, printer: PrinterSettings) -> Ticket:
         return order_ticket(
             record.order,
-            kind=job.kind,
+            facts,
             columns=printer.columns,
             tz=self.settings.venue.tz,
             received_at=record.received_at,
             currency=self.settings.venue.currency,
-            reprint_no=job.reprint_no,
-            part=part,
-            items=job.items,
-            in_doubt=job.in_doubt,
-            flagged_skus=flagged,
+            tickets=self.settings.tickets,
         )
+
+    def _learn_confirmation(self, slot: PrinterSlot, delivery: Delivery) -> Delivery:
+        """Remember whether the printer confirms jobs; in auto mode, one that never has falls back to its status.
+
+        A printer that answered once and then stays silent while its status is fine is not trusted: the job
+        is unconfirmed and goes to the next printer. One whose profile promised a confirmation it has never
+        given (an unknown clone) is read by status from now on, and this job counts on its status.
+        """
+        if delivery.confirmed:
+            slot.answers_confirmation = True
+            return delivery
+        stopped = delivery.after.status.blocks_printing or delivery.after.status is PrinterStatus.UNKNOWN
+        if stopped or slot.setup.settings.confirm is not True or slot.answers_confirmation is True:
+            return delivery
+        slot.answers_confirmation = False
+        log.warning(
+            "printer_confirmation_unsupported",
+            printer=slot.name,
+            profile=slot.setup.settings.profile,
+            detail="no answer to the job confirmation while its status is fine: counting on its status from now on;"
+            ' set confirm = "status" for this printer to say so in the config',
+        )
+        return dataclasses.replace(delivery, confirmed=None)
 
     async def _observe(self, slot: PrinterSlot, reading: StatusReading) -> None:
         before = slot.state.status
@@ -306,10 +519,13 @@ class PrintWorker:
         log.warning("print_unconfirmed", printer=slot.name, job_id=job.id, order_id=job.order_id, error=detail)
         return job
 
-    async def _printed(self, job: PrintJob, printer: str) -> None:
+    async def _printed(self, job: PrintJob, printer: str, facts: TicketFacts, confirmation: str) -> None:
         now = self.clock.now()
+        ticket = facts.to_json()
         await self.outbox.write(
-            lambda c: ops.finish_print_job(c, job.id, now=now, printer=printer, error=None, retry_at=None)
+            lambda c: ops.finish_print_job(
+                c, job.id, now=now, printer=printer, error=None, retry_at=None, ticket=ticket, confirmation=confirmation
+            )
         )
 
     async def _all_failed(self, record: OrderRecord, job: PrintJob, failures: dict[str, tuple[str, str]]) -> None:

@@ -167,6 +167,8 @@ class PrintJob:
     items: tuple[int, ...] | None = None
     printers: tuple[str, ...] | None = None
     in_doubt: bool = False
+    ticket: str | None = None
+    confirmation: str | None = None
 
     @property
     def routed(self) -> bool:
@@ -193,6 +195,8 @@ class PrintJob:
             items=None if row["items"] is None else tuple(json.loads(row["items"])),
             printers=None if row["printers"] is None else tuple(json.loads(row["printers"])),
             in_doubt=bool(row["in_doubt"]),
+            ticket=row["ticket"] if "ticket" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row has no __contains__
+            confirmation=row["confirmation"] if "confirmation" in row.keys() else None,  # noqa: SIM118
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -207,6 +211,14 @@ class PrintJob:
             "last_error": self.last_error,
             "created_at": self.created_at.isoformat(),
             "printed_at": self.printed_at.isoformat() if self.printed_at else None,
+            # Printed on the printer's own word that the paper came out (confirmed), or on its status only.
+            "confirmation": None
+            if self.confirmation is None
+            else "confirmed"
+            if self.confirmation in ("process_id", "transmit_status")
+            else "unconfirmed",
+            "confirmed_by": self.confirmation,
+            "ticket": json.loads(self.ticket) if self.ticket else None,
         }
 
 

@@ -104,6 +104,12 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at REAL NOT NULL
     );
     """,
+    # 6: what each printed copy said (copy number, late, backup station, sold-out flags) so a preview shows
+    # exactly the paper, and how the printer confirmed it (paper = the printer said the job came out).
+    """
+    ALTER TABLE print_jobs ADD COLUMN ticket TEXT;
+    ALTER TABLE print_jobs ADD COLUMN confirmation TEXT;
+    """,
 )
 
 

@@ -7,14 +7,17 @@ exactly what a printer is sent.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from agent.config import PrinterSettings
-from agent.models import Order
-from drivers.printers.encoding import CodePage, choose_code_page
+from agent.config import PrinterSettings, TicketSettings
+from agent.models import Modifier, Order
+from agent.records import PrintJob
+from drivers.printers.encoding import CodePage, choose_code_page, spell_emoji
 from drivers.printers.escpos_render import render_escpos, resolve_buzzer
 from drivers.printers.layout import Line, Ticket, TicketKind, layout_ticket, render_text
 
@@ -48,33 +51,114 @@ class PrinterSetup:
         )
 
 
+@dataclass(frozen=True)
+class TicketFacts:
+    """What one printed copy says beyond the order: why it prints, which copy, how late, for which station.
+
+    Worked out once when the copy is sent and stored with its print job, so a preview of a printed job
+    (``ticket render --job``, the demo's PNGs) shows exactly what came out of the printer.
+    """
+
+    kind: str
+    copy: int = 1
+    in_doubt: bool = False
+    late_minutes: int | None = None
+    backup_for: str | None = None
+    part: tuple[int, int] | None = None
+    items: tuple[int, ...] | None = None
+    flagged_skus: tuple[str, ...] = ()
+    printer: str | None = None
+    columns: int | None = None
+
+    def to_json(self) -> str:
+        """Return the facts as compact JSON (the ``print_jobs.ticket`` column)."""
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> TicketFacts:
+        """Rebuild facts stored by ``to_json``."""
+        data = json.loads(text)
+        part = data.get("part")
+        items = data.get("items")
+        return cls(
+            kind=data["kind"],
+            copy=int(data.get("copy", 1)),
+            in_doubt=bool(data.get("in_doubt", False)),
+            late_minutes=data.get("late_minutes"),
+            backup_for=data.get("backup_for"),
+            part=(int(part[0]), int(part[1])) if part else None,
+            items=tuple(items) if items is not None else None,
+            flagged_skus=tuple(data.get("flagged_skus", ())),
+            printer=data.get("printer"),
+            columns=data.get("columns"),
+        )
+
+
+def stored_facts(job: PrintJob) -> TicketFacts:
+    """Return the facts a printed job's ticket carried (rebuilt from the job's own fields for older rows)."""
+    if job.ticket:
+        return TicketFacts.from_json(job.ticket)
+    part = (job.part, job.parts) if job.part is not None and job.parts is not None else None
+    return TicketFacts(kind=job.kind, in_doubt=job.in_doubt, part=part, items=job.items, printer=job.printer)
+
+
+def ticket_skus(order: Order, items: Sequence[int] | None) -> list[str]:
+    """Return every SKU on a ticket's share of ``order`` (item indexes, None for all), modifiers included."""
+
+    def walk(modifiers: list[Modifier]) -> list[str]:
+        return [s for m in modifiers for s in ([m.sku] if m.sku else []) + walk(m.modifiers)]
+
+    chosen = order.items if items is None else [order.items[i] for i in items if 0 <= i < len(order.items)]
+    return [s for item in chosen for s in ([item.sku] if item.sku else []) + walk(item.modifiers)]
+
+
+def late_minutes(
+    due_at: datetime, now: datetime, *, late_after_minutes: int, requested_at: datetime | None = None
+) -> int | None:
+    """Return how many whole minutes past due a ticket printed ``now`` is, or None if not late.
+
+    Late means more than ``late_after_minutes`` after the order became due (SPEC §6 ``due``), or after
+    its requested time when that is earlier (a pre-order that reached the agent after its time).
+    """
+    if requested_at is not None:
+        due_at = min(due_at, requested_at)
+    overdue = now - due_at
+    if overdue <= timedelta(minutes=late_after_minutes):
+        return None
+    return int(overdue.total_seconds() // 60)
+
+
 def order_ticket(
     order: Order,
+    facts: TicketFacts,
     *,
-    kind: str,
     columns: int,
     tz: ZoneInfo,
     received_at: datetime,
     currency: str,
-    reprint_no: int = 0,
-    part: tuple[int, int] | None = None,
-    items: Sequence[int] | None = None,
-    in_doubt: bool = False,
-    flagged_skus: frozenset[str] = frozenset(),
+    tickets: TicketSettings | None = None,
 ) -> Ticket:
-    """Lay out an order's ticket of ``kind`` for one printer; ``flagged_skus`` are marked sold out in the POS."""
+    """Lay out ``order``'s ticket as ``facts`` describe it, for paper ``columns`` wide.
+
+    ``tickets`` brings the venue's allergy words and QR code setting; without it there are neither.
+    """
+    part = facts.part if facts.part is not None and facts.part[1] > 1 else None
     return layout_ticket(
         order,
-        kind=TicketKind(kind),
+        kind=TicketKind(facts.kind),
         columns=columns,
         tz=tz,
         received_at=received_at,
-        reprint_no=reprint_no,
         currency=currency,
-        page=part if part is not None and part[1] > 1 else None,
-        items=items,
-        in_doubt=in_doubt,
-        flagged_skus=flagged_skus,
+        page=part,
+        items=facts.items,
+        in_doubt=facts.in_doubt,
+        flagged_skus=frozenset(facts.flagged_skus),
+        copy=facts.copy,
+        late_minutes=facts.late_minutes,
+        backup_for=facts.backup_for,
+        allergy_words=tuple(tickets.allergy_words) if tickets else (),
+        qr=tickets.qr_data(order.id) if tickets else None,
     )
 
 
@@ -98,7 +182,7 @@ def print_test_page(setup: PrinterSetup, *, now: datetime, tz: ZoneInfo) -> Tick
         Line("centred", align="center"),
         Line("right", align="right"),
         Line(ruler),
-        *_wrapped(SAMPLE_TEXT, columns),
+        *_wrapped(spell_emoji(SAMPLE_TEXT), columns),
         Line("-" * columns),
         Line(f"Printed {now.astimezone(tz):%H:%M:%S %d %b %Y}"[:columns]),
         Line("If this ticket is cut below, the cutter works."[:columns]),

@@ -11,6 +11,8 @@ and only prints its table (results.md is left alone):
 
 ``--only printing``
     (g), (h) and the RSS of the printing agents, about 30 s;
+``--only tickets``
+    (g) for every banner kind at 32/42/48 columns and (j), about 20 s;
 ``--only mqtt``
     (i), in ``benchmarks/publishing.py``, three to four minutes.
 
@@ -26,6 +28,8 @@ Measures:
 (f) peak RSS (VmHWM) of the agent processes, and of agents with python-escpos loaded (a network printer);
 (g) a 20-line kitchen ticket laid out and rendered to ESC/POS bytes (and the one-off python-escpos load);
 (h) fallback ticket latency: 202 -> the ticket's cut at a fake network printer while the POS is down;
+(j) one printer hung (takes the bytes, never answers) next to a healthy one: the healthy station's ticket
+    latency (job due -> cut), and the hung station's tickets failing over, against both printers healthy;
 (i) MQTT publishing: the order figures of (b)-(f) with the broker down and a backlog of unpublished events,
     against MQTT off; then a real mosquitto comes up and the backlog is published (time to the agent's
     ``online`` status, to the 1,000th and to the last queued event; seq order, none missing).
@@ -71,8 +75,8 @@ from agent.config import PrinterSettings  # noqa: E402
 from agent.models import Order, parse_order  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
 from agent.states import State, place  # noqa: E402
-from agent.tickets import PrinterSetup, order_ticket  # noqa: E402
-from drivers.printers.layout import Ticket  # noqa: E402
+from agent.tickets import PrinterSetup, TicketFacts, order_ticket  # noqa: E402
+from drivers.printers.layout import Ticket, layout_ticket  # noqa: E402
 from tests.conftest import make_order  # noqa: E402
 from tests.fake_printer import FakeNetworkPrinter  # noqa: E402
 
@@ -895,7 +899,8 @@ def run_ticket_render(report: Report, *, runs: int = 2000, warmup: int = 200) ->
     preloaded = "escpos.printer" in sys.modules
 
     def render() -> tuple[Ticket, bytes]:
-        ticket = order_ticket(order, kind="fallback", columns=48, tz=tz, received_at=received_at, currency="GBP")
+        facts = TicketFacts(kind="fallback")
+        ticket = order_ticket(order, facts, columns=48, tz=tz, received_at=received_at, currency="GBP")
         return ticket, setup.payload(ticket)
 
     started = time.perf_counter()
@@ -1104,6 +1109,185 @@ async def run_printing(report: Report, workdir: Path) -> None:
     )
 
 
+# ---- (g) every kind, (j) one hung printer --------------------------------------------------------
+
+
+def run_ticket_kinds(report: Report, *, rounds: int = 40) -> None:
+    """(g) layout + ESC/POS for every banner kind at 32, 42 and 48 columns (the golden scenarios of the tests)."""
+    from tests.test_ticket_kinds import KINDS, WIDTHS, scenario
+
+    print("(g) every ticket kind at 32/42/48 columns: layout + ESC/POS", flush=True)
+    setup = PrinterSetup(PrinterSettings(name="pass", connection="network", host="127.0.0.1", profile="TM-T20II"))
+    order_changes = {name: scenario(name, 48)[0] for name in KINDS}
+    samples: list[float] = []
+    for round_no in range(rounds + 1):  # the first round warms up (loads python-escpos) and is not counted
+        for name, (_, options, _) in KINDS.items():
+            for columns in WIDTHS:
+                started = time.perf_counter()
+                ticket = layout_ticket(
+                    order_changes[name],
+                    columns=columns,
+                    tz=ZoneInfo("Europe/London"),
+                    received_at=datetime.now(UTC),
+                    **options,
+                )
+                setup.payload(ticket)
+                if round_no:
+                    samples.append((time.perf_counter() - started) * 1000)
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
+    shape = f"{len(KINDS)} kinds x {len(WIDTHS)} widths x {rounds} rounds = {len(samples):,} tickets"
+    report.add(
+        "(g) every banner kind (fallback, pre-order, reprint, modified, cancelled, late, backup + duplicate), "
+        "layout + ESC/POS, median",
+        "<= 5 ms",
+        f"{p50:.2f} ms ({shape})",
+        p50 <= 5,
+    )
+    report.add("(g) same, p99", "<= 5 ms", f"{p99:.2f} ms (max {max(samples):.2f} ms)", p99 <= 5)
+
+
+@dataclass
+class QueueRun:
+    """What one (j) pass saw: ms from a job falling due to its cut, per station."""
+
+    healthy_ms: list[float]
+    failover_ms: list[float]
+    hung_connections: int
+
+
+async def hung_printer_latency(workdir: Path, name: str, *, hang: bool, orders: int, spacing: float) -> QueueRun:
+    """Print pizza (grill) and drink (bar) tickets through one in-process PrintWorker to fake network printers.
+
+    With ``hang`` the grill takes the bytes and never answers. Each pair of orders falls due ``spacing``
+    seconds after the last; the latency is from the fallback request to the ticket's cut at the bar.
+    """
+    from agent.clock import SystemClock as Clock
+    from agent.config import settings_from_dict
+    from agent.printing import PrintWorker
+
+    pizza = {"name": "Margherita", "sku": "PZ-MARG", "quantity": 1, "unit_price": 950, "category": "Pizza"}
+    beer = {"name": "Pale ale", "sku": "DR-ALE", "quantity": 2, "unit_price": 500, "category": "Drinks"}
+    async with FakeNetworkPrinter.running("black_hole" if hang else "ok") as grill, FakeNetworkPrinter.running() as bar:
+        settings = settings_from_dict(
+            {
+                "venue": {"id": VENUE, "timezone": "Europe/London"},
+                "storage": {"path": str(workdir / f"{name}.db"), "min_free_mb": 0},
+                "pos": {"driver": "http", "http": {"url": "http://127.0.0.1:9/orders"}},
+                "printers": [
+                    {
+                        "name": "grill",
+                        "connection": "network",
+                        "host": "127.0.0.1",
+                        "port": grill.port,
+                        "categories": ["Pizza"],
+                        "profile": "TM-T20II",
+                    },
+                    {
+                        "name": "bar",
+                        "connection": "network",
+                        "host": "127.0.0.1",
+                        "port": bar.port,
+                        "categories": ["Drinks"],
+                        "profile": "TM-T20II",
+                    },
+                ],
+            }
+        )
+        clock = Clock()
+        outbox = Outbox(settings.storage.path, clock=clock, min_free_mb=0)
+        await outbox.open()
+        worker = PrintWorker(outbox=outbox, settings=settings, clock=clock)
+        await worker.prepare()
+        runner = asyncio.create_task(worker.run())
+        requested: dict[str, float] = {}
+        cut_at: dict[str, float] = {}
+        try:
+            for i in range(orders):
+                for kind, item in (("pizza", pizza), ("beer", beer)):
+                    order_id = f"{name}-{kind}-{i:02d}"
+                    payload = make_order(order_id)
+                    payload.update(
+                        items=[item],
+                        discounts=[],
+                        charges={"delivery_fee": 0, "service_charge": 0, "tip": 0},
+                        total=item["quantity"] * item["unit_price"],
+                    )
+                    payload["payment"] = {**payload["payment"], "amount": payload["total"]}
+                    order = parse_order(payload, venue_id=VENUE)
+                    now = clock.now()
+                    placement = place(order, now=now, hold_unpaid=True, buffered=True, buffer_minutes=20)
+                    await outbox.submit(order, placement, key=f"{VENUE}:{order_id}")
+                    await outbox.write(
+                        lambda c, o=order_id, t=now: ops.request_fallback(c, o, now=t, reason="bench", skip=False)
+                    )
+                    requested[order_id] = time.perf_counter()
+                    worker.wake()
+                deadline = time.perf_counter() + spacing
+                while time.perf_counter() < deadline:
+                    seen = time.perf_counter()
+                    for job in bar.jobs:
+                        if CUT in job:
+                            for order_id in requested:
+                                if order_id not in cut_at and f"Order {order_id}".encode() in job:
+                                    cut_at[order_id] = seen
+                    await asyncio.sleep(0.002)
+            async with asyncio.timeout(30):
+                while len(cut_at) < len(requested):
+                    seen = time.perf_counter()
+                    for job in bar.jobs:
+                        for order_id in requested:
+                            if order_id not in cut_at and CUT in job and f"Order {order_id}".encode() in job:
+                                cut_at[order_id] = seen
+                    if not hang:
+                        for job in grill.jobs:
+                            for order_id in requested:
+                                if order_id not in cut_at and CUT in job and f"Order {order_id}".encode() in job:
+                                    cut_at[order_id] = seen
+                    await asyncio.sleep(0.002)
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            await outbox.close()
+        connections = grill.connections
+    beer_ms = [(cut_at[o] - t) * 1000 for o, t in requested.items() if "-beer-" in o and o in cut_at]
+    pizza_ms = [(cut_at[o] - t) * 1000 for o, t in requested.items() if "-pizza-" in o and o in cut_at]
+    return QueueRun(beer_ms, pizza_ms, connections)
+
+
+async def run_queues(report: Report, workdir: Path) -> None:
+    """(j) a hung printer next to a healthy one, against both healthy."""
+    orders, spacing = 10, 0.3
+    print("(j) ticket latency on a healthy printer while another hangs", flush=True)
+    calm = await hung_printer_latency(workdir, "queues-calm", hang=False, orders=orders, spacing=spacing)
+    hung = await hung_printer_latency(workdir, "queues-hung", hang=True, orders=orders, spacing=spacing)
+    status_timeout_ms = 1000.0
+
+    def summary(values: list[float]) -> str:
+        return f"p50 {percentile(values, 50):.0f} ms, max {max(values):.0f} ms ({len(values)} tickets)"
+
+    report.add(
+        f"(j) bar (healthy) ticket latency, fallback requested -> cut, {orders} drink orders "
+        f"{spacing:g} s apart, both printers healthy",
+        "-",
+        summary(calm.healthy_ms),
+        None,
+    )
+    report.add(
+        "(j) same while the grill printer hangs (takes the bytes, never answers: 1 s status timeouts)",
+        f"max < one status timeout ({status_timeout_ms / 1000:g} s)",
+        summary(hung.healthy_ms),
+        len(hung.healthy_ms) == orders and max(hung.healthy_ms) < status_timeout_ms,
+    )
+    report.add(
+        "(j) the hung grill's pizza tickets, printed on the bar (BACKUP FOR GRILL); the first waits out the "
+        "grill's two status timeouts, the rest skip it",
+        "-",
+        summary(hung.failover_ms) + f"; grill connections: {hung.hung_connections}",
+        None,
+    )
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 
@@ -1156,9 +1340,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
         "--only",
-        choices=["printing", "mqtt"],
+        choices=["printing", "tickets", "mqtt"],
         help="run only these measures: printing = (g) ticket rendering, (h) fallback ticket latency and the "
-        "RSS of an agent with python-escpos loaded (about 30 s); mqtt = (i) order figures with the MQTT broker "
+        "RSS of an agent with python-escpos loaded (about 30 s); tickets = (g) for every ticket kind and (j) "
+        "a hung printer next to a healthy one (about 20 s); mqtt = (i) order figures with the MQTT broker "
         "down, and the backlog's publication when it comes back (3-4 min); the table is printed, "
         "results.md is left alone",
     )
@@ -1177,6 +1362,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_processes(report, workdir))
         if args.only in (None, "printing"):
             asyncio.run(run_printing(report, workdir))
+        if args.only in (None, "tickets"):
+            run_ticket_kinds(report)
+            asyncio.run(run_queues(report, workdir))
         if args.only in (None, "mqtt"):
             run_mqtt(report, workdir)
     except BaseException:

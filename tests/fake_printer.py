@@ -1,7 +1,12 @@
 """Fake ESC/POS printers that speak the real protocol: TCP 9100 on loopback, serial on a pty, a pyusb device.
 
 Each answers ``DLE EOT n`` (``10 04 n``) with the status bytes an Epson printer sends in its ``mode``, and
-records everything else as print data. Typical use::
+records everything else as print data. The network printer also answers the commands that confirm a job
+(escpos-printing.md §2.2-2.3, Epson's GS ( H fn 48 page): ``GS ( H`` with ``37 22 d1 d2 d3 d4 00`` once the
+data before it is printed, ``GS r 1`` with the paper sensor byte, and ``GS a n`` with 4-byte ASB frames, now
+and on every change of mode. The first two are processed in order with the print data, so they are held,
+unanswered, while the printer cannot print (paper out, cover open, offline) and answered when it can again.
+Typical use::
 
     async with FakeNetworkPrinter.running() as printer:
         transport = NetworkTransport("pass", printer.host, printer.port)
@@ -46,18 +51,52 @@ def reply_for(mode: Mode, n: int) -> bytes:
     return bytes([replies[n - 1]]) if replies else b""
 
 
+# ASB frames (escpos-printing.md §2.2 examples); the 4th byte is reserved.
+ASB_FRAMES: dict[str, bytes] = {
+    "ok": b"\x10\x00\x00\x00",
+    "paper_low": b"\x10\x00\x03\x00",
+    "paper_out": b"\x18\x00\x0f\x00",
+    "cover_open": b"\x38\x00\x00\x00",
+    "offline": b"\x18\x00\x00\x00",
+}
+# Replies to GS r 1 (paper sensor): near end bits 0-1, paper end bits 2-3.
+PAPER_REPLIES = {"ok": b"\x00", "paper_low": b"\x03"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A job-confirmation command found in the print stream: ``process_id`` (GS ( H), ``paper`` (GS r) or ``asb``."""
+
+    kind: Literal["process_id", "paper", "asb"]
+    arg: bytes
+
+
+# GS commands the fakes act on: GS ( H fn 48 (11 bytes), GS r n and GS a n (3 bytes each).
+_GS_LENGTHS = {ord("("): 11, ord("r"): 3, ord("a"): 3}
+
+
 class QuerySplitter:
-    """Splits a byte stream into print data (bytes) and DLE EOT queries (their n), in order, across chunks."""
+    """Splits a byte stream into print data (bytes), DLE EOT queries (their n) and confirmation ``Command``s.
+
+    Events come in order across chunks; an incomplete command at the end of a chunk waits for the next one.
+    """
 
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, chunk: bytes) -> list[bytes | int]:
-        """Return the events in ``chunk``; an incomplete ``10`` / ``10 04`` at the end waits for the next chunk."""
+    def feed(self, chunk: bytes) -> list[bytes | int | Command]:
+        """Return the events in ``chunk``; an incomplete ``10`` / ``10 04`` / GS command waits for the next chunk."""
         buffer = self._pending + chunk
         self._pending = b""
-        events: list[bytes | int] = []
+        events: list[bytes | int | Command] = []
         data = bytearray()
+
+        def emit(event: int | Command) -> None:
+            if data:
+                events.append(bytes(data))
+                data.clear()
+            events.append(event)
+
         i = 0
         while i < len(buffer):
             if buffer[i] == 0x10 and (i + 1 == len(buffer) or buffer[i + 1] == 0x04):
@@ -65,11 +104,26 @@ class QuerySplitter:
                     self._pending = buffer[i:]
                     break
                 if buffer[i + 2] in (1, 2, 3, 4):
-                    if data:
-                        events.append(bytes(data))
-                        data.clear()
-                    events.append(buffer[i + 2])
+                    emit(buffer[i + 2])
                     i += 3
+                    continue
+            if buffer[i] == 0x1D and (i + 1 == len(buffer) or buffer[i + 1] in _GS_LENGTHS):
+                size = _GS_LENGTHS.get(buffer[i + 1], 3) if i + 1 < len(buffer) else 3
+                if i + size > len(buffer):
+                    self._pending = buffer[i:]
+                    break
+                command = buffer[i : i + size]
+                if command[1] == ord("(") and command[2:7] == b"H\x06\x00\x30\x30":
+                    emit(Command("process_id", command[7:11]))
+                    i += size
+                    continue
+                if command[1] == ord("r"):
+                    emit(Command("paper", command[2:3]))
+                    i += size
+                    continue
+                if command[1] == ord("a"):
+                    emit(Command("asb", command[2:3]))
+                    i += size
                     continue
             data.append(buffer[i])
             i += 1
@@ -89,9 +143,14 @@ class FakeNetworkPrinter:
     host = "127.0.0.1"
 
     def __init__(self, mode: Mode = "ok") -> None:
-        self.mode: Mode = mode
+        self._mode: Mode = mode
         self.port = 0
         self.queries = 0
+        # False for a clone that prints and answers DLE EOT but ignores GS ( H and GS r.
+        self.answers_confirmations = True
+        self.confirmations: list[bytes] = []
+        self._held_replies: list[tuple[asyncio.StreamWriter, Command]] = []
+        self._asb: dict[asyncio.StreamWriter, bytes] = {}
         self.connections = 0
         self.open_connections = 0
         self._jobs: list[bytearray] = []
@@ -120,6 +179,49 @@ class FakeNetworkPrinter:
     def jobs(self) -> list[bytes]:
         """Return the print data of each connection that sent any (queries removed), oldest first."""
         return [bytes(job) for job in self._jobs]
+
+    @property
+    def mode(self) -> Mode:
+        """The printer's state; setting it sends ASB frames where enabled and releases held replies it allows."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode) -> None:
+        self._mode = mode
+        for writer in list(self._asb):
+            self._send_asb(writer)
+        if mode in ("ok", "paper_low"):
+            held, self._held_replies = self._held_replies, []
+            for writer, command in held:
+                self._answer(writer, command)
+
+    def _send_asb(self, writer: asyncio.StreamWriter) -> None:
+        frame = ASB_FRAMES.get(self._mode)
+        if frame is not None and self._asb.get(writer) != frame and not writer.is_closing():
+            self._asb[writer] = frame
+            writer.write(frame)
+
+    def _answer(self, writer: asyncio.StreamWriter, command: Command) -> None:
+        """Act on a confirmation command in print order: answer it, hold it while printing is stopped, or ignore it."""
+        if command.kind == "asb":
+            if command.arg[0]:
+                self._asb[writer] = b""
+                self._send_asb(writer)
+            else:
+                self._asb.pop(writer, None)
+            return
+        if not self.answers_confirmations or self._mode in ("silent", "black_hole", "garbage"):
+            return
+        if self._mode not in ("ok", "paper_low"):
+            self._held_replies.append((writer, command))
+            return
+        if writer.is_closing():
+            return
+        if command.kind == "process_id":
+            self.confirmations.append(command.arg)
+            writer.write(b"\x37\x22" + command.arg + b"\x00")
+        elif command.arg[0] in (1, 49):
+            writer.write(PAPER_REPLIES[self._mode])
 
     def close_after(self, n_bytes: int) -> None:
         """Drop the next connection that reaches ``n_bytes`` of print data, keeping only those bytes."""
@@ -182,6 +284,8 @@ class FakeNetworkPrinter:
         finally:
             writer.transport.abort()
             self._writers.discard(writer)
+            self._asb.pop(writer, None)
+            self._held_replies = [(w, c) for w, c in self._held_replies if w is not writer]
             self._tasks.discard(task)
             self.open_connections -= 1
             if not self.open_connections:
@@ -202,6 +306,9 @@ class FakeNetworkPrinter:
                 if isinstance(event, int):
                     self.queries += 1
                     writer.write(reply_for(self.mode, event))
+                    continue
+                if isinstance(event, Command):
+                    self._answer(writer, event)
                     continue
                 if job is None:
                     job = bytearray()
@@ -284,6 +391,8 @@ class FakeSerialPrinter:
                     continue
                 raise
             for event in splitter.feed(chunk):
+                if isinstance(event, Command):
+                    continue  # this fake does not confirm jobs
                 if isinstance(event, int):
                     self.queries += 1
                     reply = reply_for(self.mode, event)
@@ -354,6 +463,8 @@ class FakeUsbDevice:
         if self.write_error is not None and bytes(data) not in _QUERIES:
             raise self.write_error
         for event in self._splitter.feed(bytes(data)):
+            if isinstance(event, Command):
+                continue  # this fake does not confirm jobs
             if isinstance(event, int):
                 self.queries += 1
                 self._replies += reply_for(self.mode, event)

@@ -80,9 +80,17 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     summary = result.stdout.split("What happened to each order:")[1]
     assert summary.count("injected") >= 5
-    assert "scheduled" in summary and "failed" in summary
+    assert "scheduled" in summary and "failed" in summary and "cancelled" in summary
     tickets = (tmp_path / "demo" / "tickets.txt").read_text()
-    assert tickets.count("FALLBACK - NOT IN POS") == 3
+    assert tickets.count("FALLBACK - NOT IN POS") == 5
+    for banner in ("MODIFIED", "DO NOT MAKE", "MAY BE A DUPLICATE", "BACKUP FOR GRILL", "COPY 3"):
+        assert banner in tickets, banner
+    assert "LATE - 25 MIN" in tickets and "!! SOLD OUT IN POS" in tickets and "!! ALLERGY:" in tickets
+    listing = result.stdout.split("Every ticket that came out")[1].splitlines()[1:]
+    previews = [line.split()[0] for line in listing if line.strip().endswith(".png") or ".png " in line]
+    assert len(previews) == 8
+    for name in previews:
+        assert (tmp_path / "demo" / "tickets" / name).stat().st_size > 1000
 
 
 def test_usage_errors_exit_2() -> None:

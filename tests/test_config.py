@@ -299,3 +299,50 @@ class TestLightspeedRules:
             load_settings(write(tmp_path, text))
         [problem] = caught.value.problems
         assert problem.key == "pos.lightspeed_k.delivery_fee_sku" and "25" in problem.message
+
+
+class TestTickets:
+    """The ``[tickets]`` section (SPEC §3)."""
+
+    def test_defaults(self) -> None:
+        """Late after 10 minutes, no extra allergy words, no QR code."""
+        settings = settings_from_dict({"venue": {"id": "v"}, "pos": {"driver": "simulator"}})
+        assert (settings.tickets.late_after_minutes, settings.tickets.allergy_words, settings.tickets.qr) == (
+            10,
+            [],
+            "none",
+        )
+        assert settings.tickets.qr_data("ord_1") is None
+
+    def test_every_ticket_problem_is_named(self, tmp_path: Path) -> None:
+        """config check names a misspelt key, a negative lateness, a blank allergy word and a QR URL without an id."""
+        text = GOOD + (
+            '\n[tickets]\nlate_after_minute = 5\nlate_after_minutes = -1\nallergy_words = ["pine nuts", " "]\n'
+            'qr = "order_url"\nqr_url = "https://example.com/orders"\n'
+        )
+        result = cli("config", "check", "--config", str(write(tmp_path, text)))
+        assert result.returncode == 2, result.stdout + result.stderr
+        out = result.stdout + result.stderr
+        for key in ("tickets.late_after_minute", "tickets.late_after_minutes", "tickets.allergy_words.1"):
+            assert key in out, out
+        with pytest.raises(ConfigError) as caught:
+            settings_from_dict(
+                {
+                    "venue": {"id": "v"},
+                    "pos": {"driver": "simulator"},
+                    "tickets": {"qr": "order_url", "qr_url": "https://example.com/orders"},
+                }
+            )
+        assert [p.key for p in caught.value.problems] == ["tickets.qr_url"]
+        assert "{order_id}" in caught.value.problems[0].message
+
+    def test_a_qr_url_names_the_order(self) -> None:
+        """qr = "order_url" puts the order's own page in the code."""
+        settings = settings_from_dict(
+            {
+                "venue": {"id": "v"},
+                "pos": {"driver": "simulator"},
+                "tickets": {"qr": "order_url", "qr_url": "https://example.com/o/{order_id}?v=1"},
+            }
+        )
+        assert settings.tickets.qr_data("ord_7") == "https://example.com/o/ord_7?v=1"

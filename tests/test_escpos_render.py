@@ -103,13 +103,13 @@ def only(decoded: Decoded, text: str) -> Any:
 
 @pytest.mark.parametrize("columns", [32, 42, 48])
 def test_round_trip_keeps_the_layout_and_its_styles(columns: int) -> None:
-    """Banner inverse across the paper, code and items double and bold, one cut, one ESC t 19."""
+    """Banner double size inverse across the paper, code and items double and bold, one cut, one ESC t 19."""
     ticket = lay(make_order(), columns)
     decoded = round_trip(ticket)
     banner = decoded.lines[0]
-    assert banner.text.strip() == "FALLBACK - NOT IN POS"
-    assert banner.inverse and banner.bold and banner.align == "center"
-    assert len(banner.text) == columns
+    assert banner.text.strip() == ("FALLBACK" if columns == 32 else "FALLBACK - NOT IN POS")
+    assert banner.inverse and banner.bold and banner.double and banner.align == "center"
+    assert len(banner.text) == columns // 2
     code = only(decoded, "K7Q2M9XA")
     assert code.double and code.bold and code.align == "center" and not code.inverse
     item = only(decoded, "2 x Margherita")
@@ -127,14 +127,15 @@ def test_styles_never_leak_into_the_next_line() -> None:
     decoded = round_trip(ticket)
     assert len(decoded.lines) == len(ticket.lines)
     for laid, printed in zip(ticket.lines, decoded.lines, strict=True):
-        assert (printed.double, printed.bold, printed.inverse, printed.align) == (
-            laid.double,
+        assert (printed.width, printed.height, printed.bold, printed.inverse, printed.align) == (
+            2 if laid.double else 1,
+            2 if laid.large else 1,
             laid.bold,
             laid.inverse,
             laid.align,
         ), laid
     not_paid = only(decoded, "NOT PAID")
-    assert not_paid.inverse and not_paid.double and len(not_paid.text) == 21
+    assert not_paid.inverse and (not_paid.width, not_paid.height) == (1, 2) and len(not_paid.text) == 42
 
 
 def test_bytes_start_with_init_and_one_forced_code_page() -> None:
@@ -290,6 +291,7 @@ _LINES = st.lists(
         bold=st.booleans(),
         inverse=st.booleans(),
         align=st.sampled_from(["left", "center", "right"]),
+        tall=st.booleans(),
     ),
     min_size=1,
     max_size=8,

@@ -526,7 +526,7 @@ async def test_resubmit_of_an_order_that_did_not_fail_is_refused(sim: Sim, runni
 
 
 async def test_reprint_prints_a_ticket_marked_reprint(tmp_path: Path, sim: Sim, running: RunningAgent) -> None:
-    """Asking for a reprint answers 202 and a ticket marked REPRINT 1 comes out."""
+    """Asking for a reprint answers 202 and a ticket marked REPRINT comes out; the next says COPY 2."""
     await running.client.post("/v1/orders", json=make_order())
     await running.wait_state("ord_01HXTEST", "injected")
 
@@ -534,13 +534,13 @@ async def test_reprint_prints_a_ticket_marked_reprint(tmp_path: Path, sim: Sim, 
 
     assert response.status_code == 202
     assert response.json() == {"order_id": "ord_01HXTEST", "reprint_no": 1}
-    printed = await wait_ticket(tmp_path, "REPRINT 1")
+    printed = await wait_ticket(tmp_path, "REPRINT")
     assert "2 X MARGHERITA" in printed
     assert "K7Q2M9XA" in printed
     assert FALLBACK_BANNER not in printed
     again = await running.client.post("/v1/orders/ord_01HXTEST/reprint")
     assert again.json()["reprint_no"] == 2
-    await wait_ticket(tmp_path, "REPRINT 2")
+    await wait_ticket(tmp_path, "COPY 2")
 
 
 # ---- lists, health, OpenAPI ----------------------------------------------------------------------------------

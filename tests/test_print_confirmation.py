@@ -26,7 +26,7 @@ LOW = StatusReading(PrinterStatus.PAPER_LOW, "paper roll is nearly out")
 OUT = StatusReading(PrinterStatus.PAPER_OUT, "paper roll is out")
 OFF = StatusReading(PrinterStatus.OFFLINE, "printer is offline")
 COVER = StatusReading(PrinterStatus.COVER_OPEN, "cover is open")
-REPRINT = "REPRINT - MAY BE A DUPLICATE"
+REPRINT = "MAY BE A DUPLICATE"  # the second line of REPRINT - MAY BE A DUPLICATE at 48 columns
 
 
 @pytest.mark.parametrize(
@@ -39,15 +39,16 @@ REPRINT = "REPRINT - MAY BE A DUPLICATE"
         (Delivery(UNKNOWN, UNKNOWN, confirmable=False), Outcome.PRINTED),
         (Delivery(OK, OK, confirmed=False), Outcome.UNCONFIRMED),
         (Delivery(OK, OK, confirmed=True), Outcome.PRINTED),
-        (Delivery(OK, UNKNOWN, confirmed=True), Outcome.UNCONFIRMED),
+        (Delivery(OK, UNKNOWN, confirmed=True), Outcome.PRINTED),
         (Delivery(OK, OUT), Outcome.FAILED),
         (Delivery(OK, OFF, confirmable=False), Outcome.FAILED),
-        (Delivery(OK, COVER, confirmed=True), Outcome.FAILED),
+        (Delivery(OK, COVER, confirmed=True), Outcome.PRINTED),
         (Delivery(OK, OUT, confirmed=False), Outcome.FAILED),
     ],
 )
 def test_judge_needs_an_answer_after_the_job(delivery: Delivery, outcome: Outcome) -> None:
-    """No answer after the bytes is unconfirmed unless the transport can never answer; an error is failed."""
+    """No answer after the bytes is unconfirmed unless the transport can never answer; an error is failed; the
+    printer's own confirmation (sent once the paper is out) is printed whatever happens after it."""
     assert judge(delivery) is outcome
     assert delivery.outcome is outcome
     assert delivery.printed is (outcome is Outcome.PRINTED)
@@ -91,6 +92,7 @@ async def test_unconfirmed_ticket_fails_over_marked_reprint_and_alerts(
     await rig.fallback("ord_1")
     assert await rig.run_due() == [True]
     assert len(backup.jobs) == 1 and REPRINT in texts(backup.jobs[0])
+    assert {"BACKUP FOR PASS", "COPY 2"} <= set(texts(backup.jobs[0]))
     jobs = await rig.outbox.print_jobs("ord_1")
     assert [(j.state, j.printer, j.in_doubt) for j in jobs] == [("printed", "bar", True)]
     unconfirmed = events(settings.storage.path, "print_unconfirmed")

@@ -24,7 +24,7 @@ from tests.test_printing_e2e import CUT, _down_pos, _procs, config_text, lines, 
 pytestmark = pytest.mark.slow
 __all__ = ["_down_pos", "_procs"]  # the fixtures, shared with test_printing_e2e
 
-REPRINT = "REPRINT - MAY BE A DUPLICATE"
+REPRINT = "MAY BE A DUPLICATE"  # the second line of REPRINT - MAY BE A DUPLICATE at 48 columns
 # Default timeouts: connect 3 s, status 1 s per reply; the stuck printer costs about two status timeouts.
 BOUND_SECONDS = 12.0
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent import outbox_ops as ops
+from agent import snoozes
+from agent.cli import main
 from agent.clock import FakeClock
-from agent.config import Settings, settings_from_dict
+from agent.config import Settings, TicketSettings, settings_from_dict
 from agent.models import parse_order
 from agent.outbox import Outbox
-from agent.printing import PrintWorker
+from agent.printing import NOT_READ, PrintWorker
 from agent.routing import TicketPart
 from agent.states import place
+from agent.tickets import late_minutes
 from drivers.printers.decode import decode_escpos
+from drivers.printers.status import Timeouts
 from tests.conftest import make_order
 from tests.fake_printer import FakeNetworkPrinter
 
@@ -218,7 +223,8 @@ async def test_a_station_down_sends_its_share_to_another_printer(
     await rig.fallback("ord_1", items=[PIZZA, BEER])
     assert await rig.run_due() == [True]
     assert len(printers[1].jobs) == 2
-    assert "1 of 2" in texts(printers[1].jobs[0]) and any("Margherita" in t for t in texts(printers[1].jobs[0]))
+    grills = [texts(job) for job in printers[1].jobs if "1 of 2" in texts(job)]
+    assert len(grills) == 1 and any("Margherita" in t for t in grills[0]) and "BACKUP FOR GRILL" in grills[0]
     await rig.outbox.close()
 
 
@@ -238,7 +244,7 @@ async def test_a_job_caught_mid_print_by_a_crash_prints_again_marked_reprint(
     assert await again.worker.recover() == [job.id]
     assert await again.run_due() == [True]
     lines = texts(printers[0].jobs[0])
-    assert "FALLBACK - NOT IN POS" in lines and "REPRINT - MAY BE A DUPLICATE" in lines
+    assert "FALLBACK - NOT IN POS" in lines and "MAY BE A DUPLICATE" in lines and "COPY 2" in lines
     assert (await again.outbox.print_jobs("ord_1"))[0].in_doubt
     await again.outbox.close()
 
@@ -261,3 +267,122 @@ async def test_the_prober_reports_paper_low_once_and_recovery(
     events = await rig.outbox.events_since(0)
     assert any(e.type == "printer_recovered" for e in events)
     await rig.outbox.close()
+
+
+async def test_a_ticket_printed_long_after_its_order_became_due_says_late(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """Printed 38 minutes after due (an outage): LATE - 38 MIN; printed within late_after_minutes: no banner."""
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("pass", printers[0])]))
+    await rig.fallback("ord_soon")
+    await rig.fallback("ord_late")
+    soon = (await rig.outbox.due_print_jobs(rig.clock.now()))[0]
+    rig.clock.advance(9 * 60)
+    assert await rig.worker.print_job(soon)
+    rig.clock.advance(29 * 60 + 30)
+    assert await rig.run_due() == [True]
+    assert not any("LATE" in t for t in texts(printers[0].jobs[0]))
+    assert "LATE - 38 MIN" in texts(printers[0].jobs[1])
+    late = (await rig.outbox.print_jobs("ord_late"))[0]
+    assert json.loads(late.ticket or "{}")["late_minutes"] == 38
+    await rig.outbox.close()
+
+
+async def test_a_backup_printer_says_whose_ticket_it_prints_and_reprints_count_copies(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """The grill is out of paper: the bar prints BACKUP FOR GRILL; a reprint then says REPRINT and COPY 2."""
+    printers[0].mode = "paper_out"
+    rig = await rig_for(tmp_path, settings_for(tmp_path, [net("grill", printers[0]), net("bar", printers[1])]))
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    first = texts(printers[1].jobs[0])
+    assert "BACKUP FOR GRILL" in first and not any(t.startswith("COPY") for t in first)
+    printers[0].mode = "ok"
+    rig.worker.slots["grill"].state = NOT_READ
+    assert await rig.outbox.write(lambda c: ops.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
+    assert await rig.run_due() == [True]
+    again = texts(printers[0].jobs[0])
+    assert again[:2] == ["REPRINT", "COPY 2"] and not any("BACKUP" in t for t in again)
+    jobs = await rig.outbox.print_jobs("ord_1")
+    facts = [json.loads(j.ticket or "{}") for j in jobs]
+    assert [(f["kind"], f["copy"], f["backup_for"], f["printer"]) for f in facts] == [
+        ("fallback", 1, "grill", "bar"),
+        ("reprint", 2, None, "grill"),
+    ]
+    await rig.outbox.close()
+
+
+async def test_sold_out_flags_reach_the_printer_and_the_preview_of_the_printed_job(
+    tmp_path: Path, printers: list[FakeNetworkPrinter], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A snoozed SKU is flagged on paper, and `ticket render --job` shows the same flag from the stored facts."""
+    settings = settings_for(tmp_path, [net("pass", printers[0])])
+    rig = await rig_for(tmp_path, settings)
+    now = rig.clock.now()
+    await rig.outbox.write(
+        lambda c: snoozes.snooze(c, ["PZ-MARG"], until=None, source="test", reason="sold out", now=now)
+    )
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    assert "!! SOLD OUT IN POS" in texts(printers[0].jobs[0])
+    await rig.outbox.write(lambda c: snoozes.clear(c, None, now=now, source="test"))
+    job = (await rig.outbox.print_jobs("ord_1"))[0]
+    await rig.outbox.close()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[venue]\nid = "harbour-kitchen"\ntimezone = "Europe/London"\n[storage]\npath = "{settings.storage.path}"\n'
+        '[pos]\ndriver = "http"\n[pos.http]\nurl = "http://127.0.0.1:9/orders"\n'
+        f'[[printers]]\nname = "pass"\nconnection = "network"\nhost = "127.0.0.1"\nport = {printers[0].port}\n',
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["ticket", "render", "ord_1", "--job", str(job.id), "--config", str(config)]) == 0
+    as_printed = capsys.readouterr().out
+    assert "!! SOLD OUT IN POS" in as_printed
+    preview = [" ".join(t.split()).casefold() for t in as_printed.splitlines()[:-2] if set(t) != {"*"}]
+    assert preview == [" ".join(t.split()).casefold() for t in texts(printers[0].jobs[0])]
+    assert main(["ticket", "render", "ord_1", "--config", str(config)]) == 0
+    assert "SOLD OUT" not in capsys.readouterr().out  # as it would print now: the snooze is over
+
+
+async def test_the_order_page_prints_as_a_qr_code_when_configured(
+    tmp_path: Path, printers: list[FakeNetworkPrinter]
+) -> None:
+    """[tickets] qr = "order_url": a TM-T20II gets the order's page as a native QR code after the order id."""
+    settings = settings_for(tmp_path, [net("pass", printers[0], profile="TM-T20II")])
+    tickets = TicketSettings(qr="order_url", qr_url="https://kitchen.example/o/{order_id}")
+    rig = await rig_for(tmp_path, settings.model_copy(update={"tickets": tickets}))
+    await rig.fallback("ord_1")
+    assert await rig.run_due() == [True]
+    assert decode_escpos(printers[0].jobs[0]).qr_codes == ["https://kitchen.example/o/ord_1"]
+    await rig.outbox.close()
+
+
+@pytest.mark.parametrize(
+    ("due_minutes_ago", "requested_minutes_ago", "late"),
+    [(10, None, None), (11, None, 11), (38, None, 38), (0, 25, 25), (0, 5, None), (40, 25, 40)],
+)
+def test_late_counts_from_due_or_an_earlier_requested_time(
+    due_minutes_ago: int, requested_minutes_ago: int | None, late: int | None
+) -> None:
+    """More than late_after_minutes (10) after due is late; a pre-order that arrived after its time is late too."""
+    now = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
+    requested = None if requested_minutes_ago is None else now - timedelta(minutes=requested_minutes_ago)
+    due = now - timedelta(minutes=due_minutes_ago)
+    assert late_minutes(due, now, late_after_minutes=10, requested_at=requested) == late
+
+
+async def test_a_reprint_after_a_copy_in_doubt_counts_both(tmp_path: Path) -> None:
+    """The first printer took the ticket without a word, the backup printed COPY 2; a reprint is then COPY 3."""
+    async with FakeNetworkPrinter.running("black_hole") as stuck, FakeNetworkPrinter.running() as backup:
+        settings = settings_for(tmp_path, [net("pass", stuck), net("bar", backup)])
+        rig = await rig_for(tmp_path, settings)
+        rig.worker.slots["pass"].transport.timeouts = Timeouts(connect=1, status=0.2, write=1)  # type: ignore[attr-defined]
+        await rig.fallback("ord_1")
+        assert await rig.run_due() == [True]
+        assert "COPY 2" in texts(backup.jobs[0])
+        assert await rig.outbox.write(lambda c: ops.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
+        assert await rig.run_due() == [True]
+        assert "COPY 3" in texts(backup.jobs[1])
+        await rig.outbox.close()

@@ -111,7 +111,7 @@ def test_ticket_render_sample_as_text_and_png(
     monkeypatch.setenv("VENUE_AGENT_CONFIG", str(tmp_path / "missing.toml"))
     assert main(["ticket", "render", "--sample", "--columns", "32"]) == 0
     text = capsys.readouterr().out
-    assert "FALLBACK - NOT IN POS" in text and "A17" in text
+    assert "FALLBACK\n" in text and "NOT IN POS" in text and "A17" in text
     assert all(len(line) <= 32 for line in text.splitlines())
     png = tmp_path / "ticket.png"
     assert main(["ticket", "render", "--sample", "--format", "png", "--output", str(png)]) == 0

@@ -186,5 +186,5 @@ async def test_sigkill_mid_print_costs_at_most_one_copy_marked_reprint(
         await printer.idle(timeout=3)
         assert len(printer.jobs) == copies_before + 1 <= 2
         last = lines(printer.jobs[-1])
-        assert "FALLBACK - NOT IN POS" in last and "REPRINT - MAY BE A DUPLICATE" in last
+        assert "FALLBACK - NOT IN POS" in last and "MAY BE A DUPLICATE" in last and "COPY 2" in last
         assert agent.log_events("print_jobs_in_doubt"), agent.logs()[-2000:]

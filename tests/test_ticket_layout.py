@@ -13,7 +13,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from agent.models import Order
-from drivers.printers.layout import Line, Ticket, TicketKind, format_money, layout_ticket, render_text
+from drivers.printers.encoding import spell_emoji
+from drivers.printers.layout import (
+    Line,
+    Ticket,
+    TicketKind,
+    _wrap,
+    format_money,
+    layout_ticket,
+    render_text,
+    source_words,
+)
 
 LONDON = ZoneInfo("Europe/London")
 RECEIVED = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
@@ -106,31 +116,103 @@ def index(ticket: Ticket, text: str) -> int:
 
 
 def test_fallback_banner_is_the_first_line_in_inverse() -> None:
-    """A fallback ticket opens with the inverse banner FALLBACK - NOT IN POS."""
+    """A fallback ticket opens with the banner FALLBACK - NOT IN POS, double size in an inverse bar."""
     first = lay(make_order()).lines[0]
     assert first.text == "FALLBACK - NOT IN POS"
-    assert first.inverse
+    assert first.inverse and first.double and first.bold and first.align == "center"
 
 
 @pytest.mark.parametrize(
     ("kind", "banner"),
     [
-        (TicketKind.REPRINT, ["REPRINT 3"]),
-        (TicketKind.MODIFIED, ["MODIFIED - REPLACES EARLIER TICKET"]),
+        (TicketKind.REPRINT, ["REPRINT", "COPY 3"]),
+        (TicketKind.MODIFIED, ["MODIFIED"]),
         (TicketKind.CANCELLED, ["CANCELLED - DO NOT MAKE"]),
     ],
 )
 def test_banner_names_the_kind_of_ticket(kind: TicketKind, banner: list[str]) -> None:
-    """Reprints carry their number, modified and cancelled tickets say what the cook must do."""
-    ticket = lay(make_order(), kind=kind, reprint_no=3)
+    """Reprints say which copy they are, modified and cancelled tickets say what the cook must do."""
+    ticket = lay(make_order(), kind=kind, copy=3 if kind is TicketKind.REPRINT else 1)
     assert texts(ticket)[: len(banner)] == banner
-    assert all(line.inverse for line in ticket.lines[: len(banner)])
+    assert all(line.inverse and line.double for line in ticket.lines[: len(banner)])
+    assert not ticket.lines[len(banner)].inverse
 
 
-def test_source_is_shown_as_online_and_channel() -> None:
-    """The channel is printed upper case after ONLINE, e.g. ONLINE / WEB."""
-    assert find(lay(make_order(source="qr_table")), "ONLINE / QR_TABLE")
-    assert find(lay(make_order()), "ONLINE / WEB")
+def test_modified_ticket_says_it_replaces_the_earlier_one() -> None:
+    """Under the MODIFIED banner a line says this ticket replaces the earlier one."""
+    ticket = lay(make_order(), kind=TicketKind.MODIFIED)
+    assert texts(ticket)[1] == "Replaces the earlier ticket for this order"
+
+
+@pytest.mark.parametrize(
+    ("options", "banners"),
+    [
+        ({"in_doubt": True}, ["FALLBACK - NOT IN POS", "REPRINT", "MAY BE A DUPLICATE"]),
+        ({"late_minutes": 38}, ["FALLBACK - NOT IN POS", "LATE - 38 MIN"]),
+        ({"backup_for": "grill"}, ["FALLBACK - NOT IN POS", "BACKUP FOR GRILL"]),
+        ({"copy": 2}, ["FALLBACK - NOT IN POS", "COPY 2"]),
+        (
+            {"in_doubt": True, "late_minutes": 61, "backup_for": "Pizza oven", "copy": 4},
+            [
+                "FALLBACK - NOT IN POS",
+                "REPRINT",
+                "MAY BE A DUPLICATE",
+                "LATE - 61 MIN",
+                "BACKUP FOR PIZZA OVEN",
+                "COPY 4",
+            ],
+        ),
+    ],
+)
+def test_every_warning_is_a_banner(options: dict[str, Any], banners: list[str]) -> None:
+    """Duplicate, late, backup and copy warnings follow the kind's banner, each as loud as it."""
+    ticket = lay(make_order(), **options)
+    assert texts(ticket)[: len(banners)] == banners
+    assert all(line.inverse and line.double and line.bold for line in ticket.lines[: len(banners)])
+    assert not ticket.lines[len(banners)].inverse
+
+
+@pytest.mark.parametrize("kind", [TicketKind.MODIFIED, TicketKind.CANCELLED])
+def test_news_is_not_a_copy(kind: TicketKind) -> None:
+    """A modified or cancelled ticket tells the kitchen something new: it never says COPY n."""
+    assert not any(t.startswith("COPY") for t in texts(lay(make_order(), kind=kind, copy=3)))
+
+
+def test_a_cancelled_ticket_is_never_late() -> None:
+    """Nobody rushes a cancelled order: the LATE banner is left off it."""
+    assert not any("LATE" in t for t in texts(lay(make_order(), kind=TicketKind.CANCELLED, late_minutes=40)))
+
+
+@pytest.mark.parametrize(
+    ("columns", "lines"),
+    [
+        (48, ["CANCELLED - DO NOT MAKE"]),
+        (42, ["CANCELLED", "DO NOT MAKE"]),
+        (32, ["CANCELLED", "DO NOT MAKE"]),
+    ],
+)
+def test_a_banner_too_wide_for_the_paper_splits_at_its_dash(columns: int, lines: list[str]) -> None:
+    """At double size a 58 mm roll holds 16 characters: the banner breaks where its meaning does."""
+    ticket = lay(make_order(), kind=TicketKind.CANCELLED, columns=columns)
+    assert texts(ticket)[: len(lines)] == lines
+
+
+@pytest.mark.parametrize(
+    ("source", "fulfillment", "words"),
+    [
+        ("web", {"type": "pickup"}, "ONLINE / WEB"),
+        ("app", {"type": "pickup"}, "ONLINE / APP"),
+        ("qr_table", {"type": "dine_in", "table": "7"}, "QR AT TABLE 7"),
+        ("kiosk", {"type": "pickup"}, "KIOSK"),
+        ("uber_eats", {"type": "delivery", "address": {"line1": "1 Quay"}}, "UBER EATS"),
+        ("whats-app_bot", {"type": "pickup"}, "ONLINE / WHATS APP BOT"),
+    ],
+)
+def test_source_is_shown_in_words(source: str, fulfillment: dict[str, Any], words: str) -> None:
+    """The channel reads as words: never qr_table or an underscore on paper."""
+    ticket = lay(make_order(source=source, fulfillment=fulfillment))
+    assert find(ticket, words).bold
+    assert not any("_" in t for t in texts(ticket) if not t.startswith("Order "))
 
 
 def test_display_code_is_double_size() -> None:
@@ -156,33 +238,58 @@ def test_page_number_is_near_the_top() -> None:
 # Fulfilment and times
 
 
+def when(ticket: Ticket) -> list[str]:
+    """The time line and the day under it."""
+    at = next(i for i, t in enumerate(texts(ticket)) if t.startswith("FOR "))
+    return texts(ticket)[at : at + 2]
+
+
 def test_asap_pickup() -> None:
-    """An order without a requested time is PICKUP and ASAP."""
+    """An order without a requested time is PICKUP and ASAP, both as large as an item."""
     ticket = lay(make_order())
     assert find(ticket, "PICKUP").double
+    assert find(ticket, "ASAP").double and find(ticket, "ASAP").bold
     assert index(ticket, "ASAP") == index(ticket, "PICKUP") + 1
 
 
+def test_requested_time_is_as_large_as_the_items_and_paid_is_smaller() -> None:
+    """FOR 19:30 prints double width and height, its day below; PAID is double height only."""
+    ticket = lay(make_order(requested_at="2026-11-23T19:30:00Z", fulfillment={"type": "pickup"}))
+    time = find(ticket, "FOR 19:30")
+    assert time.double and time.bold
+    assert find(ticket, "Mon 23 Nov").bold
+    paid = find(ticket, "PAID")
+    assert paid.tall and not paid.double
+
+
 def test_requested_time_in_winter_is_local_gmt() -> None:
-    """In November London is on GMT: 18:30Z prints as FOR 18:30 Mon 23 Nov."""
+    """In November London is on GMT: 18:30Z prints as FOR 18:30, Mon 23 Nov."""
     ticket = lay(make_order(requested_at="2026-11-23T18:30:00+00:00"))
-    assert find(ticket, "FOR 18:30 Mon 23 Nov")
+    assert when(ticket) == ["FOR 18:30", "Mon 23 Nov"]
     assert "ASAP" not in texts(ticket)
 
 
 def test_requested_time_in_summer_is_local_bst() -> None:
-    """In July London is on BST: 17:30Z prints as FOR 18:30 Mon 13 Jul."""
-    assert find(lay(make_order(requested_at="2026-07-13T17:30:00+00:00")), "FOR 18:30 Mon 13 Jul")
+    """In July London is on BST: 17:30Z prints as FOR 18:30, Mon 13 Jul."""
+    assert when(lay(make_order(requested_at="2026-07-13T17:30:00Z"))) == ["FOR 18:30", "Mon 13 Jul"]
 
 
 def test_requested_time_crosses_midnight_in_local_time() -> None:
     """23:30Z on a summer Monday is 00:30 on the Tuesday in London."""
-    assert find(lay(make_order(requested_at="2026-07-13T23:30:00Z")), "FOR 00:30 Tue 14 Jul")
+    assert when(lay(make_order(requested_at="2026-07-13T23:30:00Z"))) == ["FOR 00:30", "Tue 14 Jul"]
 
 
 def test_requested_time_given_with_another_offset_is_converted() -> None:
     """A time sent with a New York offset is printed in the venue's zone."""
-    assert find(lay(make_order(requested_at="2026-11-23T13:30:00-05:00")), "FOR 18:30 Mon 23 Nov")
+    assert when(lay(make_order(requested_at="2026-11-23T13:30:00-05:00"))) == ["FOR 18:30", "Mon 23 Nov"]
+
+
+def test_a_delivery_time_prints_large_too() -> None:
+    """A delivery for 19:45 shows its time double size under DELIVERY."""
+    fulfillment = {"type": "delivery", "address": {"line1": "14 Harbour Street"}}
+    ticket = lay(make_order(fulfillment=fulfillment, requested_at="2026-11-23T19:45:00Z"))
+    assert index(ticket, "FOR 19:45") == index(ticket, "DELIVERY") + 1
+    assert find(ticket, "FOR 19:45").double
 
 
 def test_received_time_is_local_and_follows_dst() -> None:
@@ -265,9 +372,79 @@ def test_item_note_is_under_the_item() -> None:
 
 
 def test_allergens_are_flagged() -> None:
-    """Allergens are flagged with !! and bold so nobody misses them."""
+    """Allergens are flagged with !! in bold in a reversed bar so nobody misses them."""
     line = find(lay(make_order()), "  !! ALLERGENS: gluten, milk")
-    assert line.bold
+    assert line.bold and line.inverse
+
+
+def test_allergy_words_in_an_item_note_are_flagged_as_loud_as_allergens() -> None:
+    """A note saying "no nuts" gets its sentence under the item as !! ALLERGY:, bold in a reversed bar."""
+    order = make_order(items=[margherita(notes="Well done please. Nut allergy, no pesto.")])
+    ticket = lay(order)
+    flag = find(ticket, "  !! ALLERGY: Nut allergy, no pesto.")
+    allergens = find(ticket, "  !! ALLERGENS: gluten, milk")
+    assert (
+        (flag.bold, flag.inverse, flag.double)
+        == (allergens.bold, allergens.inverse, allergens.double)
+        == (
+            True,
+            True,
+            False,
+        )
+    )
+    assert index(ticket, flag.text) == index(ticket, "  NOTE: Well done please. Nut allergy, no pesto.") + 1
+
+
+def test_allergy_words_in_the_order_note_and_instructions_come_before_the_items() -> None:
+    """Order-level allergies print above the first item, so they are read before anything is made."""
+    order = make_order(
+        notes="Ring twice. COELIAC, keep bread apart!",
+        fulfillment={"type": "pickup", "instructions": "Peanuts will kill me"},
+    )
+    ticket = lay(order)
+    first_item = index(ticket, "2 x Margherita")
+    flags = [t for t in texts(ticket) if t.startswith("!! ALLERGY:")]
+    assert flags == ["!! ALLERGY: Peanuts will kill me", "!! ALLERGY: COELIAC, keep bread apart!"]
+    assert all(index(ticket, f) < first_item for f in flags)
+    assert all(find(ticket, f).inverse for f in flags)
+
+
+@pytest.mark.parametrize(
+    ("note", "flagged"),
+    [
+        ("no nuts", True),
+        ("Gluten-free base", True),
+        ("extra eggs", True),
+        ("dairy free", True),
+        ("lactose intolerant", True),
+        ("Allergies: sesame", True),
+        ("shellfish allergy", True),
+        ("soya milk", True),
+        ("Nutella on the side", False),
+        ("eggplant instead", False),
+        ("cut into eight", False),
+    ],
+)
+def test_allergy_words_match_whole_words_in_any_case(note: str, flagged: bool) -> None:
+    """Whole words only, any case, plurals too: Nutella and eggplant are not allergy words."""
+    ticket = lay(make_order(items=[margherita(notes=note, allergens=[])]))
+    assert any(t.startswith("  !! ALLERGY:") for t in texts(ticket)) is flagged
+
+
+def test_the_venues_own_allergy_words_are_flagged_too() -> None:
+    """[tickets] allergy_words adds to the built-in list, multi-word ones included."""
+    order = make_order(items=[margherita(notes="no pine  kernels, extra chilli", allergens=[])])
+    assert not any("ALLERGY" in t for t in texts(lay(order)))
+    ticket = lay(order, allergy_words=("pine kernels",))
+    assert find(ticket, "  !! ALLERGY: no pine kernels, extra chilli").inverse
+
+
+def test_emoji_are_named_in_brackets_on_every_output() -> None:
+    """One rule for text, ESC/POS and PNG: the ticket model itself carries (birthday cake), never the emoji."""
+    ticket = lay(make_order(notes="Birthday 🎂 for Ana 👍🏽"))
+    assert " ".join(" ".join(texts(ticket)).split()).count("Birthday (birthday cake) for Ana (thumbs up sign)") == 1
+    assert "(birthday cake)" in render_text(ticket)
+    assert not any(ord(ch) > 0xFFFF for t in texts(ticket) for ch in t)
 
 
 def test_sold_out_skus_are_marked() -> None:
@@ -315,7 +492,7 @@ def test_order_note_after_items() -> None:
 def test_paid_order_says_paid_and_total() -> None:
     """A paid order says PAID and the total in pounds: 2 x (9.50 + 0.50) + 1.00 tip = £21.00."""
     ticket = lay(make_order())
-    assert not find(ticket, "PAID").inverse
+    assert not find(ticket, "PAID").inverse and find(ticket, "PAID").tall
     assert index(ticket, "Total: £21.00") == index(ticket, "PAID") + 1
 
 
@@ -323,7 +500,7 @@ def test_pending_payment_says_not_paid_in_inverse() -> None:
     """A pending payment prints NOT PAID, reversed, so the counter takes the money."""
     line = find(lay(make_order(payment={"status": "pending", "currency": "GBP"})), "NOT PAID")
     assert line.inverse
-    assert line.double
+    assert line.tall and not line.double
 
 
 @pytest.mark.parametrize(
@@ -504,29 +681,44 @@ _LAYOUT_ARGS = {
     "kind": st.sampled_from(TicketKind),
     "columns": st.sampled_from([32, 42, 48]),
     "tz": st.sampled_from([LONDON, ZoneInfo("America/St_Johns"), ZoneInfo("Asia/Kolkata"), ZoneInfo("UTC")]),
-    "reprint_no": st.integers(0, 10_000),
+    "copy": st.integers(1, 10_000),
     "page": st.none() | st.tuples(st.integers(1, 99), st.integers(99, 999)),
+    "late_minutes": st.none() | st.integers(11, 100_000),
+    "backup_for": st.none() | st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=64),
+    "in_doubt": st.booleans(),
 }
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**_LAYOUT_ARGS)
 def test_every_rendered_line_fits_the_paper(
-    order: Order, kind: TicketKind, columns: int, tz: ZoneInfo, reprint_no: int, page: tuple[int, int] | None
+    order: Order,
+    kind: TicketKind,
+    columns: int,
+    tz: ZoneInfo,
+    copy: int,
+    page: tuple[int, int] | None,
+    late_minutes: int | None,
+    backup_for: str | None,
+    in_doubt: bool,
 ) -> None:
-    """Whatever the order's text, no rendered line is longer than the printer's columns."""
+    """Whatever the order's text and the ticket's warnings, no rendered line is longer than the printer's columns."""
     ticket = layout_ticket(
         order,
         kind=kind,
         columns=columns,
         tz=tz,
         received_at=RECEIVED,
-        reprint_no=reprint_no,
+        copy=copy,
         page=page,
+        late_minutes=late_minutes,
+        backup_for=backup_for,
+        in_doubt=in_doubt,
         flagged_skus=frozenset({"SKU-1", "MOD-A"}),
+        allergy_words=("chilli", "pine kernels"),
     )
     for line in ticket.lines:
-        assert len(line.text.upper() if line.double else line.text) <= (columns // 2 if line.double else columns)
+        assert len(line.text.upper() if line.large else line.text) <= line.width(columns)
     for printed in render_text(ticket).split("\n"):
         assert len(printed) <= columns, printed
 
@@ -537,7 +729,7 @@ def test_no_printed_text_is_lost(order: Order, columns: int) -> None:
     """Every non-blank character of every printed field is on the ticket, in order."""
     ticket = lay(order, columns=columns)
     printed = "".join("".join(line.text.split()) for line in ticket.lines)
-    fields: list[str] = [order.source.upper(), order.id]
+    fields: list[str] = [source_words(order), order.id]
     fulfillment = order.fulfillment
     address = fulfillment.address
     fields += [fulfillment.table or "", fulfillment.instructions or ""]
@@ -556,7 +748,80 @@ def test_no_printed_text_is_lost(order: Order, columns: int) -> None:
         fields += [item.name, item.notes or "", *item.allergens]
         walk(item.modifiers)
     for field in fields:
-        assert "".join(field.split()) in printed
+        assert "".join(spell_emoji(field).split()) in printed
+
+
+_SHORT_WORD = st.text(
+    st.sampled_from([*"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZéøçß", "🍕"]), min_size=1, max_size=10
+)
+_ANY_WORD = st.one_of(_SHORT_WORD, _LONG_WORD)
+
+
+def _wordy(max_words: int = 12) -> st.SearchStrategy[str]:
+    return st.lists(_ANY_WORD, min_size=1, max_size=max_words).map(lambda words: " ".join(words)[:500].strip())
+
+
+@st.composite
+def wordy_orders(draw: st.DrawFn) -> Order:
+    """Orders whose printed fields are words of up to 10 characters, with now and then one far too long."""
+    items = [
+        {
+            "name": draw(_wordy()),
+            "quantity": draw(st.integers(1, 999)),
+            "unit_price": 100,
+            "notes": draw(st.none() | _wordy(30)),
+            "allergens": draw(st.lists(_SHORT_WORD, max_size=4)),
+            "modifiers": [_modifier(draw(_wordy()), quantity=draw(st.integers(1, 999)))],
+        }
+        for _ in range(draw(st.integers(1, 3)))
+    ]
+    return make_order(
+        items=items,
+        notes=draw(st.none() | _wordy(40)),
+        fulfillment={"type": "pickup", "instructions": draw(st.none() | _wordy(20))},
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=wordy_orders(), columns=st.sampled_from([32, 42, 48]))
+def test_words_are_never_split_unless_wider_than_the_line(order: Order, columns: int) -> None:
+    """Every word of up to 10 characters prints whole at any width; each quantity shares its line with a word."""
+    ticket = lay(order, columns=columns)
+    tokens = {token for line in ticket.lines for token in line.text.split()}
+    texts_ = [order.notes or "", order.fulfillment.instructions or ""]
+    for item in order.items:
+        texts_ += [item.name, item.notes or "", *item.allergens, *(m.name for m in item.modifiers)]
+    for text in texts_:
+        for word in spell_emoji(text).split():
+            if len(word.upper()) <= 10:  # on a double line ß takes two cells
+                assert any(word in token for token in tokens), (word, texts(ticket))
+    for item in order.items:
+        head = f"{item.quantity} x "
+        first = next(line.text for line in ticket.lines if line.text.startswith(head) and line.double)
+        assert len(first) > len(head), first
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=_wordy(30),
+    width=st.integers(16, 48),
+    indent=st.integers(0, 8),
+    double=st.booleans(),
+)
+def test_wrap_splits_only_words_longer_than_the_room(text: str, width: int, indent: int, double: bool) -> None:
+    """A hanging indent, lines within the width, and only words wider than the room beside the indent split."""
+    prefix = " " * indent
+    lines = _wrap(text, width, first=prefix, rest=prefix, double=double)
+    cells = [sum(len(ch.upper()) for ch in line) if double else len(line) for line in lines]
+    assert all(c <= width for c in cells)
+    assert all(line.startswith(prefix) for line in lines)
+    room = width - indent
+    pieces = [line[indent:] for line in lines]
+    assert "".join("".join(p.split()) for p in pieces) == "".join(text.split())
+    for word in text.split():
+        size = sum(len(ch.upper()) for ch in word) if double else len(word)
+        if size <= room:
+            assert any(word in piece.split() for piece in pieces), (word, lines)
 
 
 # Golden files
@@ -605,5 +870,5 @@ def test_golden_dine_in_reprint_32() -> None:
         payment={"status": "pending", "currency": "GBP"},
         notes=None,
     )
-    ticket = lay(order, kind=TicketKind.REPRINT, reprint_no=2, columns=32)
+    ticket = lay(order, kind=TicketKind.REPRINT, copy=2, columns=32)
     _golden("dine_in_reprint_32.txt", render_text(ticket))

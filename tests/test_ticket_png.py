@@ -54,6 +54,24 @@ def test_a_double_line_is_taller_than_a_normal_one() -> None:
     assert double_ink[-1] - double_ink[0] > 1.6 * (normal_ink[-1] - normal_ink[0])
 
 
+def ink_columns(img: Image.Image) -> list[int]:
+    """The x of every column holding a dark pixel."""
+    width, height = img.size
+    pixels = img.load()
+    assert pixels is not None
+    return [x for x in range(width) if any(int(pixels[x, y]) < 128 for y in range(height))]  # type: ignore[arg-type]
+
+
+def test_a_tall_line_is_twice_as_high_but_no_wider() -> None:
+    """PAID is drawn double height only: its ink is about twice as tall as normal text and as wide."""
+    normal = image(ticket(Line("PAID", bold=True)))
+    tall = image(ticket(Line("PAID", bold=True, tall=True)))
+    normal_rows, tall_rows = ink_rows(normal), ink_rows(tall)
+    assert tall_rows[-1] - tall_rows[0] > 1.6 * (normal_rows[-1] - normal_rows[0])
+    normal_cols, tall_cols = ink_columns(normal), ink_columns(tall)
+    assert abs((tall_cols[-1] - tall_cols[0]) - (normal_cols[-1] - normal_cols[0])) <= 4
+
+
 def test_inverse_line_is_a_black_bar_across_the_paper() -> None:
     """An inverse line is white text on a black bar: its rows are mostly black, edge to edge of the paper."""
     img = image(ticket(Line("FALLBACK - NOT IN POS", inverse=True, bold=True, align="center")))

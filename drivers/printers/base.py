@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeGuard
+
+if TYPE_CHECKING:
+    from drivers.printers.status import ConfirmRequest
 
 
 class PrinterStatus(StrEnum):
@@ -79,7 +82,13 @@ class Delivery:
 
 
 def judge(delivery: Delivery) -> Outcome:
-    """Decide from a completed write whether the job printed, is unconfirmed (try the next printer) or failed."""
+    """Decide from a completed write whether the job printed, is unconfirmed (try the next printer) or failed.
+
+    The printer's own confirmation wins: it is sent once the paper is out, so a roll that ran out (or a
+    cover opened) right after the job does not unprint it.
+    """
+    if delivery.confirmed:
+        return Outcome.PRINTED
     status = delivery.after.status
     if status.blocks_printing or delivery.confirmed is False:
         return Outcome.FAILED if status.blocks_printing else Outcome.UNCONFIRMED
@@ -104,3 +113,18 @@ class Transport(Protocol):
     async def status(self) -> StatusReading:
         """Read the real-time status now; ``unknown`` when the transport cannot read or nothing answers."""
         ...
+
+
+class ConfirmingTransport(Transport, Protocol):
+    """A transport that can also wait for the printer's own word that a job came out (network)."""
+
+    confirms_jobs: bool
+
+    async def send(self, data: bytes, confirm: ConfirmRequest | None = None) -> Delivery:
+        """As ``Transport.send``, then send ``confirm`` after the job and wait for the printer's answer."""
+        ...
+
+
+def can_confirm(transport: Transport) -> TypeGuard[ConfirmingTransport]:
+    """Whether ``transport`` can wait for a printer's job confirmation."""
+    return getattr(transport, "confirms_jobs", False) is True

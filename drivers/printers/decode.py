@@ -49,6 +49,8 @@ class Decoded:
     buzzes: list[str] = field(default_factory=list)
     status_queries: list[int] = field(default_factory=list)
     code_pages: list[int] = field(default_factory=list)
+    qr_codes: list[str] = field(default_factory=list)
+    images: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -165,6 +167,26 @@ def decode_escpos(data: bytes) -> Decoded:
             elif cmd == ord("B"):
                 state.inverse = bool(need(1, at)[0] & 1)
                 i += 1
+            elif cmd == ord("("):
+                head = need(3, at)
+                i += 3
+                size = head[1] + 256 * head[2]
+                body = need(size, at)
+                i += size
+                # GS ( k cn=49 fn=80: store QR code data (m = 48, then the data); fn=81 prints what was stored.
+                if head[0] == ord("k") and size >= 3 and body[0] == 49 and body[1] == 80:
+                    out.qr_codes.append(bytes(body[3:]).decode("utf-8", errors="replace"))
+            elif cmd == ord("v"):
+                head = need(6, at)
+                i += 6
+                if head[0] != ord("0"):
+                    raise EscPosDecodeError(f"GS v {head[0]} at byte {at}: not a raster image")
+                width_bytes, height = head[2] + 256 * head[3], head[4] + 256 * head[5]
+                need(width_bytes * height, at)
+                i += width_bytes * height
+                if pending:
+                    flush()
+                out.images.append((width_bytes * 8, height))
             elif cmd == ord("V"):
                 m = need(1, at)[0]
                 i += 1

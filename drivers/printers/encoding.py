@@ -201,6 +201,50 @@ def printable(text: str, codec: str) -> str:
     return "".join(out)
 
 
+_ALWAYS_EMOJI_PART = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f\u20e3\U000e0020-\U000e007f]")
+
+
+def spell_emoji(text: str) -> str:
+    """Return ``text`` with each emoji as its lower-case name in brackets (🍕 → ``(slice of pizza)``).
+
+    The one rule for every output (ESC/POS, plain text, PNG), applied when a ticket is laid out so the
+    name is wrapped like any other word and no font or printer ever shows an empty box. A flag is
+    ``(flag GB)``; skin tones, variation selectors and the joiners inside a sequence are dropped; a run
+    of the same emoji is named once. Everything else is left as it is.
+    """
+    if text.isascii():
+        return text
+    out: list[str] = []
+    last: str | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        token: str | None = None
+        if _is_regional(ch) and i + 1 < len(text) and _is_regional(text[i + 1]):
+            token = "(flag " + "".join(chr(ord(c) - _REGIONAL_A + ord("A")) for c in text[i : i + 2]) + ")"
+            i += 2
+        elif _ALWAYS_EMOJI_PART.match(ch) or (ch == "\u200d" and last is not None):
+            i += 1
+            continue
+        elif _is_emoji(ch):
+            token = f"({unicodedata.name(ch).lower()})"
+            i += 1
+        else:
+            out.append(ch)
+            last = None
+            i += 1
+            continue
+        if token != last:
+            out.append(token)
+        last = token
+    return "".join(out)
+
+
+def _is_emoji(ch: str) -> bool:
+    code = ord(ch)
+    return bool(unicodedata.name(ch, "")) and any(lo <= code <= hi for lo, hi in _EMOJI_RANGES)
+
+
 def _resolve(ch: str, codec: str, *, decompose: bool) -> list[_Piece]:
     """Return the printable pieces standing for one character."""
     category = unicodedata.category(ch)

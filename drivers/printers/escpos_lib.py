@@ -97,6 +97,13 @@ def profile_can_cut(name: str) -> bool:
     return bool(features.get("paperFullCut") or features.get("paperPartCut"))
 
 
+def profile_has(name: str, feature: str) -> bool:
+    """Return whether the profile lists ``feature`` (``qrCode``, ``bitImageRaster``, ...) as supported."""
+    check_profile(name)
+    features: Mapping[str, bool] = _capabilities()["profiles"][name].get("features", {})
+    return bool(features.get(feature))
+
+
 def new_dummy(profile: str, encoding: str, number: int) -> Any:
     """Return a python-escpos ``Dummy`` for ``profile`` that writes text in ``encoding`` and never sends ESC t.
 

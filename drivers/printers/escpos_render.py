@@ -28,6 +28,7 @@ _SELECT_CODE_PAGE = b"\x1bt"
 # t = 10 (a 1 s cycle) follows the example in Epson's reference: noticeable in a loud kitchen, over in 3 s.
 _EPSON_BEEP = b"\x1b(A\x04\x00\x30" + bytes((49, 3, 10))
 _BEL = b"\x07"
+_QR_EC_M = 1  # python-escpos QR_ECLEVEL_M
 
 
 def resolve_buzzer(setting: bool | str, profile: str) -> BuzzKind:
@@ -64,6 +65,8 @@ def render_escpos(ticket: Ticket, *, profile: str, code_page: CodePage, buzzer: 
         printer._raw(_SELECT_CODE_PAGE + bytes((code_page.number,)))
         for line in ticket.lines:
             _line(printer, line, ticket.columns, code_page.codec)
+        if ticket.qr:
+            _qr(printer, ticket.qr, profile)
         if ticket.cut:
             # A partial cut leaves the ticket hanging on the printer instead of dropping into the pass;
             # python-escpos falls back to a full cut, or only feeds when the profile has no cutter.
@@ -99,9 +102,33 @@ def _buzz(printer: Any, kind: BuzzKind) -> None:
         printer._raw(_BEL)
 
 
+def qr_method(profile: str) -> str | None:
+    """Return how a QR code prints on ``profile``: ``native`` (GS ( k), ``image`` (GS v 0 raster) or None."""
+    if escpos_lib.profile_has(profile, "qrCode"):
+        return "native"
+    if escpos_lib.profile_has(profile, "bitImageRaster"):
+        return "image"
+    return None
+
+
+def _qr(printer: Any, data: str, profile: str) -> None:
+    """Print ``data`` as a centred QR code, natively where the profile can, else as a raster image."""
+    method = qr_method(profile)
+    if method is None:
+        return
+    printer.set(align="center")
+    # Error correction M survives a grease spot; a module of 6 dots (native) or 6 px (image) scans from a phone.
+    if method == "native":
+        printer.qr(data, ec=_QR_EC_M, size=6, native=True)
+        printer.text("\n")
+    else:
+        printer.qr(data, ec=_QR_EC_M, size=6, native=False, center=False)
+    printer.set(align="left")
+
+
 def printed_pieces(line: Line, columns: int, codec: str | None) -> list[str]:
     """Return the rows ``line`` prints as: printable in ``codec``, wrapped to its width, inverse padded to a bar."""
-    width = columns // 2 if line.double else columns
+    width = line.width(columns)
     pieces = [
         piece
         for para in line.text.splitlines() or [""]
@@ -111,13 +138,13 @@ def printed_pieces(line: Line, columns: int, codec: str | None) -> list[str]:
 
 
 def _line(printer: Any, line: Line, columns: int, codec: str) -> None:
-    styled = line.double or line.bold or line.inverse or line.align != "left"
+    styled = line.large or line.bold or line.inverse or line.align != "left"
     for piece in printed_pieces(line, columns, codec):
         if styled:
             # One set() call per line: ESC ! (size) goes before ESC E, so it cannot clear the bold bit.
             printer.set(
                 double_width=line.double or None,
-                double_height=line.double or None,
+                double_height=line.large or None,
                 bold=line.bold or None,
                 invert=line.inverse or None,
                 align=None if line.align == "left" else line.align,
@@ -125,7 +152,7 @@ def _line(printer: Any, line: Line, columns: int, codec: str) -> None:
         printer.text(piece + "\n")
         if styled:
             printer.set(
-                normal_textsize=line.double or None,
+                normal_textsize=line.large or None,
                 bold=False if line.bold else None,
                 invert=False if line.inverse else None,
                 align=None if line.align == "left" else "left",
@@ -145,8 +172,8 @@ def _fit(text: str, width: int) -> list[str]:
 
 
 def _bar(text: str, width: int, align: str) -> str:
-    """Pad ``text`` with spaces to ``width`` as aligned, so the reversed bar spans the paper."""
-    text = text.strip(" ")
+    """Pad ``text`` with spaces to ``width`` as aligned, so the reversed bar spans the paper (a left indent stays)."""
+    text = text.rstrip(" ") if align == "left" else text.strip(" ")
     room = max(width - len(text), 0)
     if align == "center":
         return " " * (room // 2) + text + " " * (room - room // 2)

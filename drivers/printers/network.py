@@ -15,7 +15,14 @@ import structlog
 
 from drivers.printers.base import Delivery, PrinterStatus, StatusReading
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
-from drivers.printers.status import Timeouts, read_status_async
+from drivers.printers.status import (
+    QUERY_PRINTER,
+    ConfirmRequest,
+    ReplyParser,
+    Timeouts,
+    decode_asb,
+    read_status_async,
+)
 
 log = structlog.get_logger("venue_agent.printers")
 
@@ -23,6 +30,8 @@ log = structlog.get_logger("venue_agent.printers")
 _CHUNK = 8192
 # How long bytes may trickle in before a status query and still be dropped as stray (ASB frames, late replies).
 _STRAY_WINDOW = 0.01
+# While a job prints, its real-time status is read after this long without a word from the printer.
+_CONFIRM_POLL = 0.5
 
 
 class _Closed(Exception):
@@ -68,6 +77,9 @@ class _StreamPort:
 class NetworkTransport:
     """A printer on raw TCP: status before and after each job, one connection per call, closed before returning."""
 
+    # Can wait for a printer's own word that a job came out (GS ( H process ID, GS r): see ``send``.
+    confirms_jobs = True
+
     def __init__(self, name: str, host: str, port: int = 9100, timeouts: Timeouts | None = None) -> None:
         self.name = name
         self.host = host
@@ -82,26 +94,86 @@ class NetworkTransport:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    async def send(self, data: bytes) -> Delivery:
-        """Read status, send ``data`` unless the printer cannot print, read status again, close."""
+    async def send(self, data: bytes, confirm: ConfirmRequest | None = None) -> Delivery:
+        """Read status, send ``data`` unless the printer cannot print, wait for ``confirm``, read status, close.
+
+        With ``confirm`` the request goes right after the job and the printer's answer is awaited (up to
+        ``timeouts.confirm``) while its real-time status is read every half second: paper running out or the
+        cover opening mid-job, or the printer falling silent, ends the wait at once.
+        """
         async with self._lock:
             reader, writer = await self._connect()
+            confirmed: bool | None = None
             try:
                 port = _StreamPort(reader, writer, self.timeouts.status)
                 before = await self._read_status(port, "while reading status before the job")
                 if before.status.blocks_printing:
                     log.debug("printer_not_ready", printer=self.name, status=before.status.value)
                     raise PrinterNotReady(self.name, before.detail, status=before.status)
-                await self._write(writer, data)
-                after = await self._read_status(
-                    port, f"after all {len(data)} bytes were sent, before the printer confirmed the job"
-                )
+                await self._write(writer, data + (confirm.command if confirm else b""))
+                silent = False
+                if confirm is not None:
+                    confirmed, silent = await self._await_confirmation(reader, writer, confirm)
+                if silent:
+                    after = StatusReading(
+                        PrinterStatus.UNKNOWN, "the printer stopped answering status requests while printing the job"
+                    )
+                else:
+                    after = await self._read_status(
+                        port, f"after all {len(data)} bytes were sent, before the printer confirmed the job"
+                    )
             finally:
                 await self._close(writer)
         log.debug(
-            "printer_job_sent", printer=self.name, size=len(data), before=before.status.value, after=after.status.value
+            "printer_job_sent",
+            printer=self.name,
+            size=len(data),
+            before=before.status.value,
+            after=after.status.value,
+            confirmed=confirmed,
         )
-        return Delivery(before, after)
+        return Delivery(before, after, confirmed=confirmed)
+
+    async def _await_confirmation(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: ConfirmRequest
+    ) -> tuple[bool, bool]:
+        """Wait for the printer to confirm ``request``; return (confirmed, the printer fell silent).
+
+        Replies are told apart by ``ReplyParser``; an ASB frame or a status byte that says the printer
+        stopped (paper out, cover open, offline) ends the wait unconfirmed, as does the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.confirm
+        parser = ReplyParser()
+        asked_at: float | None = None
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(64), min(_CONFIRM_POLL, left))
+                except TimeoutError:
+                    if asked_at is not None and loop.time() - asked_at >= self.timeouts.status:
+                        return False, True
+                    if asked_at is None:
+                        writer.write(QUERY_PRINTER)
+                        asked_at = loop.time()
+                    continue
+                if not chunk:
+                    raise _Closed
+                for reply in parser.feed(chunk):
+                    if reply.kind == "process_id" and request.kind == "process_id":
+                        if reply.data == request.process_id:
+                            return True, False
+                    elif reply.kind == "paper" and request.kind == "transmit_status":
+                        return True, False
+                    elif reply.kind == "status":
+                        asked_at = None
+                        if reply.data[0] & 0x08:  # offline: paper end, cover open or an error stopped the job
+                            return False, False
+                    elif reply.kind == "asb" and decode_asb(reply.data).status.blocks_printing:
+                        return False, False
+            return False, False
+        except (_Closed, ConnectionError) as exc:
+            raise self._unavailable(f"connection closed by {self.address} while the job was printing") from exc
 
     async def status(self) -> StatusReading:
         """Connect, read the status and close; ``offline`` with the reason when the printer cannot be reached."""

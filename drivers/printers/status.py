@@ -1,4 +1,4 @@
-"""Real-time status (DLE EOT n) for every transport: the queries, the reply decoding and the dialogue.
+"""Real-time status (DLE EOT n) for every transport, and the replies that confirm a job came out; pure.
 
 Pure: the transports supply the I/O. An Epson-style printer answers each ``10 04 n`` with one byte whose
 fixed bits follow the pattern ``0xx1xx10``; anything else (an ASB frame, noise, a reply to another query)
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from drivers.printers.base import UNKNOWN, PrinterStatus, StatusReading
 
@@ -24,14 +24,16 @@ _FIXED_BITS = 0x12
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds a transport waits: to connect or open, for each status reply byte, and to hand over a job."""
+    """Seconds a transport waits: to connect or open, for each status reply byte, to hand over a job, and for
+    the printer to say a job came out (it is printing meanwhile, its status read every half second)."""
 
     connect: float = 3.0
     status: float = 1.0
     write: float = 10.0
+    confirm: float = 20.0
 
     def __post_init__(self) -> None:
-        for field in ("connect", "status", "write"):
+        for field in ("connect", "status", "write", "confirm"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"timeout {field} must be positive, got {getattr(self, field)!r}")
 
@@ -120,3 +122,145 @@ async def read_status_async(port: AsyncStatusPort) -> StatusReading:
         if _ends_dialogue(reply):
             break
     return decode_replies(replies)
+
+
+# ---- job confirmation (escpos-printing.md §2.2-2.3; Epson GS ( H fn 48) --------------------------------------
+
+ConfirmKind = Literal["process_id", "transmit_status"]
+CONFIRM_KINDS: tuple[ConfirmKind, ...] = ("process_id", "transmit_status")
+# GS r 1: the paper sensor status, processed in buffer order after everything before it (not while offline).
+TRANSMIT_PAPER_STATUS = b"\x1dr\x01"
+_PROCESS_ID_HEADER = 0x37
+_PROCESS_ID_IDENTIFIER = 0x22
+_ID_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# Which confirmation a profile's printer gives, by python-escpos profile name. GS ( H fn 48 is in Epson's command
+# lists for these thermal models (TM-T20III and TM-T88VI are confirmed in Epson's model matrices; the older ones
+# here are unverified per unit: `venue-agent print-test` shows whether a printer answered). GS r is older and is
+# documented for the TM-U220 and TM-T88II/III. Every other profile confirms by status only.
+_PROFILE_CONFIRMATION: dict[str, ConfirmKind] = {
+    "TM-T88IV": "process_id",
+    "TM-T88IV-SA": "process_id",
+    "TM-T88V": "process_id",
+    "TM-T20II": "process_id",
+    "TM-T20II-42col": "process_id",
+    "TM-L90": "process_id",
+    "TM-P80": "process_id",
+    "TM-P80-42col": "process_id",
+    "TM-T88II": "transmit_status",
+    "TM-T88III": "transmit_status",
+    "TM-U220": "transmit_status",
+    "TM-U220B": "transmit_status",
+}
+
+
+def profile_confirmation(profile: str) -> ConfirmKind | None:
+    """Return how a printer of ``profile`` confirms a job came out, or None when it can only report status."""
+    return _PROFILE_CONFIRMATION.get(profile)
+
+
+@dataclass(frozen=True)
+class ConfirmRequest:
+    """What to append after a job so the printer says it came out: ``GS ( H`` with a process ID, or ``GS r 1``."""
+
+    kind: ConfirmKind
+    process_id: bytes = b"0000"
+
+    def __post_init__(self) -> None:
+        if len(self.process_id) != 4 or any(not 32 <= b <= 126 for b in self.process_id):
+            raise ValueError(f"a process ID is 4 bytes from 0x20 to 0x7E, not {self.process_id!r}")
+
+    @property
+    def command(self) -> bytes:
+        """Return the bytes to send after the job's cut."""
+        if self.kind == "process_id":
+            # GS ( H pL pH fn m d1..d4 with pL = 6, pH = 0, fn = 48, m = 48 (Epson "Specify the process ID response").
+            return b"\x1d(H\x06\x00\x30\x30" + self.process_id
+        return TRANSMIT_PAPER_STATUS
+
+    @classmethod
+    def for_job(cls, kind: ConfirmKind, job_id: int, attempt: int) -> ConfirmRequest:
+        """Return a request whose process ID (4 of 0-9A-Z) tells this job's attempt from any earlier one."""
+        number = (job_id * 16 + attempt) % len(_ID_ALPHABET) ** 4
+        digits = []
+        for _ in range(4):
+            number, index = divmod(number, len(_ID_ALPHABET))
+            digits.append(_ID_ALPHABET[index])
+        return cls(kind, "".join(reversed(digits)).encode("ascii"))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One thing a printer sent: a DLE EOT status byte, a process ID response, a GS r byte or an ASB frame."""
+
+    kind: Literal["status", "process_id", "paper", "asb", "noise"]
+    data: bytes
+
+
+class ReplyParser:
+    """Splits what a printer sends into replies, across reads; pure.
+
+    The first byte tells them apart (escpos-printing.md §2.1-2.3): a process ID response is ``37 22 d1 d2 d3 d4
+    00``; a DLE EOT reply matches ``0xx1xx10``; an ASB frame is 4 bytes whose first matches ``0xx1xx00``; a
+    ``GS r 1`` reply has bits 4 and 7 clear. Anything else is noise, one byte at a time.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[Reply]:
+        """Return the complete replies in the bytes received so far; a cut-off one waits for the next chunk."""
+        buffer = self._pending + chunk
+        replies: list[Reply] = []
+        i = 0
+        while i < len(buffer):
+            byte = buffer[i]
+            if byte == _PROCESS_ID_HEADER:
+                end = buffer.find(b"\x00", i + 1)
+                if end == -1 and len(buffer) - i < 7:
+                    break
+                if end == i + 6 and buffer[i + 1] == _PROCESS_ID_IDENTIFIER:
+                    replies.append(Reply("process_id", buffer[i + 2 : i + 6]))
+                    i = end + 1
+                    continue
+                replies.append(Reply("noise", buffer[i : i + 1]))
+                i += 1
+            elif byte & 0x93 == 0x12:
+                replies.append(Reply("status", buffer[i : i + 1]))
+                i += 1
+            elif byte & 0x93 == 0x10:
+                if len(buffer) - i < 4:
+                    break
+                replies.append(Reply("asb", buffer[i : i + 4]))
+                i += 4
+            elif byte & 0x90 == 0:
+                replies.append(Reply("paper", buffer[i : i + 1]))
+                i += 1
+            else:
+                replies.append(Reply("noise", buffer[i : i + 1]))
+                i += 1
+        self._pending = buffer[i:]
+        return replies
+
+
+def decode_asb(frame: bytes) -> StatusReading:
+    """Map a 4-byte Automatic Status Back frame (escpos-printing.md §2.2) to a reading."""
+    first, _, paper = frame[0], frame[1], frame[2]
+    if paper & 0x0C:
+        return StatusReading(PrinterStatus.PAPER_OUT, "paper roll is out", frame)
+    if first & 0x20:
+        return StatusReading(PrinterStatus.COVER_OPEN, "cover is open", frame)
+    if first & 0x08:
+        return StatusReading(PrinterStatus.OFFLINE, "printer is offline", frame)
+    if paper & 0x03:
+        return StatusReading(PrinterStatus.PAPER_LOW, "paper roll is nearly out", frame)
+    return StatusReading(PrinterStatus.OK, "ready", frame)
+
+
+def decode_paper_reply(byte: int) -> StatusReading:
+    """Map the reply to ``GS r 1`` (paper sensor: bits 2-3 paper end, bits 0-1 near end) to a reading."""
+    raw = bytes([byte])
+    if byte & 0x0C:
+        return StatusReading(PrinterStatus.PAPER_OUT, "paper roll is out", raw)
+    if byte & 0x03:
+        return StatusReading(PrinterStatus.PAPER_LOW, "paper roll is nearly out", raw)
+    return StatusReading(PrinterStatus.OK, "ready", raw)
