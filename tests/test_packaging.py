@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -42,6 +43,7 @@ STUBS = {
     "deb-systemd-invoke": RECORD,
     "deb-systemd-helper": RECORD + 'if [ "$2" = was-enabled ] && [ -e "$STATE/was-disabled" ]; then exit 1; fi\n',
     "dpkg-statoverride": RECORD + '[ -e "$STATE/statoverride" ]\n',
+    "udevadm": RECORD,
 }
 TOOLS = ("cat", "chmod", "find", "rm", "grep", "mv")
 
@@ -205,6 +207,27 @@ def test_a_statoverride_keeps_the_admins_permissions(tmp_path: Path) -> None:
     assert oct(box.config.stat().st_mode & 0o777) == "0o600"
 
 
+def test_postinst_names_plugged_in_printers_at_once_where_udevd_runs(tmp_path: Path) -> None:
+    """A printer plugged in before the install gets its /dev/venue-printer/ link without a replug."""
+    box = Box(tmp_path)
+    control = box.root / "run/udev/control"
+    control.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(str(control))
+        _ok(box.run("postinst", "configure", ""))
+    assert box.calls("udevadm") == [
+        "udevadm control --reload-rules",
+        "udevadm trigger --action=add --subsystem-match=usbmisc",
+    ]
+
+
+def test_postinst_leaves_udev_alone_without_udevd(tmp_path: Path) -> None:
+    """In a chroot or container (no /run/udev/control) there is no udevd to ask."""
+    box = Box(tmp_path)
+    _ok(box.run("postinst", "configure", ""))
+    assert box.calls("udevadm") == []
+
+
 def test_postinst_abort_upgrade_does_nothing(tmp_path: Path) -> None:
     box = Box(tmp_path)
     _ok(box.run("postinst", "abort-upgrade", "0.0.9-1"))
@@ -365,10 +388,19 @@ def test_unit_agrees_with_the_package() -> None:
     assert settings["User"] == "venue-agent"  # the user postinst creates and postrm purges
     assert settings["StateDirectory"] == "venue-agent"  # /var/lib/venue-agent: kept on remove, purged
     assert settings.get("CacheDirectory", "venue-agent") == "venue-agent"  # /var/cache/venue-agent: purged
-    documentation = settings.get("Documentation", "")
-    if documentation.startswith("file:///opt/venue-agent/"):
-        assert "share/doc/venue-agent/README.md" in documentation
-        assert 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"' in (PACKAGING / "build-deb").read_text()
+    # The unit's Documentation= is the README build-deb installs (the build script's comment says so too).
+    assert settings["Documentation"] == "file:///opt/venue-agent/share/doc/venue-agent/README.md"
+    build = (PACKAGING / "build-deb").read_text()
+    assert 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"' in build
+    assert "# The unit's Documentation= points here." in build
+    # Printers' device nodes are group lp (the udev rules the package ships): the service must be in it.
+    rules = (PACKAGING / "udev" / "60-venue-agent-printers.rules").read_text()
+    assert 'GROUP="lp", MODE="0660"' in rules
+    assert "lp" in settings["SupplementaryGroups"].split()
+    assert (
+        'install -m 0644 "$here/udev/60-venue-agent-printers.rules" '
+        '"$ROOT/lib/udev/rules.d/60-venue-agent-printers.rules"' in build
+    )
 
 
 # --- the full build (slow) -----------------------------------------------------------------------------
