@@ -372,7 +372,9 @@ def test_documentation_names_only_what_the_package_installs(unit: configparser.R
     build = (UNIT.parent.parent / "packaging" / "build-deb").read_text(encoding="utf-8")
     uris = words(unit, "Unit", "Documentation")
     assert uris, "the unit has no Documentation="
-    installed = {"/opt/venue-agent/share/doc/venue-agent/README.md": 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"'}
+    installed = {
+        "/opt/venue-agent/share/doc/venue-agent/README.md": 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"'
+    }
     for uri in uris:
         scheme, _, rest = uri.partition(":")
         assert scheme in {"file", "man", "http", "https", "info"}, f"Documentation={uri} is not a URI systemd opens"
