@@ -308,7 +308,7 @@ def test_maintainer_scripts_are_posix_sh(script: str) -> None:
         subprocess.run(["dash", "-n", str(path)], check=True)
 
 
-@pytest.mark.parametrize("script", ["build-deb", "test-deb"])
+@pytest.mark.parametrize("script", ["build-deb", "test-deb", "boot-test"])
 def test_build_scripts_are_strict_bash(script: str) -> None:
     path = PACKAGING / script
     assert path.read_text().startswith("#!/usr/bin/env bash\n")
@@ -320,7 +320,30 @@ def test_build_scripts_are_strict_bash(script: str) -> None:
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
 def test_shellcheck() -> None:
     subprocess.run(["shellcheck", "-s", "sh", *(str(PACKAGING / s) for s in SCRIPTS)], check=True)
-    subprocess.run(["shellcheck", str(PACKAGING / "build-deb"), str(PACKAGING / "test-deb")], check=True)
+    scripts = ("build-deb", "test-deb", "boot-test")
+    subprocess.run(["shellcheck", *(str(PACKAGING / s) for s in scripts), str(REPO / ".ci" / "run")], check=True)
+
+
+def test_ci_builds_the_package_and_boots_it() -> None:
+    """CI runs the boot test on the package it has just built, and a failed check fails CI."""
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "set -o errexit" in ci
+    build, boot = ci.index('OUT_DIR="$dist" packaging/build-deb'), ci.index('packaging/boot-test "$dist"/venue-agent_')
+    assert ci.index("scripts/test") < build < boot
+    assert "|| true" not in ci[build:]
+    setup = (REPO / "scripts" / "setup").read_text()
+    for package in ("systemd-container", "debootstrap", "curl", "python3-venv"):
+        assert f"missing+=({package})" in setup
+
+
+def test_boot_test_skips_only_for_an_unreachable_mirror() -> None:
+    """Every exit path of the boot test: 0 after all checks passed or a loud SKIPPED (no mirror), else not 0."""
+    text = (PACKAGING / "boot-test").read_text()
+    assert text.count("exit 3") == 2  # the mirror probe and a debootstrap that could not download
+    assert 'if [ "$rc" -eq 3 ]; then' in text
+    skipped = text[text.index('if [ "$rc" -eq 3 ]; then') :]
+    assert "SKIPPED !!! BOOT TEST NOT RUN" in skipped.split("exit 0")[0]
+    assert text.rstrip().endswith('[ "$failures" -eq 0 ]')
 
 
 def _control_fields() -> dict[str, str]:
@@ -418,3 +441,29 @@ def test_build_and_test_the_package(tmp_path: Path) -> None:
     subprocess.run([str(PACKAGING / "build-deb")], check=True, env=env, timeout=900)
     (deb,) = tmp_path.glob("venue-agent_*.deb")
     subprocess.run([str(PACKAGING / "test-deb"), str(deb)], check=True, timeout=900)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("systemd-nspawn", "nsenter", "curl", "dpkg-deb")),
+    reason="the boot test needs root, systemd-nspawn, nsenter, curl and dpkg-deb (scripts/setup installs them)",
+)
+def test_boot_test_says_skipped_loudly_when_the_mirror_cannot_be_reached(tmp_path: Path) -> None:
+    """No cached root and no mirror: the boot test cannot boot anything and says so, with the reason; exit 0."""
+    deb = tmp_path / "venue-agent_0.0.0-1_all.deb"
+    deb.write_bytes(b"not looked at: there is no root to install it in")
+    env = {
+        **os.environ,
+        "BOOT_TEST_CACHE": str(tmp_path / "cache"),
+        "BOOT_TEST_MIRROR": "http://127.0.0.1:9/debian",
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [str(PACKAGING / "boot-test"), str(deb)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SKIPPED !!! BOOT TEST NOT RUN" in result.stdout
+    assert "http://127.0.0.1:9/debian cannot be reached" in result.stdout
+    assert "ok   " not in result.stdout and "FAIL " not in result.stdout
+    # Nothing was left behind: no work directory, no half-written root in the cache.
+    assert {p.name for p in tmp_path.iterdir()} <= {deb.name, "cache"}
+    assert not list(tmp_path.glob("cache/*"))
