@@ -98,6 +98,8 @@ def test_toml_uses_the_stable_path_and_validates_as_a_printer(tmp_path: Path) ->
         "/dev/venue-printer/04b8-0202-port-pci-0000_00_14_0-usb-0_3_1_0",
     ]
     assert printers[0]["profile"] == "TM-T20II"
+    # usblp has no status channel: said in the config, so doctor and print-test do not wait for an answer.
+    assert [p["confirm"] for p in printers] == [False, False]
     assert printers[1]["profile"] == "default"
     assert len({p["name"] for p in printers}) == 2
     assert "/dev/usb/lp0 now; this name stays when it is re-plugged" in text
