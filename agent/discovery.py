@@ -1,4 +1,8 @@
-"""``venue-agent discover``: find kitchen printers and POS terminals on the LAN (mDNS and Epson ENPC, SPEC §10)."""
+"""``venue-agent discover``: find kitchen printers and POS terminals on the LAN (mDNS and Epson ENPC, SPEC §10).
+
+It also lists the USB printers plugged into this box (kernel usblp driver) by their stable
+``/dev/venue-printer/`` names (drivers/printers/usblp.py), and writes TOML that uses those names.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from agent.tomlout import dumps
 from drivers.pos.mdns import DEFAULT_PATH as DEFAULT_POS_PATH
 from drivers.pos.mdns import MDNS_SCHEME
 from drivers.pos.mdns import SERVICE_TYPE as POS_SERVICE_TYPE
+from drivers.printers.usblp import RULES_FILE, UsbPrinter, list_usb_printers
 
 log = structlog.get_logger("venue_agent.discovery")
 
@@ -65,6 +70,7 @@ KNOWN_PROFILES: dict[str, int] = {
 }
 
 ZeroconfFactory = Callable[[], AsyncZeroconf]
+UsbLister = Callable[[], list[UsbPrinter]]
 
 
 class DiscoveryError(AgentError):
@@ -319,12 +325,34 @@ def render_table(found: Sequence[Found], *, seconds: float = DEFAULT_SECONDS) ->
     return "\n".join([head, *lines])
 
 
-def render_toml(found: Sequence[Found]) -> str:
-    """Return ready-to-paste TOML: one ``[[printers]]`` per printer host, a commented ``[pos.http]`` per terminal."""
+def render_usb_table(printers: Sequence[UsbPrinter]) -> str:
+    """Return the USB printers as a table, with what to do about one that has no stable name."""
+    if not printers:
+        return "No USB printers (usblp) are plugged into this box."
+    header = ("USB PRINTER (stable name)", "NODE NOW", "VENDOR:PRODUCT", "SERIAL", "MODEL")
+    rows = [(p.path or "- (no stable name)", p.node, p.label, p.serial or "-", p.model or "-") for p in printers]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    head = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    out = [head, *lines]
+    if any(p.path is None for p in printers):
+        out += [
+            f"A printer without a stable name: the udev rules ({RULES_FILE}) are missing or were not applied yet.",
+            "  sudo udevadm control --reload-rules && sudo udevadm trigger --action=add --subsystem-match=usbmisc",
+            "  (its /dev/usb/lpN number changes when it is re-plugged: do not put that in agent.toml)",
+        ]
+    return "\n".join(out)
+
+
+def render_toml(found: Sequence[Found], usb: Sequence[UsbPrinter] = ()) -> str:
+    """Return ready-to-paste TOML: one ``[[printers]]`` per printer host and per named USB printer, POS as comments."""
     blocks: list[str] = []
     names: set[str] = set()
     for entry in _one_per_printer_host(found):
         blocks.append(_printer_block(entry, names))
+    for printer in usb:
+        if printer.path is not None:
+            blocks.append(_usb_block(printer, names))
     for entry in found:
         if entry.kind == "pos_terminal":
             blocks.append(_pos_block(entry))
@@ -369,6 +397,32 @@ def _printer_block(entry: Found, names: set[str]) -> str:
         ("roles", ["fallback"], ""),
     ]
     lines = [f"# {_printable(entry.name)} at {entry.host} (found by {entry.service})", "[[printers]]"]
+    for key, value, comment in values:
+        line = dumps({key: value}).strip()
+        lines.append(f"{line}  # {_printable(comment)}" if comment else line)
+    return "\n".join(lines)
+
+
+def _usb_block(printer: UsbPrinter, names: set[str]) -> str:
+    assert printer.path is not None
+    model = printer.model or f"USB printer {printer.label}"
+    name = _unique(_slug(printer.model or "usb-printer"), names)
+    profile, columns = guess_profile(printer.model)
+    profile_comment = columns_comment = ""
+    if profile == "default":
+        profile_comment = f"no python-escpos profile for {model}: set the closest one (e.g. TM-T88V, TM-T20II)"
+    else:
+        columns_comment = f"font A width of the {profile} profile"
+    values: list[tuple[str, Any, str]] = [
+        ("name", name, ""),
+        ("connection", "file", "usblp: the kernel's USB printer driver, no status replies"),
+        ("path", printer.path, f"{printer.node} now; this name stays when it is re-plugged"),
+        ("profile", profile, profile_comment),
+        ("columns", columns, columns_comment),
+        ("roles", ["fallback"], ""),
+        ("confirm", False, "usblp cannot answer status requests: a ticket counts once the printer took it"),
+    ]
+    lines = [f"# {_printable(model)} on USB (serial {printer.serial or 'none: named by its USB port'})", "[[printers]]"]
     for key, value, comment in values:
         line = dumps({key: value}).strip()
         lines.append(f"{line}  # {_printable(comment)}" if comment else line)
@@ -454,9 +508,11 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
-def to_jsonable(found: Sequence[Found]) -> list[dict[str, Any]]:
-    """Return ``found`` as plain dicts (the ``--json`` output)."""
-    return [dataclasses.asdict(entry) for entry in found]
+def to_jsonable(found: Sequence[Found], usb: Sequence[UsbPrinter] = ()) -> list[dict[str, Any]]:
+    """Return ``found`` and the USB printers (``kind`` "usb_printer") as plain dicts (the ``--json`` output)."""
+    return [dataclasses.asdict(entry) for entry in found] + [
+        {"kind": "usb_printer", **dataclasses.asdict(printer)} for printer in usb
+    ]
 
 
 async def run_discover(
@@ -467,21 +523,24 @@ async def run_discover(
     err: TextIO | None = None,
     epson_targets: Sequence[tuple[str, int]] = BROADCAST_TARGETS,
     zeroconf_factory: ZeroconfFactory | None = None,
+    usb_printers: UsbLister = list_usb_printers,
 ) -> int:
     """Run ``discover`` and print a table and TOML (or JSON); 0 even when nothing answered, 1 if it could not run."""
     err = err if err is not None else sys.stderr
+    usb = usb_printers()
     try:
         found = await discover(seconds, epson_targets=epson_targets, zeroconf_factory=zeroconf_factory)
     except (DiscoveryError, OSError) as exc:
         err.write(f"error: discovery failed: {exc}\n(is this machine connected to the venue's network?)\n")
         return 1
     if as_json:
-        out.write(json.dumps(to_jsonable(found), indent=2, ensure_ascii=False) + "\n")
+        out.write(json.dumps(to_jsonable(found, usb), indent=2, ensure_ascii=False) + "\n")
         if not found:
             err.write(render_table(found, seconds=seconds) + "\n")
         return 0
     out.write(render_table(found, seconds=seconds) + "\n")
-    toml = render_toml(found)
+    out.write("\n" + render_usb_table(usb) + "\n")
+    toml = render_toml(found, usb)
     if toml:
         out.write(f"\nPaste into the config file (agent.toml):\n\n{toml}")
     return 0

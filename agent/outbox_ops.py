@@ -479,6 +479,14 @@ def recover_print_jobs(conn: sqlite3.Connection, *, now: datetime) -> list[int]:
     return [row["id"] for row in rows]
 
 
+def retry_print_jobs_now(conn: sqlite3.Connection, *, now: datetime) -> int:
+    """Make every pending job waiting out a retry delay due now (a printer came back); return how many."""
+    cursor = conn.execute(
+        "UPDATE print_jobs SET next_attempt_at = ? WHERE state = 'pending' AND next_attempt_at > ?", (ts(now), ts(now))
+    )
+    return cursor.rowcount
+
+
 def kv_put(conn: sqlite3.Connection, key: str, value: str, *, now: datetime) -> None:
     """Store a value under a key (POS tokens, breaker state)."""
     conn.execute(

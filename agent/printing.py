@@ -7,7 +7,9 @@ fails on its printer moves to the next printer's queue (a printer known to be do
 healthy one is left). Before the bytes leave, the job is marked ``printing``; a crash from there leaves
 it in doubt, and it prints again marked as a possible duplicate. When every printer fails, the job
 retries with backoff and one alert is raised until a ticket prints again. A prober reads every
-printer's status once a minute, so ops hears of a paper-out printer before the POS goes down.
+printer's status once a minute, so ops hears of a paper-out printer before the POS goes down. A USB
+printer's device node is looked for every 3 s: it is reported unplugged only after 3 missed detections in
+a row (agent/presence.py), and the moment it is seen again the tickets waiting for it are tried at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from agent.backoff import full_jitter
 from agent.clock import Clock
 from agent.config import PrinterSettings, Settings
 from agent.outbox import Outbox
+from agent.presence import DETECT_INTERVAL_SECONDS, Change, Presence
 from agent.print_test import print_test
 from agent.records import OrderRecord, PrintJob
 from agent.routing import route_items
@@ -86,6 +89,7 @@ class PrinterSlot:
     task: asyncio.Task[None] | None = None
     # Whether the printer has answered a job confirmation: None not yet asked, False found not to (auto mode).
     answers_confirmation: bool | None = None
+    presence: Presence = field(default_factory=Presence)
 
     @property
     def name(self) -> str:
@@ -114,6 +118,15 @@ class PrinterSlot:
             return self.confirm_kind
         settings = self.setup.settings
         return "write" if settings.confirm is False or settings.connection == "file" else "status"
+
+    def device_present(self) -> bool | None:
+        """Whether the printer's device node is there now; ``None`` when it has none (network, serial, a file)."""
+        present = getattr(self.transport, "present", None)
+        return present() if callable(present) else None
+
+    def missing_not_gone(self) -> bool:
+        """Whether its device node is missing but not yet for long enough to report it unplugged."""
+        return self.device_present() is False and not self.presence.gone
 
 
 @dataclass
@@ -222,13 +235,52 @@ class PrintWorker:
                 await task
 
     async def run_prober(self) -> None:
-        """Read every printer's status now and then once every ``PROBE_INTERVAL_SECONDS``, all printers at once."""
+        """Read every printer's status (all at once) now and every ``PROBE_INTERVAL_SECONDS``; watch USB nodes."""
+        watched = [slot for slot in self.slots.values() if slot.device_present() is not None]
+        next_probe = self.clock.now()
         while True:
-            readings = await asyncio.gather(*(self._probe(slot) for slot in self.slots.values()))
-            for slot, reading in zip(self.slots.values(), readings, strict=True):
-                await self._observe(slot, reading)
-            await self._flush_printer_alerts()
-            await self._sleep(PROBE_INTERVAL_SECONDS, wake=False)
+            await self.detect_presence()
+            if self.clock.now() >= next_probe:
+                readings = await asyncio.gather(*(self._probe(slot) for slot in self.slots.values()))
+                for slot, reading in zip(self.slots.values(), readings, strict=True):
+                    await self._observe(slot, reading)
+                await self._flush_printer_alerts()
+                next_probe = self.clock.now() + timedelta(seconds=PROBE_INTERVAL_SECONDS)
+            await self._sleep(DETECT_INTERVAL_SECONDS if watched else PROBE_INTERVAL_SECONDS, wake=False)
+
+    async def detect_presence(self) -> None:
+        """Look for each USB printer's device node once; report unplugged only after repeated misses."""
+        returned = False
+        for slot in self.slots.values():
+            seen = slot.device_present()
+            if seen is None:
+                continue
+            change = slot.presence.observe(seen)
+            if change is Change.GONE:
+                detail = (
+                    f"unplugged: its device node is gone (not seen in {slot.presence.missed} checks"
+                    f" {DETECT_INTERVAL_SECONDS:g} s apart)"
+                )
+                log.warning("printer_unplugged", printer=slot.name, misses=slot.presence.missed)
+                await self._observe(slot, StatusReading(PrinterStatus.OFFLINE, detail))
+                await self._flush_printer_alerts()
+            elif change is not None:
+                log.info("printer_plugged_in", printer=slot.name, reported_gone=change is Change.BACK)
+                returned = True
+                if change is Change.BACK:
+                    async with slot.lock:
+                        reading = await slot.transport.status()
+                    await self._observe(slot, reading)
+                    if slot.alerted is not None and not slot.state.status.blocks_printing:
+                        slot.alerted = None
+                        await self.outbox.event("printer_recovered", {"printer": slot.name})
+        if returned:
+            # Tickets that failed while it was out wait for their retry delay (up to a minute): not any more.
+            now = self.clock.now()
+            count = await self.outbox.write(lambda c: ops.retry_print_jobs_now(c, now=now))
+            if count:
+                log.info("print_jobs_retried_now", count=count)
+            self.wake()
 
     async def _probe(self, slot: PrinterSlot) -> StatusReading:
         async with slot.lock:
@@ -481,6 +533,10 @@ class PrintWorker:
         return dataclasses.replace(delivery, confirmed=None)
 
     async def _observe(self, slot: PrinterSlot, reading: StatusReading) -> None:
+        if reading.status.blocks_printing and slot.missing_not_gone():
+            # A USB printer being re-plugged: detect_presence reports it once it has missed enough checks.
+            log.debug("printer_missing_not_reported_yet", printer=slot.name, detail=reading.detail)
+            return
         before = slot.state.status
         slot.state = reading
         if reading.status != before:
@@ -539,6 +595,9 @@ class PrintWorker:
         )
         log.error("ticket_not_printed", order_id=job.order_id, kind=job.kind, error=error, retry_at=retry_at)
         if self._all_down_alerted:
+            return
+        if failures and all(n in self.slots and self.slots[n].missing_not_gone() for n in failures):
+            # Every printer it could go to is a USB printer out for a moment: it prints as soon as one is back.
             return
         self._all_down_alerted = True
         statuses = {status for status, _ in failures.values()}

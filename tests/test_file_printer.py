@@ -111,3 +111,102 @@ async def test_character_device_is_written_without_status(monkeypatch: pytest.Mo
     assert delivery.after.status is PrinterStatus.UNKNOWN
     assert synced == []
     assert (await printer.status()).status is PrinterStatus.UNKNOWN
+
+
+class Socket:
+    """A stand-in USB printer: a pty (a character device like /dev/usb/lp0) behind a udev-style symlink."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master: int | None = None
+        self.slave: int | None = None
+        self.node: str | None = None
+
+    def plug(self) -> str:
+        """Plug a printer in: a new node, the stable name pointing at it (as udev does); return the node."""
+        import tty
+
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        node = os.ttyname(slave)
+        # Held open, as the kernel holds the device: the master reads what the transport writes.
+        self.master, self.slave, self.node = master, slave, node
+        temporary = self.link.with_name(self.link.name + ".new")
+        temporary.symlink_to(node)
+        temporary.replace(self.link)
+        return node
+
+    def unplug(self) -> None:
+        """Pull the cable: the node goes away and udev removes the symlink."""
+        self.link.unlink()
+        assert self.master is not None and self.slave is not None
+        os.close(self.slave)
+        os.close(self.master)
+        self.master = self.slave = None
+
+    def received(self) -> bytes:
+        """Return what the printer received so far."""
+        assert self.master is not None
+        chunks = []
+        os.set_blocking(self.master, False)
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def test_a_usb_printer_plugged_back_keeps_printing_through_its_stable_name(tmp_path: Path) -> None:
+    """Unplugged: offline "not connected", nothing created at the name; plugged back as a new node: it prints."""
+    socket = Socket(tmp_path / "04b8-0202-J5CF012345")
+    first_node = socket.plug()
+    printer = FileTransport("pass", socket.link, device=True)
+    assert printer.present() is True
+    assert (await printer.send(b"\x1b@first\n")).printed
+    assert socket.received() == b"\x1b@first\n"
+
+    socket.unplug()
+    assert printer.present() is False
+    with pytest.raises(PrinterUnavailable) as caught:
+        await printer.send(b"\x1b@lost\n")
+    assert "not connected" in str(caught.value)
+    assert caught.value.status is PrinterStatus.OFFLINE
+    status = await printer.status()
+    assert status.status is PrinterStatus.OFFLINE
+    assert "not connected" in status.detail
+    # Never a regular file where udev will put the link when the printer comes back.
+    assert not socket.link.exists() and not socket.link.is_symlink()
+
+    blocker = os.openpty()  # holds the old number, so the printer comes back as another node (lp0 -> lp1)
+    try:
+        second_node = socket.plug()
+        assert second_node != first_node
+        assert printer.present() is True
+        assert (await printer.send(b"\x1b@second\n")).printed
+        assert socket.received() == b"\x1b@second\n"
+    finally:
+        for fd in blocker:
+            os.close(fd)
+        socket.unplug()
+
+
+async def test_a_path_under_dev_is_a_device_and_is_never_created(tmp_path: Path) -> None:
+    """A missing /dev/ path (the printer not plugged in) is not created, even when the process could create it."""
+    missing = Path("/dev/venue-printer-test-never-created/04b8-0202-NONE")
+    printer = FileTransport("pass", missing)
+    try:
+        assert printer.device and printer.present() is False
+        with pytest.raises(PrinterUnavailable, match="not connected"):
+            await printer.send(TICKET)
+        assert not missing.parent.exists()
+    finally:
+        if missing.parent.exists():  # a regression made it: do not leave it in the machine's /dev
+            missing.unlink(missing_ok=True)
+            missing.parent.rmdir()
+    # A regular file elsewhere is a file: created as before, and it has no presence to watch.
+    regular = FileTransport("pass", tmp_path / "tickets.txt")
+    assert not regular.device and regular.present() is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -42,6 +43,7 @@ STUBS = {
     "deb-systemd-invoke": RECORD,
     "deb-systemd-helper": RECORD + 'if [ "$2" = was-enabled ] && [ -e "$STATE/was-disabled" ]; then exit 1; fi\n',
     "dpkg-statoverride": RECORD + '[ -e "$STATE/statoverride" ]\n',
+    "udevadm": RECORD,
 }
 TOOLS = ("cat", "chmod", "find", "rm", "grep", "mv")
 
@@ -205,6 +207,27 @@ def test_a_statoverride_keeps_the_admins_permissions(tmp_path: Path) -> None:
     assert oct(box.config.stat().st_mode & 0o777) == "0o600"
 
 
+def test_postinst_names_plugged_in_printers_at_once_where_udevd_runs(tmp_path: Path) -> None:
+    """A printer plugged in before the install gets its /dev/venue-printer/ link without a replug."""
+    box = Box(tmp_path)
+    control = box.root / "run/udev/control"
+    control.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(str(control))
+        _ok(box.run("postinst", "configure", ""))
+    assert box.calls("udevadm") == [
+        "udevadm control --reload-rules",
+        "udevadm trigger --action=add --subsystem-match=usbmisc",
+    ]
+
+
+def test_postinst_leaves_udev_alone_without_udevd(tmp_path: Path) -> None:
+    """In a chroot or container (no /run/udev/control) there is no udevd to ask."""
+    box = Box(tmp_path)
+    _ok(box.run("postinst", "configure", ""))
+    assert box.calls("udevadm") == []
+
+
 def test_postinst_abort_upgrade_does_nothing(tmp_path: Path) -> None:
     box = Box(tmp_path)
     _ok(box.run("postinst", "abort-upgrade", "0.0.9-1"))
@@ -285,7 +308,7 @@ def test_maintainer_scripts_are_posix_sh(script: str) -> None:
         subprocess.run(["dash", "-n", str(path)], check=True)
 
 
-@pytest.mark.parametrize("script", ["build-deb", "test-deb"])
+@pytest.mark.parametrize("script", ["build-deb", "test-deb", "boot-test"])
 def test_build_scripts_are_strict_bash(script: str) -> None:
     path = PACKAGING / script
     assert path.read_text().startswith("#!/usr/bin/env bash\n")
@@ -297,7 +320,30 @@ def test_build_scripts_are_strict_bash(script: str) -> None:
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
 def test_shellcheck() -> None:
     subprocess.run(["shellcheck", "-s", "sh", *(str(PACKAGING / s) for s in SCRIPTS)], check=True)
-    subprocess.run(["shellcheck", str(PACKAGING / "build-deb"), str(PACKAGING / "test-deb")], check=True)
+    scripts = ("build-deb", "test-deb", "boot-test")
+    subprocess.run(["shellcheck", *(str(PACKAGING / s) for s in scripts), str(REPO / ".ci" / "run")], check=True)
+
+
+def test_ci_builds_the_package_and_boots_it() -> None:
+    """CI runs the boot test on the package it has just built, and a failed check fails CI."""
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "set -o errexit" in ci
+    build, boot = ci.index('OUT_DIR="$dist" packaging/build-deb'), ci.index('packaging/boot-test "$dist"/venue-agent_')
+    assert ci.index("scripts/test") < build < boot
+    assert "|| true" not in ci[build:]
+    setup = (REPO / "scripts" / "setup").read_text()
+    for package in ("systemd-container", "debootstrap", "curl", "python3-venv"):
+        assert f"missing+=({package})" in setup
+
+
+def test_boot_test_skips_only_for_an_unreachable_mirror() -> None:
+    """Every exit path of the boot test: 0 after all checks passed or a loud SKIPPED (no mirror), else not 0."""
+    text = (PACKAGING / "boot-test").read_text()
+    assert text.count("exit 3") == 2  # the mirror probe and a debootstrap that could not download
+    assert 'if [ "$rc" -eq 3 ]; then' in text
+    skipped = text[text.index('if [ "$rc" -eq 3 ]; then') :]
+    assert "SKIPPED !!! BOOT TEST NOT RUN" in skipped.split("exit 0")[0]
+    assert text.rstrip().endswith('[ "$failures" -eq 0 ]')
 
 
 def _control_fields() -> dict[str, str]:
@@ -365,10 +411,19 @@ def test_unit_agrees_with_the_package() -> None:
     assert settings["User"] == "venue-agent"  # the user postinst creates and postrm purges
     assert settings["StateDirectory"] == "venue-agent"  # /var/lib/venue-agent: kept on remove, purged
     assert settings.get("CacheDirectory", "venue-agent") == "venue-agent"  # /var/cache/venue-agent: purged
-    documentation = settings.get("Documentation", "")
-    if documentation.startswith("file:///opt/venue-agent/"):
-        assert "share/doc/venue-agent/README.md" in documentation
-        assert 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"' in (PACKAGING / "build-deb").read_text()
+    # The unit's Documentation= is the README build-deb installs (the build script's comment says so too).
+    assert settings["Documentation"] == "file:///opt/venue-agent/share/doc/venue-agent/README.md"
+    build = (PACKAGING / "build-deb").read_text()
+    assert 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"' in build
+    assert "# The unit's Documentation= points here." in build
+    # Printers' device nodes are group lp (the udev rules the package ships): the service must be in it.
+    rules = (PACKAGING / "udev" / "60-venue-agent-printers.rules").read_text()
+    assert 'GROUP="lp", MODE="0660"' in rules
+    assert "lp" in settings["SupplementaryGroups"].split()
+    assert (
+        'install -m 0644 "$here/udev/60-venue-agent-printers.rules" '
+        '"$ROOT/lib/udev/rules.d/60-venue-agent-printers.rules"' in build
+    )
 
 
 # --- the full build (slow) -----------------------------------------------------------------------------
@@ -386,3 +441,29 @@ def test_build_and_test_the_package(tmp_path: Path) -> None:
     subprocess.run([str(PACKAGING / "build-deb")], check=True, env=env, timeout=900)
     (deb,) = tmp_path.glob("venue-agent_*.deb")
     subprocess.run([str(PACKAGING / "test-deb"), str(deb)], check=True, timeout=900)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("systemd-nspawn", "nsenter", "curl", "dpkg-deb")),
+    reason="the boot test needs root, systemd-nspawn, nsenter, curl and dpkg-deb (scripts/setup installs them)",
+)
+def test_boot_test_says_skipped_loudly_when_the_mirror_cannot_be_reached(tmp_path: Path) -> None:
+    """No cached root and no mirror: the boot test cannot boot anything and says so, with the reason; exit 0."""
+    deb = tmp_path / "venue-agent_0.0.0-1_all.deb"
+    deb.write_bytes(b"not looked at: there is no root to install it in")
+    env = {
+        **os.environ,
+        "BOOT_TEST_CACHE": str(tmp_path / "cache"),
+        "BOOT_TEST_MIRROR": "http://127.0.0.1:9/debian",
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [str(PACKAGING / "boot-test"), str(deb)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SKIPPED !!! BOOT TEST NOT RUN" in result.stdout
+    assert "http://127.0.0.1:9/debian cannot be reached" in result.stdout
+    assert "ok   " not in result.stdout and "FAIL " not in result.stdout
+    # Nothing was left behind: no work directory, no half-written root in the cache.
+    assert {p.name for p in tmp_path.iterdir()} <= {deb.name, "cache"}
+    assert not list(tmp_path.glob("cache/*"))

@@ -365,3 +365,49 @@ def test_fd_limit_leaves_room_for_intake_and_the_reserve(unit: configparser.RawC
 
     limit = int(one(unit, "Service", "LimitNOFILE"))
     assert limit >= 4 * (IntakeSettings().max_connections + RESERVED)
+
+
+def test_documentation_names_only_what_the_package_installs(unit: configparser.RawConfigParser) -> None:
+    """``systemctl help venue-agent`` opens Documentation=: each entry must exist on the box (no man page ships)."""
+    build = (UNIT.parent.parent / "packaging" / "build-deb").read_text(encoding="utf-8")
+    uris = words(unit, "Unit", "Documentation")
+    assert uris, "the unit has no Documentation="
+    installed = {
+        "/opt/venue-agent/share/doc/venue-agent/README.md": 'install -m 0644 README.md "$VENV/share/doc/$PKG/README.md"'
+    }
+    for uri in uris:
+        scheme, _, rest = uri.partition(":")
+        assert scheme in {"file", "man", "http", "https", "info"}, f"Documentation={uri} is not a URI systemd opens"
+        assert scheme == "file", f"Documentation={uri}: the package ships no man or info page and names no web site"
+        path = rest.removeprefix("//")
+        assert path in installed, f"Documentation={uri} names a file build-deb does not install"
+        assert installed[path] in build
+
+
+def test_the_config_directory_is_read_only_inside_the_sandbox(unit: configparser.RawConfigParser) -> None:
+    """ConfigurationDirectory= is exempt from ProtectSystem=strict (systemd.exec(5)); ReadOnlyPaths= takes it back."""
+    assert one(unit, "Service", "ConfigurationDirectory") == "venue-agent"
+    assert one(unit, "Service", "ProtectSystem") == "strict"
+    assert "/etc/venue-agent" in words(unit, "Service", "ReadOnlyPaths")
+    writable = words(unit, "Service", "ReadWritePaths")
+    assert not [p for p in writable if p.startswith("/etc")], f"ReadWritePaths= opens /etc again: {writable}"
+
+
+def test_every_timeout_stop_sec_quoted_in_the_repository_is_the_units(unit: configparser.RawConfigParser) -> None:
+    """prerm, the packaging notes and the README quote the stop timeout: they must say what the unit says."""
+    stop = one(unit, "Service", "TimeoutStopSec")
+    repo = UNIT.parent.parent
+    files = [
+        *sorted((repo / "packaging").iterdir()),
+        repo / "README.md",
+        repo / "packaging" / "README.md",
+    ]
+    quoted = {
+        f"{path.relative_to(repo)}: TimeoutStopSec={value}"
+        for path in files
+        if path.is_file()
+        for value in re.findall(r"TimeoutStopSec=(\d+\w*)", path.read_text(encoding="utf-8", errors="replace"))
+    }
+    assert any(q.startswith("packaging/prerm") for q in quoted), "prerm no longer says how long a stop may take"
+    wrong = sorted(q for q in quoted if not q.endswith(f"TimeoutStopSec={stop}"))
+    assert not wrong, f"the unit says TimeoutStopSec={stop}, these say otherwise: {wrong}"

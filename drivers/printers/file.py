@@ -3,6 +3,11 @@
 A regular file (tests, demos, a shared folder) is appended to and synced to disk before ``send`` returns;
 its status is ``ok`` when it can be written and ``offline`` when it cannot. A character device such as
 ``/dev/usb/lp0`` is written as is (no directories made, no fsync) and cannot report status: ``unknown``.
+
+A path under ``/dev/`` (``device=True``) names a device and is never created: a USB printer's stable name
+``/dev/venue-printer/<vendor>-<product>-<serial>`` (a udev symlink) is opened afresh for every job, so a
+printer unplugged and plugged back (a new ``/dev/usb/lp1`` behind the same name) prints again without a
+restart, and while it is unplugged the printer is ``offline`` ("not connected"), never a regular file in /dev.
 """
 
 from __future__ import annotations
@@ -26,13 +31,20 @@ _DEVICE = StatusReading(PrinterStatus.UNKNOWN, "a device file cannot report stat
 _WRITTEN = StatusReading(PrinterStatus.OK, "file is writable")
 
 
+def is_device_path(path: Path) -> bool:
+    """Whether ``path`` names a device node (it is under /dev/): such a path is opened, never created."""
+    return Path(path).is_absolute() and Path(path).parts[1:2] == ("dev",)
+
+
 class FileTransport:
     """A printer that appends each job to ``path`` (synced), or writes it to the device file at ``path``."""
 
-    def __init__(self, name: str, path: Path, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, name: str, path: Path, timeouts: Timeouts | None = None, *, device: bool | None = None) -> None:
         self.name = name
         self.path = Path(path)
         self.timeouts = timeouts or Timeouts()
+        # None: decided by the path (under /dev/); tests pass True for a stand-in node elsewhere.
+        self.device = is_device_path(self.path) if device is None else device
         # Queues this printer's jobs so two never interleave in the file.
         self._lock = asyncio.Lock()
         # Held by the worker thread itself: a caller that gave up waiting must not let the next job interleave.
@@ -58,6 +70,12 @@ class FileTransport:
         """Return ``ok`` if the file, or the directory it would be made in, is writable; ``unknown`` for a device."""
         return await asyncio.to_thread(self._status)
 
+    def present(self) -> bool | None:
+        """Whether the device node is there now (a cheap stat, following the symlink); ``None`` for a regular file."""
+        if not self.device:
+            return None
+        return self._is_device()
+
     def _unavailable(self, reason: str) -> PrinterUnavailable:
         log.debug("printer_unavailable", printer=self.name, reason=reason)
         return PrinterUnavailable(self.name, reason, status=PrinterStatus.OFFLINE)
@@ -70,6 +88,8 @@ class FileTransport:
 
     def _append(self, data: bytes) -> StatusReading:
         with self._file_lock:
+            if self.device and not self._is_device():
+                raise FileNotFoundError(errno.ENOENT, self._missing(), str(self.path))
             if self._is_device():
                 # No O_CREAT: if the device vanished, do not leave a regular file in /dev in its place.
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY)
@@ -88,7 +108,12 @@ class FileTransport:
                 os.fsync(handle.fileno())
             return _WRITTEN
 
+    def _missing(self) -> str:
+        return "not connected (no device there: is the printer plugged in and switched on?)"
+
     def _status(self) -> StatusReading:
+        if self.device and not self._is_device():
+            return StatusReading(PrinterStatus.OFFLINE, f"{self.path}: {self._missing()}")
         if self._is_device():
             if not os.access(self.path, os.W_OK):
                 return StatusReading(PrinterStatus.OFFLINE, f"no permission to write {self.path}")
