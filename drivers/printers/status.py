@@ -334,7 +334,7 @@ class ReplyStream(Protocol):
     """Blocking two-way bytes to a printer (serial, USB, a device node), each read bounded by its timeout."""
 
     def read(self, timeout: float) -> bytes:
-        """Return what the printer sent within ``timeout`` seconds (empty when nothing came); raise if the link is gone."""
+        """Return what the printer sent within ``timeout`` s (empty when nothing came); raise if the link is gone."""
         ...
 
     def write(self, data: bytes) -> None:
@@ -346,7 +346,7 @@ class AsyncReplyStream(Protocol):
     """Non-blocking two-way bytes to a printer (network), each read bounded by its timeout."""
 
     def read(self, timeout: float) -> Awaitable[bytes]:
-        """Return what the printer sent within ``timeout`` seconds (empty when nothing came); raise if the link is gone."""
+        """Return what the printer sent within ``timeout`` s (empty when nothing came); raise if the link is gone."""
         ...
 
     def write(self, data: bytes) -> Awaitable[None]:
