@@ -78,10 +78,10 @@ class _ReplyStream:
         self._reader = reader
         self._writer = writer
 
-    async def read(self, timeout: float) -> bytes:
-        """Return the bytes that came within ``timeout`` (empty if none); raise ``_Closed`` at end of stream."""
+    async def read(self, within: float) -> bytes:
+        """Return the bytes that came within ``within`` s (empty if none); raise ``_Closed`` at end of stream."""
         try:
-            chunk = await asyncio.wait_for(self._reader.read(64), timeout)
+            chunk = await asyncio.wait_for(self._reader.read(64), within)
         except TimeoutError:
             return b""
         if not chunk:

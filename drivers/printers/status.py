@@ -345,8 +345,8 @@ class ReplyStream(Protocol):
 class AsyncReplyStream(Protocol):
     """Non-blocking two-way bytes to a printer (network), each read bounded by its timeout."""
 
-    def read(self, timeout: float) -> Awaitable[bytes]:
-        """Return what the printer sent within ``timeout`` s (empty when nothing came); raise if the link is gone."""
+    def read(self, within: float) -> Awaitable[bytes]:
+        """Return what the printer sent within ``within`` s (empty when nothing came); raise if the link is gone."""
         ...
 
     def write(self, data: bytes) -> Awaitable[None]:
