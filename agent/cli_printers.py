@@ -150,8 +150,8 @@ def describe_printer(printer: PrinterSettings) -> str:
         encoding = f"{printer.profile}, {setup.code_page.name}"
     categories = ", ".join(printer.categories) if printer.categories else "all items"
     kind = confirm_kind(printer)
-    confirms = f"confirmed by {kind}" if kind and printer.connection == "network" else "unconfirmed (status)"
-    if printer.confirm is False or printer.connection == "file":
+    confirms = f"confirmed by {kind}" if kind and printer.two_way else "unconfirmed (status)"
+    if printer.confirm is False or not printer.two_way:
         confirms = "unconfirmed (counts once written)"
     return (
         f"{printer.name}: {where(printer)}, {encoding}, {printer.columns} columns,"

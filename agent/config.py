@@ -544,6 +544,19 @@ class PrinterSettings(Section):
             return self.format == "text"
         return not str(self.path).startswith("/dev/")
 
+    @property
+    def two_way(self) -> bool:
+        """Whether the agent reads this printer's replies: network, serial, usb, and a device node under /dev/ whose
+        ``confirm`` the config sets (not false; usblp passes replies back); never a regular file."""
+        if self.connection != "file":
+            return True
+        return self.is_device_node and "confirm" in self.model_fields_set and self.confirm is not False
+
+    @property
+    def is_device_node(self) -> bool:
+        """Whether a file printer's path is a device node (under /dev/), opened and never created."""
+        return self.connection == "file" and Path(str(self.path)).parts[1:2] == ("dev",)
+
     def takes_category(self, category: str | None) -> bool:
         """Whether this printer's ``categories`` include ``category`` (case-insensitive; unset takes all)."""
         if self.categories is None:

@@ -420,7 +420,7 @@ def _usb_block(printer: UsbPrinter, names: set[str]) -> str:
         ("profile", profile, profile_comment),
         ("columns", columns, columns_comment),
         ("roles", ["fallback"], ""),
-        ("confirm", False, "usblp cannot answer status requests: a ticket counts once the printer took it"),
+        ("confirm", False, "counts once written; true reads status and confirmations if print-test shows it answers"),
     ]
     lines = [f"# {_printable(model)} on USB (serial {printer.serial or 'none: named by its USB port'})", "[[printers]]"]
     for key, value, comment in values:

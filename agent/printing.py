@@ -117,7 +117,7 @@ class PrinterSlot:
         if self.confirm_kind is not None:
             return self.confirm_kind
         settings = self.setup.settings
-        return "write" if settings.confirm is False or settings.connection == "file" else "status"
+        return "write" if settings.confirm is False or not settings.two_way else "status"
 
     def device_present(self) -> bool | None:
         """Whether the printer's device node is there now; ``None`` when it has none (network, serial, a file)."""

@@ -1,12 +1,12 @@
 """Fake ESC/POS printers that speak the real protocol: TCP 9100 on loopback, serial on a pty, a pyusb device.
 
 Each answers ``DLE EOT n`` (``10 04 n``) with the status bytes an Epson printer sends in its ``mode``, and
-records everything else as print data. The network printer also answers the commands that confirm a job
+records everything else as print data. Every one also answers the commands that confirm a job
 (escpos-printing.md §2.2-2.3, Epson's GS ( H fn 48 page): ``GS ( H`` with ``37 22 d1 d2 d3 d4 00`` once the
 data before it is printed, ``GS r 1`` with the paper sensor byte, and ``GS a n`` with 4-byte ASB frames, now
 and on every change of mode. The first two are processed in order with the print data, so they are held,
 unanswered, while the printer cannot print (paper out, cover open, offline) and answered when it can again.
-Typical use::
+That protocol half is ``Responder``, shared by the three; each fake only moves the bytes. Typical use::
 
     async with FakeNetworkPrinter.running() as printer:
         transport = NetworkTransport("pass", printer.host, printer.port)
@@ -24,10 +24,11 @@ import os
 import select
 import socket
 import threading
+import time
 import tty
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import usb.core
 
@@ -137,27 +138,129 @@ class QuerySplitter:
         return pending
 
 
-class FakeNetworkPrinter:
+class Channel(Protocol):
+    """Where a fake's replies go: one TCP connection, a pty master, a USB IN endpoint's queue."""
+
+    def write(self, data: bytes) -> None:
+        """Send reply bytes to the host."""
+        ...
+
+    def is_closing(self) -> bool:
+        """Whether the host can no longer read replies here."""
+        ...
+
+
+class Responder:
+    """The printer's side of the protocol, shared by every fake: DLE EOT answers, GS ( H / GS r / GS a in print order.
+
+    ``mode`` is the printer's state; ``mode_after`` changes it once that much print data came in (paper running out
+    mid-ticket); ``answers_confirmations`` False is a clone that ignores GS ( H and GS r. Thread-safe: the pty fake
+    answers from its own thread while a test changes the mode.
+    """
+
+    def __init__(self, mode: Mode = "ok") -> None:
+        self._mode: Mode = mode
+        self.queries = 0
+        # False for a clone that prints and answers DLE EOT but ignores GS ( H and GS r.
+        self.answers_confirmations = True
+        self.confirmations: list[bytes] = []
+        self._held_replies: list[tuple[Channel, Command]] = []
+        self._asb: dict[Channel, bytes] = {}
+        self._mode_after: tuple[int, Mode] | None = None
+        self._printed = 0
+        self._protocol_lock = threading.RLock()
+
+    @property
+    def mode(self) -> Mode:
+        """The printer's state; setting it sends ASB frames where enabled and releases held replies it allows."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: Mode) -> None:
+        with self._protocol_lock:
+            self._mode = mode
+            for channel in list(self._asb):
+                self._send_asb(channel)
+            if mode in ("ok", "paper_low"):
+                held, self._held_replies = self._held_replies, []
+                for channel, command in held:
+                    self._answer(channel, command)
+
+    def mode_after(self, n_bytes: int, mode: Mode) -> None:
+        """Switch to ``mode`` once ``n_bytes`` more print data came in (e.g. paper running out mid-ticket)."""
+        with self._protocol_lock:
+            self._mode_after = (n_bytes, mode)
+            self._printed = 0
+
+    def _respond(self, channel: Channel, event: int | Command) -> None:
+        """Answer a DLE EOT query (its n) or act on a confirmation command, in print order."""
+        with self._protocol_lock:
+            if isinstance(event, int):
+                self.queries += 1
+                reply = reply_for(self._mode, event)
+                if reply and not channel.is_closing():
+                    channel.write(reply)
+            else:
+                self._answer(channel, event)
+
+    def _took(self, size: int) -> None:
+        """Count ``size`` bytes of print data (for ``mode_after``)."""
+        with self._protocol_lock:
+            self._printed += size
+            if self._mode_after is not None and self._printed >= self._mode_after[0]:
+                mode = self._mode_after[1]
+                self._mode_after = None
+                self.mode = mode
+
+    def _forget(self, channel: Channel) -> None:
+        """Drop what is pending for a closed channel (held replies, ASB subscription)."""
+        with self._protocol_lock:
+            self._asb.pop(channel, None)
+            self._held_replies = [(c, command) for c, command in self._held_replies if c is not channel]
+
+    def _send_asb(self, channel: Channel) -> None:
+        frame = ASB_FRAMES.get(self._mode)
+        if frame is not None and self._asb.get(channel) != frame and not channel.is_closing():
+            self._asb[channel] = frame
+            channel.write(frame)
+
+    def _answer(self, channel: Channel, command: Command) -> None:
+        """Act on a confirmation command in print order: answer it, hold it while printing is stopped, or ignore it."""
+        if command.kind == "asb":
+            if command.arg[0]:
+                self._asb[channel] = b""
+                self._send_asb(channel)
+            else:
+                self._asb.pop(channel, None)
+            return
+        if not self.answers_confirmations or self._mode in ("silent", "black_hole", "garbage"):
+            return
+        if self._mode not in ("ok", "paper_low"):
+            self._held_replies.append((channel, command))
+            return
+        if channel.is_closing():
+            return
+        if command.kind == "process_id":
+            self.confirmations.append(command.arg)
+            channel.write(b"\x37\x22" + command.arg + b"\x00")
+        elif command.arg[0] in (1, 49):
+            channel.write(PAPER_REPLIES[self._mode])
+
+
+class FakeNetworkPrinter(Responder):
     """A raw TCP 9100 printer on 127.0.0.1: one job per connection, status answered per ``mode``."""
 
     host = "127.0.0.1"
 
     def __init__(self, mode: Mode = "ok") -> None:
-        self._mode: Mode = mode
+        super().__init__(mode)
         self.port = 0
-        self.queries = 0
-        # False for a clone that prints and answers DLE EOT but ignores GS ( H and GS r.
-        self.answers_confirmations = True
-        self.confirmations: list[bytes] = []
-        self._held_replies: list[tuple[asyncio.StreamWriter, Command]] = []
-        self._asb: dict[asyncio.StreamWriter, bytes] = {}
         self.connections = 0
         self.open_connections = 0
         self._jobs: list[bytearray] = []
         self._server: asyncio.Server | None = None
         self._held = False
         self._close_after: int | None = None
-        self._mode_after: tuple[int, Mode] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = asyncio.Event()
@@ -180,56 +283,9 @@ class FakeNetworkPrinter:
         """Return the print data of each connection that sent any (queries removed), oldest first."""
         return [bytes(job) for job in self._jobs]
 
-    @property
-    def mode(self) -> Mode:
-        """The printer's state; setting it sends ASB frames where enabled and releases held replies it allows."""
-        return self._mode
-
-    @mode.setter
-    def mode(self, mode: Mode) -> None:
-        self._mode = mode
-        for writer in list(self._asb):
-            self._send_asb(writer)
-        if mode in ("ok", "paper_low"):
-            held, self._held_replies = self._held_replies, []
-            for writer, command in held:
-                self._answer(writer, command)
-
-    def _send_asb(self, writer: asyncio.StreamWriter) -> None:
-        frame = ASB_FRAMES.get(self._mode)
-        if frame is not None and self._asb.get(writer) != frame and not writer.is_closing():
-            self._asb[writer] = frame
-            writer.write(frame)
-
-    def _answer(self, writer: asyncio.StreamWriter, command: Command) -> None:
-        """Act on a confirmation command in print order: answer it, hold it while printing is stopped, or ignore it."""
-        if command.kind == "asb":
-            if command.arg[0]:
-                self._asb[writer] = b""
-                self._send_asb(writer)
-            else:
-                self._asb.pop(writer, None)
-            return
-        if not self.answers_confirmations or self._mode in ("silent", "black_hole", "garbage"):
-            return
-        if self._mode not in ("ok", "paper_low"):
-            self._held_replies.append((writer, command))
-            return
-        if writer.is_closing():
-            return
-        if command.kind == "process_id":
-            self.confirmations.append(command.arg)
-            writer.write(b"\x37\x22" + command.arg + b"\x00")
-        elif command.arg[0] in (1, 49):
-            writer.write(PAPER_REPLIES[self._mode])
-
     def close_after(self, n_bytes: int) -> None:
         """Drop the next connection that reaches ``n_bytes`` of print data, keeping only those bytes."""
         self._close_after = n_bytes
-
-    def mode_after(self, n_bytes: int, mode: Mode) -> None:
-        """Switch to ``mode`` once a connection has sent ``n_bytes`` of print data (e.g. paper running out)."""
-        self._mode_after = (n_bytes, mode)
 
     def hold(self, held: bool = True) -> None:
         """Accept new connections but never read from them (a busy or wedged printer)."""
@@ -284,8 +340,7 @@ class FakeNetworkPrinter:
         finally:
             writer.transport.abort()
             self._writers.discard(writer)
-            self._asb.pop(writer, None)
-            self._held_replies = [(w, c) for w, c in self._held_replies if w is not writer]
+            self._forget(writer)
             self._tasks.discard(task)
             self.open_connections -= 1
             if not self.open_connections:
@@ -303,12 +358,8 @@ class FakeNetworkPrinter:
             for event in events:
                 if event == b"":
                     continue
-                if isinstance(event, int):
-                    self.queries += 1
-                    writer.write(reply_for(self.mode, event))
-                    continue
-                if isinstance(event, Command):
-                    self._answer(writer, event)
+                if isinstance(event, (int, Command)):
+                    self._respond(writer, event)
                     continue
                 if job is None:
                     job = bytearray()
@@ -318,9 +369,7 @@ class FakeNetworkPrinter:
                     self._close_after = None
                     return
                 job += event
-                if self._mode_after is not None and len(job) >= self._mode_after[0]:
-                    self.mode = self._mode_after[1]
-                    self._mode_after = None
+                self._took(len(event))
             if not chunk:
                 return
             try:
@@ -329,18 +378,34 @@ class FakeNetworkPrinter:
                 return
 
 
-class FakeSerialPrinter:
+class _FdChannel:
+    """Replies written to a pty master."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes) -> None:
+        """Send reply bytes to the host (the transport on the slave side)."""
+        with contextlib.suppress(OSError):
+            os.write(self._fd, data)
+
+    def is_closing(self) -> bool:
+        """A pty master stays open for the fake's life."""
+        return False
+
+
+class FakeSerialPrinter(Responder):
     """A serial printer on the master side of a pty; transports open ``device`` (the slave)."""
 
     def __init__(self, mode: Mode = "ok") -> None:
-        self.mode: Mode = mode
-        self.queries = 0
+        super().__init__(mode)
         self._data = bytearray()
         self._lock = threading.Lock()
         self._master, self._slave = os.openpty()
         # Raw: no echo of the replies, no newline translation of the print data.
         tty.setraw(self._slave)
         self.device = os.ttyname(self._slave)
+        self._channel = _FdChannel(self._master)
         self._held = False
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="fake-serial-printer", daemon=True)
@@ -391,16 +456,12 @@ class FakeSerialPrinter:
                     continue
                 raise
             for event in splitter.feed(chunk):
-                if isinstance(event, Command):
-                    continue  # this fake does not confirm jobs
-                if isinstance(event, int):
-                    self.queries += 1
-                    reply = reply_for(self.mode, event)
-                    if reply:
-                        os.write(self._master, reply)
+                if isinstance(event, (int, Command)):
+                    self._respond(self._channel, event)
                 else:
                     with self._lock:
                         self._data += event
+                    self._took(len(event))
 
 
 @dataclass
@@ -412,20 +473,34 @@ class FakeEndpoint:
     wMaxPacketSize: int = 64
 
 
+class _ReplyQueue:
+    """Replies queued on a USB IN endpoint until the host reads them."""
+
+    def __init__(self, queue: bytearray) -> None:
+        self._queue = queue
+
+    def write(self, data: bytes) -> None:
+        """Queue reply bytes for the next IN read."""
+        self._queue += data
+
+    def is_closing(self) -> bool:
+        """The endpoint stays readable for the device's life."""
+        return False
+
+
 _QUERIES = {bytes([0x10, 0x04, n]) for n in (1, 2, 3, 4)}
 
 
-class FakeUsbDevice:
+class FakeUsbDevice(Responder):
     """A pyusb ``Device`` stand-in for ``usb.core.find``: bulk OUT 0x01 records bytes, IN 0x82 answers queries."""
 
     OUT = 0x01
     IN = 0x82
 
     def __init__(self, vendor: int = 0x04B8, product: int = 0x0202, mode: Mode = "ok") -> None:
+        super().__init__(mode)
         self.idVendor = vendor
         self.idProduct = product
-        self.mode: Mode = mode
-        self.queries = 0
         self.data = bytearray()
         self.kernel_driver_active = True
         self.configured = False
@@ -434,6 +509,7 @@ class FakeUsbDevice:
         self.write_error: usb.core.USBError | None = None
         self.endpoints = [FakeEndpoint(self.OUT), FakeEndpoint(self.IN)]
         self._replies = bytearray()
+        self._channel = _ReplyQueue(self._replies)
         self._splitter = QuerySplitter()
         # usb.util.dispose_resources(device) calls device._ctx.dispose(device).
         self._ctx = self
@@ -463,13 +539,11 @@ class FakeUsbDevice:
         if self.write_error is not None and bytes(data) not in _QUERIES:
             raise self.write_error
         for event in self._splitter.feed(bytes(data)):
-            if isinstance(event, Command):
-                continue  # this fake does not confirm jobs
-            if isinstance(event, int):
-                self.queries += 1
-                self._replies += reply_for(self.mode, event)
+            if isinstance(event, (int, Command)):
+                self._respond(self._channel, event)
             else:
                 self.data += event
+                self._took(len(event))
         return len(data)
 
     def read(self, endpoint: int, size: int, timeout: int | None = None) -> array.array[int]:
@@ -477,6 +551,8 @@ class FakeUsbDevice:
         assert endpoint == self.IN
         assert timeout is not None and timeout > 0, "a transfer without a timeout could hang forever"
         if not self._replies:
+            # libusb waits the whole timeout for a packet that does not come.
+            time.sleep(timeout / 1000)
             raise usb.core.USBTimeoutError("Operation timed out", -7, errno.ETIMEDOUT)
         reply = array.array("B", self._replies[:size])
         del self._replies[:size]

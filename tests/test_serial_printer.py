@@ -80,9 +80,9 @@ async def test_runs_off_the_event_loop_and_keeps_jobs_apart(printer: FakeSerialP
     threads: list[int] = []
     original = transport._job
 
-    def spy(data: bytes) -> object:
+    def spy(data: bytes, confirm: object) -> object:
         threads.append(threading.get_ident())
-        return original(data)
+        return original(data, confirm)  # type: ignore[arg-type]
 
     transport._job = spy  # type: ignore[method-assign,assignment]
     ticker = asyncio.create_task(tick())

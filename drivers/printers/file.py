@@ -8,6 +8,11 @@ A path under ``/dev/`` (``device=True``) names a device and is never created: a 
 ``/dev/venue-printer/<vendor>-<product>-<serial>`` (a udev symlink) is opened afresh for every job, so a
 printer unplugged and plugged back (a new ``/dev/usb/lp1`` behind the same name) prints again without a
 restart, and while it is unplugged the printer is ``offline`` ("not connected"), never a regular file in /dev.
+
+usblp is two-way: a read returns what the printer sent. With ``two_way`` (the config sets ``confirm`` for the
+device) the node is opened read-write and the job goes as on the network: DLE EOT status before, the job with its
+confirmation request, the wait for the answer (``ConfirmWatch``), status after; every step bounded with select().
+A regular file stays write-only.
 """
 
 from __future__ import annotations
@@ -15,15 +20,23 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import stat
 import threading
+import time
 from pathlib import Path
 
 import structlog
 
 from drivers.printers.base import Delivery, PrinterStatus, StatusReading
-from drivers.printers.errors import PrinterUnavailable
-from drivers.printers.status import Timeouts
+from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
+from drivers.printers.status import (
+    SILENT_WHILE_PRINTING,
+    ConfirmRequest,
+    Timeouts,
+    await_confirmation,
+    read_status,
+)
 
 log = structlog.get_logger("venue_agent.printers")
 
@@ -36,22 +49,103 @@ def is_device_path(path: Path) -> bool:
     return Path(path).is_absolute() and Path(path).parts[1:2] == ("dev",)
 
 
+class _Node:
+    """Two-way bytes over an open non-blocking device node, each wait bounded by select()."""
+
+    def __init__(self, fd: int, timeout: float) -> None:
+        self._fd = fd
+        self._timeout = timeout
+
+    def read(self, timeout: float) -> bytes:
+        """Return the bytes that came within ``timeout`` (empty if none)."""
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self._fd, 4096)
+        except BlockingIOError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        """Send a status query within the status timeout."""
+        self.put(data, self._timeout)
+
+    def put(self, data: bytes, timeout: float) -> int:
+        """Write ``data`` within ``timeout``; return how many bytes the device took."""
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            _, ready, _ = select.select([], [self._fd], [], left)
+            if not ready:
+                break
+            try:
+                done += os.write(self._fd, view[done:])
+            except BlockingIOError:
+                continue
+        return done
+
+    def discard_input(self) -> None:
+        """Drop bytes already waiting (ASB frames, late replies); bounded by the status timeout."""
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline and self.read(0):
+            pass
+
+    def query(self, request: bytes) -> int | None:
+        """Send one DLE EOT query and return the reply byte, ``None`` when none came in time."""
+        if self.put(request, self._timeout) < len(request):
+            return None
+        ready, _, _ = select.select([self._fd], [], [], self._timeout)
+        if not ready:
+            return None
+        try:
+            reply = os.read(self._fd, 1)
+        except BlockingIOError:
+            return None
+        return reply[0] if reply else None
+
+
 class FileTransport:
     """A printer that appends each job to ``path`` (synced), or writes it to the device file at ``path``."""
 
-    def __init__(self, name: str, path: Path, timeouts: Timeouts | None = None, *, device: bool | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        timeouts: Timeouts | None = None,
+        *,
+        device: bool | None = None,
+        two_way: bool = False,
+    ) -> None:
         self.name = name
         self.path = Path(path)
         self.timeouts = timeouts or Timeouts()
         # None: decided by the path (under /dev/); tests pass True for a stand-in node elsewhere.
         self.device = is_device_path(self.path) if device is None else device
+        # A device node read back (usblp passes the printer's replies); a regular file is never read.
+        self.two_way = two_way and self.device
+        # A job can wait for the printer's own confirmation on a two-way device node only.
+        self.confirms_jobs = self.two_way
         # Queues this printer's jobs so two never interleave in the file.
         self._lock = asyncio.Lock()
         # Held by the worker thread itself: a caller that gave up waiting must not let the next job interleave.
         self._file_lock = threading.Lock()
 
-    async def send(self, data: bytes) -> Delivery:
-        """Write ``data``; raise ``PrinterUnavailable`` naming the path and the reason when it cannot be written."""
+    async def send(self, data: bytes, confirm: ConfirmRequest | None = None) -> Delivery:
+        """Write ``data``; raise ``PrinterUnavailable`` naming the path and the reason when it cannot be written.
+
+        On a two-way device node: status before (``PrinterNotReady`` when it cannot print), the job and ``confirm``,
+        the wait for its answer, status after; ``confirm`` is ignored elsewhere.
+        """
+        if self.two_way:
+            async with self._lock:
+                try:
+                    return await asyncio.to_thread(self._job, data, confirm)
+                except OSError as exc:
+                    raise self._unavailable(f"cannot use {self.path}: {exc.strerror or exc}") from exc
         async with self._lock:
             try:
                 # The timeout matters for device files: a printer driver may block a write indefinitely.
@@ -75,6 +169,57 @@ class FileTransport:
         if not self.device:
             return None
         return self._is_device()
+
+    def _open_node(self) -> int:
+        if not self._is_device():
+            raise FileNotFoundError(errno.ENOENT, self._missing(), str(self.path))
+        return os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+    def _job(self, data: bytes, confirm: ConfirmRequest | None) -> Delivery:
+        with self._file_lock:
+            fd = self._open_node()
+            confirmed: bool | None = None
+            try:
+                node = _Node(fd, self.timeouts.status)
+                before = read_status(node)
+                if before.status.blocks_printing:
+                    log.debug("printer_not_ready", printer=self.name, status=before.status.value)
+                    raise PrinterNotReady(self.name, before.detail, status=before.status)
+                payload = data + (confirm.command if confirm else b"")
+                taken = node.put(payload, self.timeouts.write)
+                if taken < len(payload):
+                    raise self._unavailable(
+                        f"{self.path} took only {min(taken, len(data))} of {len(data)} bytes"
+                        f" within {self.timeouts.write} s"
+                    )
+                silent = False
+                if confirm is not None:
+                    confirmed, silent = await_confirmation(node, confirm, self.timeouts)
+                after = SILENT_WHILE_PRINTING if silent else read_status(node)
+            finally:
+                os.close(fd)
+        log.debug(
+            "printer_job_sent",
+            printer=self.name,
+            size=len(data),
+            before=before.status.value,
+            after=after.status.value,
+            confirmed=confirmed,
+        )
+        return Delivery(before, after, confirmed=confirmed)
+
+    def _node_status(self) -> StatusReading:
+        with self._file_lock:
+            try:
+                fd = self._open_node()
+            except OSError as exc:
+                return StatusReading(PrinterStatus.OFFLINE, f"cannot use {self.path}: {exc.strerror or exc}")
+            try:
+                return read_status(_Node(fd, self.timeouts.status))
+            except OSError as exc:
+                return StatusReading(PrinterStatus.OFFLINE, f"{self.path} failed while reading status: {exc}")
+            finally:
+                os.close(fd)
 
     def _unavailable(self, reason: str) -> PrinterUnavailable:
         log.debug("printer_unavailable", printer=self.name, reason=reason)
@@ -117,7 +262,7 @@ class FileTransport:
         if self._is_device():
             if not os.access(self.path, os.W_OK):
                 return StatusReading(PrinterStatus.OFFLINE, f"no permission to write {self.path}")
-            return _DEVICE
+            return self._node_status() if self.two_way else _DEVICE
         if self._writable():
             return _WRITTEN
         return StatusReading(PrinterStatus.OFFLINE, f"cannot write {self.path}")

@@ -16,11 +16,10 @@ import structlog
 from drivers.printers.base import Delivery, PrinterStatus, StatusReading
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.status import (
-    QUERY_PRINTER,
+    SILENT_WHILE_PRINTING,
     ConfirmRequest,
-    ReplyParser,
     Timeouts,
-    decode_asb,
+    await_confirmation_async,
     read_status_async,
 )
 
@@ -30,8 +29,6 @@ log = structlog.get_logger("venue_agent.printers")
 _CHUNK = 8192
 # How long bytes may trickle in before a status query and still be dropped as stray (ASB frames, late replies).
 _STRAY_WINDOW = 0.01
-# While a job prints, its real-time status is read after this long without a word from the printer.
-_CONFIRM_POLL = 0.5
 
 
 class _Closed(Exception):
@@ -72,6 +69,28 @@ class _StreamPort:
         if not reply:
             raise _Closed
         return reply[0]
+
+
+class _ReplyStream:
+    """What the printer sends while a job prints, over one open connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self, within: float) -> bytes:
+        """Return the bytes that came within ``within`` s (empty if none); raise ``_Closed`` at end of stream."""
+        try:
+            chunk = await asyncio.wait_for(self._reader.read(64), within)
+        except TimeoutError:
+            return b""
+        if not chunk:
+            raise _Closed
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        """Queue a status query (the status timeout bounds the wait for its answer, not the write)."""
+        self._writer.write(data)
 
 
 class NetworkTransport:
@@ -115,9 +134,7 @@ class NetworkTransport:
                 if confirm is not None:
                     confirmed, silent = await self._await_confirmation(reader, writer, confirm)
                 if silent:
-                    after = StatusReading(
-                        PrinterStatus.UNKNOWN, "the printer stopped answering status requests while printing the job"
-                    )
+                    after = SILENT_WHILE_PRINTING
                 else:
                     after = await self._read_status(
                         port, f"after all {len(data)} bytes were sent, before the printer confirmed the job"
@@ -137,41 +154,9 @@ class NetworkTransport:
     async def _await_confirmation(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: ConfirmRequest
     ) -> tuple[bool, bool]:
-        """Wait for the printer to confirm ``request``; return (confirmed, the printer fell silent).
-
-        Replies are told apart by ``ReplyParser``; an ASB frame or a status byte that says the printer
-        stopped (paper out, cover open, offline) ends the wait unconfirmed, as does the deadline.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeouts.confirm
-        parser = ReplyParser()
-        asked_at: float | None = None
+        """Wait for the printer to confirm ``request`` (``ConfirmWatch`` decides); return (confirmed, silent)."""
         try:
-            while (left := deadline - loop.time()) > 0:
-                try:
-                    chunk = await asyncio.wait_for(reader.read(64), min(_CONFIRM_POLL, left))
-                except TimeoutError:
-                    if asked_at is not None and loop.time() - asked_at >= self.timeouts.status:
-                        return False, True
-                    if asked_at is None:
-                        writer.write(QUERY_PRINTER)
-                        asked_at = loop.time()
-                    continue
-                if not chunk:
-                    raise _Closed
-                for reply in parser.feed(chunk):
-                    if reply.kind == "process_id" and request.kind == "process_id":
-                        if reply.data == request.process_id:
-                            return True, False
-                    elif reply.kind == "paper" and request.kind == "transmit_status":
-                        return True, False
-                    elif reply.kind == "status":
-                        asked_at = None
-                        if reply.data[0] & 0x08:  # offline: paper end, cover open or an error stopped the job
-                            return False, False
-                    elif reply.kind == "asb" and decode_asb(reply.data).status.blocks_printing:
-                        return False, False
-            return False, False
+            return await await_confirmation_async(_ReplyStream(reader, writer), request, self.timeouts)
         except (_Closed, ConnectionError) as exc:
             raise self._unavailable(f"connection closed by {self.address} while the job was printing") from exc
 

@@ -17,7 +17,13 @@ import structlog
 
 from drivers.printers.base import Delivery, PrinterStatus, StatusReading
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
-from drivers.printers.status import Timeouts, read_status
+from drivers.printers.status import (
+    SILENT_WHILE_PRINTING,
+    ConfirmRequest,
+    Timeouts,
+    await_confirmation,
+    read_status,
+)
 
 log = structlog.get_logger("venue_agent.printers")
 
@@ -41,8 +47,28 @@ class _SerialPort:
         return reply[0] if reply else None
 
 
+class _SerialStream:
+    """What the printer sends while a job prints, over an open pyserial port."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        self._port = port
+
+    def read(self, timeout: float) -> bytes:
+        """Return the bytes that came within ``timeout`` (empty if none)."""
+        self._port.timeout = timeout
+        chunk: bytes = self._port.read(max(1, int(self._port.in_waiting)))
+        return chunk
+
+    def write(self, data: bytes) -> None:
+        """Send a status query."""
+        self._port.write(data)
+
+
 class SerialTransport:
     """A printer on a serial device: status before and after each job, the port opened per call."""
+
+    # Can wait for a printer's own word that a job came out (GS ( H process ID, GS r), as on the network.
+    confirms_jobs = True
 
     def __init__(self, name: str, device: str, baudrate: int = 19200, timeouts: Timeouts | None = None) -> None:
         self.name = name
@@ -54,10 +80,14 @@ class SerialTransport:
         # Held by the worker thread itself: a caller that gave up waiting must not let the next job interleave.
         self._port_lock = threading.Lock()
 
-    async def send(self, data: bytes) -> Delivery:
-        """Read status, send ``data`` unless the printer cannot print, read status again, close the port."""
+    async def send(self, data: bytes, confirm: ConfirmRequest | None = None) -> Delivery:
+        """Read status, send ``data`` unless the printer cannot print, wait for ``confirm``, read status, close.
+
+        With ``confirm`` the request follows the job and the printer's answer is awaited (``ConfirmWatch``), its
+        status read every half second meanwhile, exactly as on the network.
+        """
         async with self._lock:
-            return await asyncio.to_thread(self._job, data)
+            return await asyncio.to_thread(self._job, data, confirm)
 
     async def status(self) -> StatusReading:
         """Open the port, read the status and close; ``offline`` with the reason when the device cannot be opened."""
@@ -68,24 +98,41 @@ class SerialTransport:
         log.debug("printer_unavailable", printer=self.name, reason=reason)
         return PrinterUnavailable(self.name, reason, status=PrinterStatus.OFFLINE)
 
-    def _job(self, data: bytes) -> Delivery:
+    def _job(self, data: bytes, confirm: ConfirmRequest | None) -> Delivery:
         with self._port_lock:
             port = self._open()
             sent = False
+            confirmed: bool | None = None
             try:
                 before = self._read_status(port, "before the job")
                 if before.status.blocks_printing:
                     log.debug("printer_not_ready", printer=self.name, status=before.status.value)
                     raise PrinterNotReady(self.name, before.detail, status=before.status)
-                self._write(port, data)
-                after = self._read_status(port, "after the job")
+                self._write(port, data + (confirm.command if confirm else b""))
+                silent = False
+                if confirm is not None:
+                    confirmed, silent = self._await_confirmation(port, confirm)
+                after = SILENT_WHILE_PRINTING if silent else self._read_status(port, "after the job")
                 sent = True
             finally:
                 self._close(port, discard_output=not sent)
         log.debug(
-            "printer_job_sent", printer=self.name, size=len(data), before=before.status.value, after=after.status.value
+            "printer_job_sent",
+            printer=self.name,
+            size=len(data),
+            before=before.status.value,
+            after=after.status.value,
+            confirmed=confirmed,
         )
-        return Delivery(before, after)
+        return Delivery(before, after, confirmed=confirmed)
+
+    def _await_confirmation(self, port: serial.Serial, request: ConfirmRequest) -> tuple[bool, bool]:
+        try:
+            return await_confirmation(_SerialStream(port), request, self.timeouts)
+        except (serial.SerialException, OSError) as exc:
+            raise self._unavailable(f"serial device {self.device} failed while the job was printing: {exc}") from exc
+        finally:
+            port.timeout = self.timeouts.status
 
     def _status(self) -> StatusReading:
         with self._port_lock:

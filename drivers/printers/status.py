@@ -7,7 +7,8 @@ is not understood and the status stays unknown rather than being guessed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -264,3 +265,122 @@ def decode_paper_reply(byte: int) -> StatusReading:
     if byte & 0x03:
         return StatusReading(PrinterStatus.PAPER_LOW, "paper roll is nearly out", raw)
     return StatusReading(PrinterStatus.OK, "ready", raw)
+
+
+# ---- waiting for the confirmation (every two-way transport: network, serial, USB, a device node) -------------
+
+# While a job prints, its real-time status is read after this long without a word from the printer.
+CONFIRM_POLL = 0.5
+SILENT_WHILE_PRINTING = StatusReading(
+    PrinterStatus.UNKNOWN, "the printer stopped answering status requests while printing the job"
+)
+
+
+class ConfirmWatch:
+    """Decides when the wait for a job's confirmation ends, from what the printer sends and when; pure.
+
+    Feed it every chunk read (``received``) and every read that timed out (``quiet``); ``verdict`` stays None
+    while waiting, then is (confirmed, the printer fell silent). The request's answer confirms; an ASB frame or a
+    status byte saying the printer stopped (paper out, cover open, offline) ends it unconfirmed, as does the
+    deadline; a status query unanswered for the status timeout ends it silent.
+    """
+
+    def __init__(self, request: ConfirmRequest, timeouts: Timeouts, started: float, poll: float = CONFIRM_POLL) -> None:
+        self.request = request
+        self.verdict: tuple[bool, bool] | None = None
+        self._deadline = started + timeouts.confirm
+        self._status_timeout = timeouts.status
+        self._poll = poll
+        self._parser = ReplyParser()
+        self._asked_at: float | None = None
+
+    def read_timeout(self, now: float) -> float:
+        """Return how long the next read may wait; past the deadline the verdict is set (unconfirmed) and 0 returned."""
+        left = self._deadline - now
+        if left <= 0:
+            if self.verdict is None:
+                self.verdict = (False, False)
+            return 0.0
+        return min(self._poll, left)
+
+    def quiet(self, now: float) -> bytes:
+        """A read timed out: return the status query to send now (empty for none); silent once one went unanswered."""
+        if self._asked_at is None:
+            self._asked_at = now
+            return QUERY_PRINTER
+        if now - self._asked_at >= self._status_timeout:
+            self.verdict = (False, True)
+        return b""
+
+    def received(self, chunk: bytes) -> None:
+        """Take bytes the printer sent; the first reply that settles the wait sets the verdict."""
+        for reply in self._parser.feed(chunk):
+            if self.verdict is not None:
+                return
+            if reply.kind == "process_id" and self.request.kind == "process_id":
+                if reply.data == self.request.process_id:
+                    self.verdict = (True, False)
+            elif reply.kind == "paper" and self.request.kind == "transmit_status":
+                self.verdict = (True, False)
+            elif reply.kind == "status":
+                self._asked_at = None
+                if reply.data[0] & 0x08:  # offline: paper end, cover open or an error stopped the job
+                    self.verdict = (False, False)
+            elif reply.kind == "asb" and decode_asb(reply.data).status.blocks_printing:
+                self.verdict = (False, False)
+
+
+class ReplyStream(Protocol):
+    """Blocking two-way bytes to a printer (serial, USB, a device node), each read bounded by its timeout."""
+
+    def read(self, timeout: float) -> bytes:
+        """Return what the printer sent within ``timeout`` s (empty when nothing came); raise if the link is gone."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Send a short request (a status query)."""
+        ...
+
+
+class AsyncReplyStream(Protocol):
+    """Non-blocking two-way bytes to a printer (network), each read bounded by its timeout."""
+
+    def read(self, within: float) -> Awaitable[bytes]:
+        """Return what the printer sent within ``within`` s (empty when nothing came); raise if the link is gone."""
+        ...
+
+    def write(self, data: bytes) -> Awaitable[None]:
+        """Send a short request (a status query)."""
+        ...
+
+
+def await_confirmation(
+    stream: ReplyStream, request: ConfirmRequest, timeouts: Timeouts, clock: Callable[[], float] = time.monotonic
+) -> tuple[bool, bool]:
+    """Wait over a blocking stream for ``request``'s answer (see ``ConfirmWatch``); return (confirmed, silent)."""
+    watch = ConfirmWatch(request, timeouts, clock())
+    while True:
+        timeout = watch.read_timeout(clock())
+        if watch.verdict is not None:
+            return watch.verdict
+        chunk = stream.read(timeout)
+        if chunk:
+            watch.received(chunk)
+        elif query := watch.quiet(clock()):
+            stream.write(query)
+
+
+async def await_confirmation_async(
+    stream: AsyncReplyStream, request: ConfirmRequest, timeouts: Timeouts, clock: Callable[[], float] = time.monotonic
+) -> tuple[bool, bool]:
+    """Wait over an asyncio stream for ``request``'s answer (see ``ConfirmWatch``); return (confirmed, silent)."""
+    watch = ConfirmWatch(request, timeouts, clock())
+    while True:
+        timeout = watch.read_timeout(clock())
+        if watch.verdict is not None:
+            return watch.verdict
+        chunk = await stream.read(timeout)
+        if chunk:
+            watch.received(chunk)
+        elif query := watch.quiet(clock()):
+            await stream.write(query)

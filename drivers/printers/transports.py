@@ -37,5 +37,5 @@ def build_transport(settings: PrinterSettings, *, timeouts: Timeouts | None = No
         vendor = _required(settings.usb_vendor, "usb_vendor", settings)
         return UsbTransport(name, vendor, _required(settings.usb_product, "usb_product", settings), timeouts)
     if settings.connection == "file":
-        return FileTransport(name, _required(settings.path, "path", settings), timeouts)
+        return FileTransport(name, _required(settings.path, "path", settings), timeouts, two_way=settings.two_way)
     raise PrinterConfigError(f"printer {name!r}: unknown connection {settings.connection!r}")

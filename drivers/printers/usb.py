@@ -19,7 +19,13 @@ import usb.util
 
 from drivers.printers.base import Delivery, PrinterStatus, StatusReading
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
-from drivers.printers.status import Timeouts, read_status
+from drivers.printers.status import (
+    SILENT_WHILE_PRINTING,
+    ConfirmRequest,
+    Timeouts,
+    await_confirmation,
+    read_status,
+)
 
 log = structlog.get_logger("venue_agent.printers")
 
@@ -85,8 +91,34 @@ class _UsbPort:
         return int(reply[-1]) if len(reply) else None
 
 
+class _UsbStream:
+    """What the printer sends while a job prints: bulk IN reads, queries on bulk OUT."""
+
+    def __init__(self, device: Any, endpoints: _Endpoints, in_: int, timeout_ms: int) -> None:
+        self._device = device
+        self._endpoints = endpoints
+        self._in = in_
+        self._timeout_ms = timeout_ms
+
+    def read(self, timeout: float) -> bytes:
+        """Return one IN packet that came within ``timeout`` (empty if none)."""
+        try:
+            return bytes(self._device.read(self._in, self._endpoints.packet, timeout=_ms(timeout)))
+        except usb.core.USBError as exc:
+            if _is_timeout(exc):
+                return b""
+            raise
+
+    def write(self, data: bytes) -> None:
+        """Send a status query on OUT."""
+        self._device.write(self._endpoints.out, data, timeout=self._timeout_ms)
+
+
 class UsbTransport:
     """A printer on USB (vendor:product): status before and after each job, claimed and released per call."""
+
+    # Can wait for a printer's own word that a job came out, where the device has an IN endpoint.
+    confirms_jobs = True
 
     def __init__(self, name: str, vendor: int, product: int, timeouts: Timeouts | None = None) -> None:
         self.name = name
@@ -103,10 +135,14 @@ class UsbTransport:
         """Return ``vendor:product`` in the lsusb form, e.g. ``04b8:0202``."""
         return f"{self.vendor:04x}:{self.product:04x}"
 
-    async def send(self, data: bytes) -> Delivery:
-        """Read status, send ``data`` unless the printer cannot print, read status again, release the device."""
+    async def send(self, data: bytes, confirm: ConfirmRequest | None = None) -> Delivery:
+        """Read status, send ``data`` unless the printer cannot print, wait for ``confirm``, read status, release.
+
+        ``confirm`` is awaited as on the network (``ConfirmWatch``) when the device has an IN endpoint; without
+        one nothing can answer, so it is not sent and the delivery is neither confirmed nor confirmable.
+        """
         async with self._lock:
-            return await asyncio.to_thread(self._job, data)
+            return await asyncio.to_thread(self._job, data, confirm)
 
     async def status(self) -> StatusReading:
         """Claim the device, read the status and release it; ``offline`` with the reason when it cannot be used."""
@@ -117,22 +153,37 @@ class UsbTransport:
         log.debug("printer_unavailable", printer=self.name, reason=reason)
         return PrinterUnavailable(self.name, reason, status=PrinterStatus.OFFLINE)
 
-    def _job(self, data: bytes) -> Delivery:
+    def _job(self, data: bytes, confirm: ConfirmRequest | None) -> Delivery:
         with self._device_lock:
             device, endpoints = self._open()
+            confirmed: bool | None = None
             try:
                 before = self._read_status(device, endpoints, "before the job")
                 if before.status.blocks_printing:
                     log.debug("printer_not_ready", printer=self.name, status=before.status.value)
                     raise PrinterNotReady(self.name, before.detail, status=before.status)
-                self._write(device, endpoints, data)
-                after = self._read_status(device, endpoints, "after the job")
+                if endpoints.in_ is None:
+                    confirm = None
+                self._write(device, endpoints, data + (confirm.command if confirm else b""))
+                silent = False
+                if confirm is not None and endpoints.in_ is not None:
+                    stream = _UsbStream(device, endpoints, endpoints.in_, _ms(self.timeouts.status))
+                    try:
+                        confirmed, silent = await_confirmation(stream, confirm, self.timeouts)
+                    except usb.core.USBError as exc:
+                        raise self._failure(exc, "printing the job") from exc
+                after = SILENT_WHILE_PRINTING if silent else self._read_status(device, endpoints, "after the job")
             finally:
                 self._release(device)
         log.debug(
-            "printer_job_sent", printer=self.name, size=len(data), before=before.status.value, after=after.status.value
+            "printer_job_sent",
+            printer=self.name,
+            size=len(data),
+            before=before.status.value,
+            after=after.status.value,
+            confirmed=confirmed,
         )
-        return Delivery(before, after, confirmable=endpoints.in_ is not None)
+        return Delivery(before, after, confirmable=endpoints.in_ is not None, confirmed=confirmed)
 
     def _status(self) -> StatusReading:
         with self._device_lock:
