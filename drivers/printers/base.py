@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, TypeGuard
 
+import structlog
+
 if TYPE_CHECKING:
     from drivers.printers.status import ConfirmRequest
 
@@ -128,3 +130,24 @@ class ConfirmingTransport(Transport, Protocol):
 def can_confirm(transport: Transport) -> TypeGuard[ConfirmingTransport]:
     """Whether ``transport`` can wait for a printer's job confirmation."""
     return getattr(transport, "confirms_jobs", False) is True
+
+
+def job_sent(
+    printer: str,
+    size: int,
+    before: StatusReading,
+    after: StatusReading,
+    *,
+    confirmed: bool | None,
+    confirmable: bool = True,
+) -> Delivery:
+    """Log ``printer_job_sent`` and return the job's ``Delivery`` (every transport ends a job this way)."""
+    structlog.get_logger("venue_agent.printers").debug(
+        "printer_job_sent",
+        printer=printer,
+        size=size,
+        before=before.status.value,
+        after=after.status.value,
+        confirmed=confirmed,
+    )
+    return Delivery(before, after, confirmable=confirmable, confirmed=confirmed)

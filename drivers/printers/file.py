@@ -28,7 +28,7 @@ from pathlib import Path
 
 import structlog
 
-from drivers.printers.base import Delivery, PrinterStatus, StatusReading
+from drivers.printers.base import Delivery, PrinterStatus, StatusReading, job_sent
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.status import (
     SILENT_WHILE_PRINTING,
@@ -198,15 +198,7 @@ class FileTransport:
                 after = SILENT_WHILE_PRINTING if silent else read_status(node)
             finally:
                 os.close(fd)
-        log.debug(
-            "printer_job_sent",
-            printer=self.name,
-            size=len(data),
-            before=before.status.value,
-            after=after.status.value,
-            confirmed=confirmed,
-        )
-        return Delivery(before, after, confirmed=confirmed)
+        return job_sent(self.name, len(data), before, after, confirmed=confirmed)
 
     def _node_status(self) -> StatusReading:
         with self._file_lock:

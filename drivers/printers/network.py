@@ -13,7 +13,7 @@ import struct
 
 import structlog
 
-from drivers.printers.base import Delivery, PrinterStatus, StatusReading
+from drivers.printers.base import Delivery, PrinterStatus, StatusReading, job_sent
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.status import (
     SILENT_WHILE_PRINTING,
@@ -141,15 +141,7 @@ class NetworkTransport:
                     )
             finally:
                 await self._close(writer)
-        log.debug(
-            "printer_job_sent",
-            printer=self.name,
-            size=len(data),
-            before=before.status.value,
-            after=after.status.value,
-            confirmed=confirmed,
-        )
-        return Delivery(before, after, confirmed=confirmed)
+        return job_sent(self.name, len(data), before, after, confirmed=confirmed)
 
     async def _await_confirmation(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: ConfirmRequest

@@ -15,7 +15,7 @@ import time
 import serial
 import structlog
 
-from drivers.printers.base import Delivery, PrinterStatus, StatusReading
+from drivers.printers.base import Delivery, PrinterStatus, StatusReading, job_sent
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.status import (
     SILENT_WHILE_PRINTING,
@@ -116,15 +116,7 @@ class SerialTransport:
                 sent = True
             finally:
                 self._close(port, discard_output=not sent)
-        log.debug(
-            "printer_job_sent",
-            printer=self.name,
-            size=len(data),
-            before=before.status.value,
-            after=after.status.value,
-            confirmed=confirmed,
-        )
-        return Delivery(before, after, confirmed=confirmed)
+        return job_sent(self.name, len(data), before, after, confirmed=confirmed)
 
     def _await_confirmation(self, port: serial.Serial, request: ConfirmRequest) -> tuple[bool, bool]:
         try:

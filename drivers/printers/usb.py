@@ -17,7 +17,7 @@ import structlog
 import usb.core
 import usb.util
 
-from drivers.printers.base import Delivery, PrinterStatus, StatusReading
+from drivers.printers.base import Delivery, PrinterStatus, StatusReading, job_sent
 from drivers.printers.errors import PrinterNotReady, PrinterUnavailable
 from drivers.printers.status import (
     SILENT_WHILE_PRINTING,
@@ -175,15 +175,7 @@ class UsbTransport:
                 after = SILENT_WHILE_PRINTING if silent else self._read_status(device, endpoints, "after the job")
             finally:
                 self._release(device)
-        log.debug(
-            "printer_job_sent",
-            printer=self.name,
-            size=len(data),
-            before=before.status.value,
-            after=after.status.value,
-            confirmed=confirmed,
-        )
-        return Delivery(before, after, confirmable=endpoints.in_ is not None, confirmed=confirmed)
+        return job_sent(self.name, len(data), before, after, confirmed=confirmed, confirmable=endpoints.in_ is not None)
 
     def _status(self) -> StatusReading:
         with self._device_lock:
