@@ -290,7 +290,13 @@ async def test_orders_waiting_on_an_open_circuit_go_in_due_order(sim: Sim, tmp_p
 
 
 async def test_rate_limit_is_respected(sim: Sim, tmp_path: Path) -> None:
-    """With rate_limit_per_second = 10, no second ever carries more than 10 order requests to the POS."""
+    """At rate_limit_per_second = 10, 30 orders reach the POS no faster than 10 in any second.
+
+    The limiter holds any 11 sends at least 1.05 s apart. Arrival times at the simulator (same event loop, a busy
+    2-core machine) carry scheduling jitter the limiter cannot see, so the POS-side check allows 150 ms of it:
+    any 11 consecutive arrivals span at least 0.9 s, and all 30 at least 2.8 s (a limiter letting 11/s through
+    takes about 2.6 s; none, a few milliseconds).
+    """
     settings = agent_settings(tmp_path, sim.url, pos={"rate_limit_per_second": 10})
     async with run_agent(settings) as running:
         await initial_probe(sim)
@@ -301,8 +307,9 @@ async def test_rate_limit_is_respected(sim: Sim, tmp_path: Path) -> None:
 
         times = sorted(r.monotonic for r in order_posts(sim))
         assert len(times) == 30
-        busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
-        assert busiest <= 10, f"{busiest} order requests reached the POS within one second"
+        tightest = min(later - earlier for earlier, later in zip(times, times[10:], strict=False))
+        assert tightest >= 0.9, f"11 order requests reached the POS within {tightest:.3f} s"
+        assert times[-1] - times[0] >= 2.8, f"30 order requests took only {times[-1] - times[0]:.2f} s"
         assert sorted(sim.accepted_keys()) == sorted(key(o) for o in ids)
 
 
