@@ -9,7 +9,6 @@ does not exist.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from drivers.pos.square_mapping import square_length
 from tests.conftest import make_order
 from tests.test_crash_recovery import AgentProcess, Processes, SimProcess, poll
+from tests.test_pos_drivers_process import _common
 
 pytestmark = pytest.mark.slow
 
@@ -27,47 +27,17 @@ VENUE = "harbour-kitchen"
 EMOJI = "\U0001f355"
 
 
-def _q(value: object) -> str:
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
 def config(tmp_path: Path, agent: AgentProcess, sim: SimProcess, pos: str) -> str:
     """An agent config for a venue in Europe/London (venue.country left to its default) with ``pos``."""
-    return f"""
-[venue]
-id = "{VENUE}"
-timezone = "Europe/London"
-
-[storage]
-path = {_q(tmp_path / "outbox.db")}
-min_free_mb = 0
-
-[intake]
-listen = "127.0.0.1:{agent.port}"
-
-[injection]
-backoff_base_seconds = 0.05
-backoff_max_seconds = 0.2
-
-[fallback]
-print_after_seconds = 600
-
-[[printers]]
-name = "pass"
-connection = "file"
-path = {_q(tmp_path / "tickets.txt")}
-
-[discovery]
-advertise = false
-
-[logging]
-level = "info"
-format = "json"
-
+    injection = "backoff_base_seconds = 0.05\nbackoff_max_seconds = 0.2"
+    return (
+        _common(tmp_path, agent.port, injection=injection)
+        + f"""
 [pos]
 rate_limit_per_second = 50
 {pos.replace("@SIM@", sim.base)}
 """
+    )
 
 
 SQUARE = """
