@@ -74,11 +74,11 @@ from typing import Any, TypeVar
 import aiomqtt
 import httpx
 
-from agent import outbox_ops as ops
-from agent.clock import SystemClock
-from agent.mqtt import BACKOFF_MAX_SECONDS
-from agent.outbox import Outbox
-from agent.states import State
+from agent.domain.clock import SystemClock
+from agent.domain.states import State
+from agent.mqtt.reporter import BACKOFF_MAX_SECONDS
+from agent.outbox import ops
+from agent.outbox.store import Outbox
 from benchmarks import run as core
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

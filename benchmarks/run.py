@@ -69,13 +69,13 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import persistqueue  # noqa: E402
 
-from agent import outbox_ops as ops  # noqa: E402
-from agent.clock import SystemClock  # noqa: E402
-from agent.config import PrinterSettings  # noqa: E402
-from agent.models import Order, parse_order  # noqa: E402
-from agent.outbox import Outbox  # noqa: E402
-from agent.states import State, place  # noqa: E402
-from agent.tickets import PrinterSetup, TicketFacts, order_ticket  # noqa: E402
+from agent.domain.clock import SystemClock  # noqa: E402
+from agent.domain.config import PrinterSettings  # noqa: E402
+from agent.domain.models import Order, parse_order  # noqa: E402
+from agent.domain.states import State, place  # noqa: E402
+from agent.outbox import ops  # noqa: E402
+from agent.outbox.store import Outbox  # noqa: E402
+from agent.printing.tickets import PrinterSetup, TicketFacts, order_ticket  # noqa: E402
 from drivers.printers.layout import Ticket, layout_ticket  # noqa: E402
 from tests.conftest import make_order  # noqa: E402
 from tests.fake_printer import FakeNetworkPrinter  # noqa: E402
@@ -1161,9 +1161,9 @@ async def hung_printer_latency(workdir: Path, name: str, *, hang: bool, orders: 
     With ``hang`` the grill takes the bytes and never answers. Each pair of orders falls due ``spacing``
     seconds after the last; the latency is from the fallback request to the ticket's cut at the bar.
     """
-    from agent.clock import SystemClock as Clock
-    from agent.config import settings_from_dict
-    from agent.printing import PrintWorker
+    from agent.domain.clock import SystemClock as Clock
+    from agent.domain.config import settings_from_dict
+    from agent.printing.worker import PrintWorker
 
     pizza = {"name": "Margherita", "sku": "PZ-MARG", "quantity": 1, "unit_price": 950, "category": "Pizza"}
     beer = {"name": "Pale ale", "sku": "DR-ALE", "quantity": 2, "unit_price": 500, "category": "Drinks"}

@@ -14,10 +14,10 @@ import httpx
 import pytest
 import structlog
 
-from agent.clock import FakeClock
-from agent.config import Settings, settings_from_dict
-from agent.outbox import Outbox
-from agent.service import Agent
+from agent.domain.clock import FakeClock
+from agent.domain.config import Settings, settings_from_dict
+from agent.outbox.store import Outbox
+from agent.service.service import Agent
 from drivers.pos.simulator import SimulatorState, serve_simulator
 
 if TYPE_CHECKING:

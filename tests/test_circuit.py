@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from agent.circuit import Circuit, CircuitState
+from agent.dispatch.circuit import Circuit, CircuitState
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

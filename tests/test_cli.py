@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.config import Settings
+from agent.domain.config import Settings
 from tests.conftest import Sim, agent_settings, make_order, run_agent
 
 
@@ -27,7 +27,7 @@ def write_config(tmp_path: Path, settings: Settings, port: int) -> Path:
 async def cli(*args: str) -> tuple[int, str, str]:
     """Run ``venue-agent`` in a subprocess without blocking the agent's event loop."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "agent.cli.main", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -71,7 +71,7 @@ async def test_status_without_an_agent_says_so(tmp_path: Path, sim: Sim) -> None
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """The demo injects orders, prints fallback tickets while the POS is down and summarises each order."""
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "demo", "--fast", "--output", str(tmp_path / "demo")],
+        [sys.executable, "-m", "agent.cli.main", "demo", "--fast", "--output", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=180,
@@ -96,6 +96,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     """An unknown command is a usage error (exit 2)."""
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "frobnicate"], capture_output=True, text=True, check=False, timeout=30
+        [sys.executable, "-m", "agent.cli.main", "frobnicate"], capture_output=True, text=True, check=False, timeout=30
     )
     assert result.returncode == 2

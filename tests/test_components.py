@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from agent.clock import FakeClock
-from agent.components import CHECK_SECONDS, ComponentWatcher, changes, disk_state
-from agent.outbox import Outbox
+from agent.domain.clock import FakeClock
+from agent.outbox.store import Outbox
+from agent.service.components import CHECK_SECONDS, ComponentWatcher, changes, disk_state
 from tests.conftest import eventually
 
 

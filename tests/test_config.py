@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_settings, redacted, settings_from_dict
-from agent.errors import ConfigError
+from agent.domain.config import load_settings, redacted, settings_from_dict
+from agent.domain.errors import ConfigError
 
 GOOD = """
 [venue]
@@ -32,7 +32,12 @@ hmac_secret = "pos-secret-value"
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the venue-agent CLI in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        [sys.executable, "-m", "agent.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent.cli import build_parser, main
-from agent.console import Connection, Fleet, as_json, connection_from_args, render_table, split_broker, watch_live
+from agent.cli.console import Connection, Fleet, as_json, connection_from_args, render_table, split_broker, watch_live
+from agent.cli.main import build_parser, main
 from tests.conftest import eventually
 
 # _broker and _start_broker are fixtures: importing them registers "broker" and "start_broker" here.
@@ -335,7 +335,7 @@ async def test_console_once_json_against_a_real_broker(tmp_path: Path) -> None:
 
             env = {**os.environ, "VENUE_AGENT_CONFIG": str(tmp_path / "absent.toml")}
             proc = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "agent.cli", "console", "--broker", f"127.0.0.1:{port}"),
+                *(sys.executable, "-m", "agent.cli.main", "console", "--broker", f"127.0.0.1:{port}"),
                 *("--once", "1.5", "--json"),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -431,7 +431,7 @@ def venues(lines: list[str]) -> dict[str, str]:
 async def run_console(*args: str, tmp_path: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "VENUE_AGENT_CONFIG": str(tmp_path / "absent.toml")}
     return await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "agent.cli", "console", *args),
+        *(sys.executable, "-m", "agent.cli.main", "console", *args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,

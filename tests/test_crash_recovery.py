@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.models import parse_order
+from agent.domain.models import parse_order
 from tests.conftest import make_order
 
 pytestmark = pytest.mark.slow

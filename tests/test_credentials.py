@@ -1,4 +1,4 @@
-"""Where a relative ``*_file`` secret is read from, by the service and by a technician (agent/credentials.py)."""
+"""Where a relative ``*_file`` secret is read from, by the service and by a technician (agent/domain/credentials.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import credentials
-from agent.config import load_settings
-from agent.credentials import Unit, UnitCredential, locate, parse_unit, service_sees, unit_files
-from agent.errors import ConfigError
+from agent.domain import credentials
+from agent.domain.config import load_settings
+from agent.domain.credentials import Unit, UnitCredential, locate, parse_unit, service_sees, unit_files
+from agent.domain.errors import ConfigError
 
 SHIPPED_UNIT = Path(__file__).resolve().parent.parent / "systemd" / "venue-agent.service"
 

@@ -20,10 +20,7 @@ from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from agent import __version__
-from agent.advertise import SERVICE_TYPE as AGENT_SERVICE_TYPE
-from agent.advertise import Advertiser
-from agent.config import HttpPosSettings, PrinterSettings
-from agent.discovery import (
+from agent.cli.discovery import (
     ENPC_QUERY,
     Found,
     discover,
@@ -32,6 +29,9 @@ from agent.discovery import (
     render_toml,
     run_discover,
 )
+from agent.domain.config import HttpPosSettings, PrinterSettings
+from agent.service.advertise import SERVICE_TYPE as AGENT_SERVICE_TYPE
+from agent.service.advertise import Advertiser
 
 PDL = "_pdl-datastream._tcp.local."
 POS = "_venue-pos._tcp.local."

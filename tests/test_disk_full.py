@@ -24,11 +24,11 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent.clock import FakeClock
-from agent.errors import StorageFull
-from agent.models import parse_order
-from agent.outbox import Outbox
-from agent.states import State, place
+from agent.domain.clock import FakeClock
+from agent.domain.errors import StorageFull
+from agent.domain.models import parse_order
+from agent.domain.states import State, place
+from agent.outbox.store import Outbox
 from tests.conftest import RunningAgent, Sim, agent_settings, make_order, run_agent
 
 VENUE = "harbour-kitchen"

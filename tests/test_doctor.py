@@ -1,4 +1,4 @@
-"""``venue-agent doctor``'s verdicts (agent/doctor.py): facts in, ok / warn / fail and what to do out. No I/O."""
+"""``venue-agent doctor``'s verdicts (agent/cli/doctor.py): facts in, ok / warn / fail and what to do out. No I/O."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import doctor_probes
-from agent.config_check import ConfigReport
-from agent.doctor import (
+from agent.cli import doctor_probes
+from agent.cli.config_check import ConfigReport
+from agent.cli.doctor import (
     MB,
     AgentFacts,
     ClockFacts,
@@ -37,7 +37,7 @@ from agent.doctor import (
     parse_timedatectl,
     render,
 )
-from agent.errors import Problem
+from agent.domain.errors import Problem
 
 NOW = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)
 

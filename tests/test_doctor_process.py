@@ -127,7 +127,7 @@ async def doctor(*args: str, env: dict[str, str] | None = None) -> tuple[int, st
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent.cli",
+        "agent.cli.main",
         "doctor",
         *args,
         stdout=asyncio.subprocess.PIPE,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.models import Order
+from agent.domain.models import Order
 from drivers.printers import escpos_lib
 from drivers.printers.decode import Decoded, decode_escpos
 from drivers.printers.encoding import CodePage, choose_code_page

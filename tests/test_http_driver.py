@@ -20,8 +20,8 @@ import pytest
 import structlog
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import (
     ALREADY_PRINTED_NOTE,
     Accepted,

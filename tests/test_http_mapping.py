@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import (
     ALREADY_PRINTED_NOTE,
     Accepted,

@@ -1,4 +1,4 @@
-"""Intake connections (agent/intake_server.py, agent/descriptors.py): the cap, the timeouts, EMFILE backoff.
+"""Intake connections (agent/api/server.py, agent/service/descriptors.py): the cap, the timeouts, EMFILE backoff.
 
 The decisions are pure functions tested alone; the rest drives an in-process agent over real loopback sockets.
 The flood of a real ``venue-agent run`` process is in tests/test_flood.py.
@@ -17,10 +17,10 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent.config import Settings, settings_from_dict
-from agent.descriptors import RESERVED, connection_cap
-from agent.errors import ConfigError
-from agent.intake_server import ACCEPT_PAUSE_MAX_SECONDS, ACCEPT_PAUSE_MIN_SECONDS, accept_pause, longest_idle
+from agent.api.server import ACCEPT_PAUSE_MAX_SECONDS, ACCEPT_PAUSE_MIN_SECONDS, accept_pause, longest_idle
+from agent.domain.config import Settings, settings_from_dict
+from agent.domain.errors import ConfigError
+from agent.service.descriptors import RESERVED, connection_cap
 from tests.conftest import Sim, agent_settings, make_order, run_agent
 
 # ---- pure decisions ------------------------------------------------------------------------------

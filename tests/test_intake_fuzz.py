@@ -15,11 +15,11 @@ from typing import Any
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from agent.errors import BodyInvalid, OrderInvalid
-from agent.intake import credentials_match
-from agent.jsonbody import MAX_DEPTH, MAX_NUMBER_LENGTH, decode_json, nesting_depth
-from agent.models import Order, parse_order
-from agent.problems import problem
+from agent.api.intake import credentials_match
+from agent.api.jsonbody import MAX_DEPTH, MAX_NUMBER_LENGTH, decode_json, nesting_depth
+from agent.api.problems import problem
+from agent.domain.errors import BodyInvalid, OrderInvalid
+from agent.domain.models import Order, parse_order
 from drivers.pos.errors import NotificationInvalid
 from drivers.pos.lightspeed_notifications import (
     classify_restriction,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from agent import logs
+from agent.service import logs
 from tests.test_crash_recovery import BIN, _child_env, free_port
 
 LINE = re.compile(r"^<(\d)>(\{.*\})$")

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.backoff import full_jitter, next_attempt_at
-from agent.circuit import Circuit, CircuitState
-from agent.fallback import fallback_reason
-from agent.models import parse_order
-from agent.ratelimit import RateLimiter
-from agent.records import OrderRecord
-from agent.states import TRANSITIONS, ErrorClass, State, can_move, place
+from agent.dispatch.backoff import full_jitter, next_attempt_at
+from agent.dispatch.circuit import Circuit, CircuitState
+from agent.dispatch.fallback import fallback_reason
+from agent.dispatch.ratelimit import RateLimiter
+from agent.domain.models import parse_order
+from agent.domain.states import TRANSITIONS, ErrorClass, State, can_move, place
+from agent.outbox.records import OrderRecord
 from tests.conftest import make_order
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from agent.clock import FakeClock
-from agent.config import AccountProfiles, LightspeedKSettings
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.clock import FakeClock
+from agent.domain.config import AccountProfiles, LightspeedKSettings
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import Accepted, Permanent
 from drivers.pos.errors import NotificationInvalid
 from drivers.pos.lightspeed_mapping import build_order_request, classify_answer, limit_violations

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from agent.config import LightspeedKSettings, settings_from_dict
-from agent.models import Order, parse_order
-from agent.outbox import Outbox
-from agent.states import ErrorClass
+from agent.domain.config import LightspeedKSettings, settings_from_dict
+from agent.domain.models import Order, parse_order
+from agent.domain.states import ErrorClass
+from agent.outbox.store import Outbox
 from drivers.pos.base import Accepted, InjectRequest, Permanent, ReadinessState, Transient
 from drivers.pos.errors import PosConfigError
 from drivers.pos.lightspeed_k import LightspeedKDriver, check_settings

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent import snoozes
-from agent.clock import FakeClock
+from agent.domain.clock import FakeClock
+from agent.outbox import snoozes
 from tests import lightspeed_contract as ref
 from tests.conftest import RunningAgent, Sim, agent_settings, eventually, make_order, run_agent
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.config import AccountProfiles, LightspeedKSettings
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.config import AccountProfiles, LightspeedKSettings
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, Permanent, Transient
 from drivers.pos.lightspeed_mapping import (
     DEFAULT_MAX_ATTEMPT_MS,

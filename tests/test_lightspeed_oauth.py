@@ -15,9 +15,9 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent import alerts
-from agent.clock import FakeClock
-from agent.outbox import Outbox
+from agent.dispatch import alerts
+from agent.domain.clock import FakeClock
+from agent.outbox.store import Outbox
 from drivers.pos.oauth import AuthRequired, TokenEndpointUnavailable, TokenManager
 from drivers.pos.simulator import SimulatorState
 from tests.conftest import Sim, run_simulator

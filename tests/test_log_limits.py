@@ -1,4 +1,4 @@
-"""Log rate limits (agent/log_limits.py): a repeated event is counted and summarised, with an injected clock."""
+"""Log rate limits (agent/service/log_limits.py): a repeated event is counted and summarised, with an injected clock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 
 import structlog
 
-from agent import logs
-from agent.log_limits import RateLimitProcessor, RepeatLimiter
+from agent.service import logs
+from agent.service.log_limits import RateLimitProcessor, RepeatLimiter
 
 
 class Clock:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from agent.errors import OrderInvalid
-from agent.models import derive_display_code, parse_order
+from agent.domain.errors import OrderInvalid
+from agent.domain.models import derive_display_code, parse_order
 from tests.conftest import make_order
 
 

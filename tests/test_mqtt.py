@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 from structlog.testing import capture_logs
 
 from agent import __version__
-from agent.config import Settings
+from agent.domain.config import Settings
 from tests.conftest import Sim, agent_settings, eventually, make_order, run_agent
 
 # _broker and _persistent_broker are fixtures: importing them registers "broker" and "persistent_broker" here.

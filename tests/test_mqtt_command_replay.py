@@ -12,7 +12,7 @@ from typing import Any
 import aiomqtt
 import httpx
 
-from agent.mqtt_commands import sign
+from agent.mqtt.commands import sign
 from tests.conftest import Sim, eventually, make_order
 
 # _broker is a fixture: importing it registers "broker" here.

@@ -14,8 +14,8 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import Settings
-from agent.mqtt_commands import sign
+from agent.domain.config import Settings
+from agent.mqtt.commands import sign
 from tests.conftest import RunningAgent, Sim, agent_settings, eventually, make_order, run_agent
 from tests.fake_printer import FakeNetworkPrinter
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.mqtt_commands import MAX_DEPTH, PayloadInvalid, order_id_of, parse_command, parse_order
+from agent.mqtt.commands import MAX_DEPTH, PayloadInvalid, order_id_of, parse_command, parse_order
 
 FUZZ = settings(max_examples=300, deadline=None)
 
@@ -69,7 +69,7 @@ def test_limits() -> None:
 
 def test_the_signed_text_names_version_venue_and_command() -> None:
     """The exact bytes a command signature covers (SPEC §8): a signature for one command fails on another."""
-    from agent.mqtt_commands import SignatureChecker, canonical, sign
+    from agent.mqtt.commands import SignatureChecker, canonical, sign
 
     body = {"order_id": "o1", "ts": 1700000000, "sig": "ignored"}
     assert canonical(body, command="reprint", venue="harbour-kitchen") == (

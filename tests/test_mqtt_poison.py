@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 
-from agent.mqtt_commands import COMMIT_DELAY_ENV
+from agent.mqtt.commands import COMMIT_DELAY_ENV
 from tests.conftest import Sim, eventually, make_order
 
 # _broker is a fixture: importing it registers "broker" here.

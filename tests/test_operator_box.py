@@ -21,8 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent import config, credentials, operator, snoozes
-from agent.cli import main
+from agent.cli import operator
+from agent.cli.main import main
+from agent.domain import config, credentials
+from agent.outbox import snoozes
 from tests.conftest import make_order
 from tests.test_crash_recovery import Processes, free_port
 

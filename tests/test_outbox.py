@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent import outbox_ops as ops
-from agent.clock import FakeClock
-from agent.errors import OrderConflict, StorageFull
-from agent.models import Order, parse_order
-from agent.outbox import Outbox
-from agent.schema import MIGRATIONS
-from agent.states import State, place
+from agent.domain.clock import FakeClock
+from agent.domain.errors import OrderConflict, StorageFull
+from agent.domain.models import Order, parse_order
+from agent.domain.states import State, place
+from agent.outbox import ops
+from agent.outbox.schema import MIGRATIONS
+from agent.outbox.store import Outbox
 from tests.conftest import make_order
 
 

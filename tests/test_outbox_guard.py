@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from agent import outbox_identity as identity
-from agent.clock import FakeClock
-from agent.errors import OutboxRefused
-from agent.models import parse_order
-from agent.outbox import Outbox
-from agent.schema import MIGRATIONS
-from agent.service import INTEGRITY_CHECK_SECONDS
-from agent.states import place
+from agent.domain.clock import FakeClock
+from agent.domain.errors import OutboxRefused
+from agent.domain.models import parse_order
+from agent.domain.states import place
+from agent.outbox import identity
+from agent.outbox.schema import MIGRATIONS
+from agent.outbox.store import Outbox
+from agent.service.service import INTEGRITY_CHECK_SECONDS
 from tests.conftest import agent_settings, eventually, make_order, run_agent, run_simulator
 
 DB = Path("/var/lib/venue-agent/outbox.db")

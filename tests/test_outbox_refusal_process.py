@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent import outbox_identity as identity
+from agent.outbox import identity
 from tests.conftest import make_order
 from tests.test_crash_recovery import BIN, AgentProcess, Processes, SimProcess, _child_env, poll
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import settings_from_dict
-from agent.errors import ConfigError
+from agent.domain.config import settings_from_dict
+from agent.domain.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"

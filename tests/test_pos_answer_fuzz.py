@@ -16,7 +16,7 @@ import httpx
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agent.states import ErrorClass
+from agent.domain.states import ErrorClass
 from drivers.pos import lightspeed_k
 from drivers.pos.base import Accepted, Injected, InjectResult, Permanent, Readiness, ReadinessState, Transient
 from drivers.pos.http_mapping import classify_confirmation, classify_readiness, classify_response

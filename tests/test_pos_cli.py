@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.clock import FakeClock
-from agent.outbox import Outbox
+from agent.cli.main import main
+from agent.domain.clock import FakeClock
+from agent.outbox.store import Outbox
 
 
 def write_config(tmp_path: Path, driver: str = "lightspeed_k") -> Path:

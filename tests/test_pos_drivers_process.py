@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from agent.config import LightspeedKSettings
-from agent.models import parse_order
+from agent.domain.config import LightspeedKSettings
+from agent.domain.models import parse_order
 from drivers.pos.base import ALREADY_PRINTED_NOTE
 from drivers.pos.lightspeed_mapping import LOCAL_PATH, TO_GO_PATH, build_order_request
 from tests.conftest import Sim, make_order

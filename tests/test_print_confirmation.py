@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import FakeClock
-from agent.outbox import Outbox
-from agent.printing import PrintWorker, send_budget
+from agent.domain.clock import FakeClock
+from agent.outbox.store import Outbox
+from agent.printing.worker import PrintWorker, send_budget
 from drivers.printers.base import UNKNOWN, Delivery, Outcome, PrinterStatus, StatusReading, judge
 from drivers.printers.network import NetworkTransport
 from drivers.printers.status import Timeouts

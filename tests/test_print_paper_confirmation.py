@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from agent.config import PrinterSettings
-from agent.print_test import print_test
-from agent.tickets import PrinterSetup
+from agent.domain.config import PrinterSettings
+from agent.printing.print_test import print_test
+from agent.printing.tickets import PrinterSetup
 from drivers.printers.base import Outcome, PrinterStatus
 from drivers.printers.network import NetworkTransport
 from drivers.printers.status import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Settings
+from agent.domain.config import Settings
 from tests.fake_printer import FakeNetworkPrinter
 from tests.test_print_worker import BEER, PIZZA, net, rig_for, settings_for, texts
 

@@ -13,17 +13,16 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent import outbox_ops as ops
-from agent import snoozes
-from agent.cli import main
-from agent.clock import FakeClock
-from agent.config import Settings, TicketSettings, settings_from_dict
-from agent.models import parse_order
-from agent.outbox import Outbox
-from agent.printing import NOT_READ, PrintWorker
-from agent.routing import TicketPart
-from agent.states import place
-from agent.tickets import late_minutes
+from agent.cli.main import main
+from agent.domain.clock import FakeClock
+from agent.domain.config import Settings, TicketSettings, settings_from_dict
+from agent.domain.models import parse_order
+from agent.domain.routing import TicketPart
+from agent.domain.states import place
+from agent.outbox import ops, snoozes
+from agent.outbox.store import Outbox
+from agent.printing.tickets import late_minutes
+from agent.printing.worker import NOT_READ, PrintWorker
 from drivers.printers.decode import decode_escpos
 from drivers.printers.status import Timeouts
 from tests.conftest import make_order

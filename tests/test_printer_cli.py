@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from agent.cli import main
-from agent.clock import FakeClock
-from agent.models import parse_order
-from agent.outbox import Outbox
-from agent.states import place
+from agent.cli.main import main
+from agent.domain.clock import FakeClock
+from agent.domain.models import parse_order
+from agent.domain.states import place
+from agent.outbox.store import Outbox
 from drivers.printers.decode import decode_escpos
 from tests.conftest import make_order
 from tests.fake_printer import FakeNetworkPrinter

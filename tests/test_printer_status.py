@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import PrinterSettings
+from agent.domain.config import PrinterSettings
 from drivers.printers.base import PrinterStatus, StatusReading
 from drivers.printers.file import FileTransport
 from drivers.printers.network import NetworkTransport

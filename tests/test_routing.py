@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.routing import TicketPart, route_items
+from agent.domain.routing import TicketPart, route_items
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent import snoozes
-from agent.cli import main
-from agent.outbox import Outbox
+from agent.cli.main import main
+from agent.outbox import snoozes
+from agent.outbox.store import Outbox
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")

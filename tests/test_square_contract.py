@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.states import ErrorClass
+from agent.domain.states import ErrorClass
 from drivers.pos.base import Permanent
 from drivers.pos.sim_square import configure
 from drivers.pos.simulator import SimulatorState, create_app

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from agent.config import Settings
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.config import Settings
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Injected, InjectRequest, Permanent, ReadinessState, Transient
 from drivers.pos.errors import PosConfigError
 from drivers.pos.registry import build_driver

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from agent.models import Order
+from agent.domain.models import Order
 from drivers.pos.base import ALREADY_PRINTED_NOTE
 from drivers.pos.square_mapping import (
     ELLIPSIS,

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import Injected, InjectRequest, Permanent
 from drivers.pos.sim_square import configure
 from drivers.pos.simulator import SimulatorState, create_app

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Injected, InjectResult, Permanent, ReadinessState, Transient
 from drivers.pos.square_mapping import (
     TAX_HINT,

@@ -3,8 +3,8 @@
 Three kinds of checks:
 
 - static: the unit read with configparser (``strict=False``, repeated keys kept) against what the agent does:
-  Type=notify and a watchdog at least twice the agent's ping and status cadence (agent/sdnotify.py,
-  agent/service.py), a stop timeout longer than the agent's shutdown, the ExecStart command the CLI accepts,
+  Type=notify and a watchdog at least twice the agent's ping and status cadence (agent/service/sdnotify.py,
+  agent/service/service.py), a stop timeout longer than the agent's shutdown, the ExecStart command the CLI accepts,
   the device rules for serial/USB printers, AF_NETLINK for zeroconf/ifaddr;
 - ``systemd-analyze security --offline=yes``: exposure at most 2.5 ("OK");
 - ``systemd-analyze verify``: no warning about the unit. verify insists that ExecStart's binary exists, and
@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
-from agent import advertise, sdnotify, service
-from agent.cli import EXIT_USAGE, build_parser, cmd_run
-from agent.config import _default_db_path, _default_log_format
+from agent.cli.main import EXIT_USAGE, build_parser, cmd_run
+from agent.domain.config import _default_db_path, _default_log_format
+from agent.service import advertise, sdnotify, service
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "venue-agent.service"
 UNIT_NAME = UNIT.name
@@ -360,8 +360,8 @@ def test_verify_a_copy_pointing_at_the_virtualenvs_entry_point(tmp_path: Path) -
 
 def test_fd_limit_leaves_room_for_intake_and_the_reserve(unit: configparser.RawConfigParser) -> None:
     """LimitNOFILE= is well above the intake cap plus the descriptors kept for the outbox, POS and printers."""
-    from agent.config import IntakeSettings
-    from agent.descriptors import RESERVED
+    from agent.domain.config import IntakeSettings
+    from agent.service.descriptors import RESERVED
 
     limit = int(one(unit, "Service", "LimitNOFILE"))
     assert limit >= 4 * (IntakeSettings().max_connections + RESERVED)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from agent.models import Order
+from agent.domain.models import Order
 from drivers.printers.decode import DecodedLine, decode_escpos
 from drivers.printers.encoding import CodePage
 from drivers.printers.escpos_render import render_escpos

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.models import Order
+from agent.domain.models import Order
 from drivers.printers.encoding import spell_emoji
 from drivers.printers.layout import (
     Line,

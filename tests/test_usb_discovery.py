@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.config import settings_from_dict
-from agent.discovery import render_toml, render_usb_table, run_discover
+from agent.cli.discovery import render_toml, render_usb_table, run_discover
+from agent.domain.config import settings_from_dict
 from drivers.printers.file import FileTransport
 from drivers.printers.transports import build_transport
 from drivers.printers.usblp import UsbPrinter, list_usb_printers, parse_link_name

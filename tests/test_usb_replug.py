@@ -2,7 +2,7 @@
 
 The printer is a pty (a character device, as /dev/usb/lp0 is) behind a udev-style symlink, printed to by the
 real file transport in device mode; the print worker runs on a fake clock and its detections are driven one
-by one. The debounce itself (agent/presence.py) is checked against a model with hypothesis.
+by one. The debounce itself (agent/printing/presence.py) is checked against a model with hypothesis.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import outbox_ops as ops
-from agent.clock import FakeClock
-from agent.config import settings_from_dict
-from agent.models import parse_order
-from agent.outbox import Outbox
-from agent.presence import MISSES_TO_DROP, Change, Presence
-from agent.printing import PrintWorker
-from agent.states import place
+from agent.domain.clock import FakeClock
+from agent.domain.config import settings_from_dict
+from agent.domain.models import parse_order
+from agent.domain.states import place
+from agent.outbox import ops
+from agent.outbox.store import Outbox
+from agent.printing.presence import MISSES_TO_DROP, Change, Presence
+from agent.printing.worker import PrintWorker
 from drivers.printers.base import PrinterStatus
 from drivers.printers.decode import decode_escpos
 from drivers.printers.file import FileTransport

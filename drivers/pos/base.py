@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from agent.models import Order
-from agent.states import ErrorClass
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass
 
 ALREADY_PRINTED_NOTE = "ALREADY PRINTED AS FALLBACK - DO NOT REMAKE"
 

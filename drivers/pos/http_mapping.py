@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from agent.states import ErrorClass
+from agent.domain.states import ErrorClass
 from drivers.pos.base import (
     ALREADY_PRINTED_NOTE,
     Accepted,

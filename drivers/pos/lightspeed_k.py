@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import structlog
 
-from agent.config import LightspeedKSettings
-from agent.states import ErrorClass
+from agent.domain.config import LightspeedKSettings
+from agent.domain.states import ErrorClass
 from drivers.pos.base import (
     Injected,
     InjectRequest,

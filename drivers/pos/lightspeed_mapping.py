@@ -17,10 +17,10 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.config import LightspeedKSettings
-from agent.models import Address, Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
-from agent.money import currency_exponent
-from agent.states import ErrorClass
+from agent.domain.config import LightspeedKSettings
+from agent.domain.models import Address, Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
+from agent.domain.money import currency_exponent
+from agent.domain.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, InjectResult, Permanent, Transient
 from drivers.pos.errors import PosDriverError
 from drivers.pos.phone import to_e164

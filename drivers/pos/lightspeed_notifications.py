@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from agent.states import ErrorClass
+from agent.domain.states import ErrorClass
 from drivers.pos.errors import NotificationInvalid
 from drivers.pos.lightspeed_mapping import ApiAnswer, shorten
 

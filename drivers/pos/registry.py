@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.config import Settings
+from agent.domain.config import Settings
 from drivers.pos.base import Driver, KeyValueStore
 from drivers.pos.errors import PosConfigError
 from drivers.pos.http import HttpDriver

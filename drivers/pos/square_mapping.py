@@ -35,8 +35,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
-from agent.models import Discount, FulfillmentType, Item, Modifier, Order
-from agent.states import ErrorClass
+from agent.domain.models import Discount, FulfillmentType, Item, Modifier, Order
+from agent.domain.states import ErrorClass
 from drivers.pos.base import (
     ALREADY_PRINTED_NOTE,
     Injected,

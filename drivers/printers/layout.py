@@ -15,8 +15,8 @@ from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from agent.models import FulfillmentType, Item, Modifier, Order, PaymentStatus
-from agent.money import currency_exponent
+from agent.domain.models import FulfillmentType, Item, Modifier, Order, PaymentStatus
+from agent.domain.money import currency_exponent
 from drivers.printers.encoding import spell_emoji
 
 Align = Literal["left", "center", "right"]

@@ -13,7 +13,7 @@ from drivers.printers.status import Timeouts
 from drivers.printers.usb import UsbTransport
 
 if TYPE_CHECKING:
-    from agent.config import PrinterSettings
+    from agent.domain.config import PrinterSettings
 
 _T = TypeVar("_T")
 

@@ -1,0 +1,440 @@
+"""``venue-agent demo``: a newcomer's first command.
+
+Starts the POS simulator and the agent on loopback with ``config/demo.toml``, sends a handful of
+realistic orders, switches the POS off mid-way so fallback tickets print (the grill's printer has
+jammed, so its tickets come out at the pass), changes, cancels and reprints some of them, brings the POS
+back, and ends with what happened to each order and a preview of every ticket that came out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import sqlite3
+import tomllib
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.domain.config import Settings, settings_from_dict
+from agent.outbox.records import OrderRecord, PrintJob
+from agent.printing.tickets import TicketFacts, order_ticket, stored_facts
+from agent.service import logs
+from agent.service.service import Agent
+from drivers.pos.simulator import SimulatorState, serve_simulator
+from drivers.printers.layout import TicketKind, banners, render_text
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _load_demo_config() -> dict[str, Any]:
+    if DEMO_CONFIG.is_file():
+        return tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
+    # Installed as a package (no source tree): the same file ships as package data.
+    return tomllib.loads(resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8"))
+
+
+def _order(order_id: str, *, now: datetime, **parts: Any) -> dict[str, Any]:
+    items = parts.pop("items")
+    charges = parts.pop("charges", {"delivery_fee": 0, "service_charge": 0, "tip": 0})
+    total = sum(
+        i["quantity"] * (i["unit_price"] + sum(m["quantity"] * m["unit_price"] for m in i.get("modifiers", [])))
+        for i in items
+    ) + sum(charges.values())
+    payment_status = parts.pop("payment_status", "paid")
+    return {
+        "schema_version": 1,
+        "id": order_id,
+        "source": parts.pop("source", "web"),
+        "created_at": now.isoformat(),
+        "items": items,
+        "charges": charges,
+        "payment": {"status": payment_status, "method": "card", "amount": total, "currency": "GBP"},
+        "total": total,
+        **parts,
+    }
+
+
+def _orders(now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    pizza = {
+        "name": "Margherita",
+        "sku": "PZ-MARG",
+        "quantity": 2,
+        "unit_price": 950,
+        "category": "Pizza",
+        "course": 1,
+        "allergens": ["gluten", "milk"],
+        "modifiers": [{"name": "Extra basil", "sku": "MOD-BASIL", "quantity": 1, "unit_price": 50}],
+    }
+    return [
+        (
+            "ASAP pickup from the web shop",
+            _order(
+                "demo-1001",
+                now=now,
+                fulfillment={"type": "pickup"},
+                customer={"name": "Sam Reed", "phone": "+447700900123"},
+                items=[pizza],
+                notes="No cutlery",
+            ),
+        ),
+        (
+            "Delivery with a tip and a note for the rider",
+            _order(
+                "demo-1002",
+                now=now,
+                source="app",
+                fulfillment={
+                    "type": "delivery",
+                    "address": {"line1": "12 Harbour Row", "city": "Bristol", "postcode": "BS1 4RN"},
+                    "instructions": "Ring the side door",
+                },
+                customer={"name": "Zoë Ødegård", "phone": "+447700900456"},
+                items=[
+                    {
+                        "name": "Spaghetti carbonara",
+                        "sku": "PA-CARB",
+                        "quantity": 1,
+                        "unit_price": 1250,
+                        "category": "Pasta",
+                        "allergens": ["egg", "gluten", "milk"],
+                    }
+                ],
+                charges={"delivery_fee": 299, "service_charge": 0, "tip": 150},
+            ),
+        ),
+        (
+            "Dine-in at table 12 (QR code)",
+            _order(
+                "demo-1003",
+                now=now,
+                source="qr_table",
+                fulfillment={"type": "dine_in", "table": "12", "covers": 2},
+                items=[
+                    {"name": "Burrata", "sku": "ST-BURR", "quantity": 1, "unit_price": 850, "course": 1},
+                    {
+                        "name": "Ribeye steak",
+                        "sku": "MN-RIBEYE",
+                        "quantity": 2,
+                        "unit_price": 2400,
+                        "course": 2,
+                        "notes": "one medium-rare, one well done",
+                    },
+                ],
+            ),
+        ),
+        (
+            "Pre-order for two hours from now (buffered until 20 min before)",
+            _order(
+                "demo-1004",
+                now=now,
+                requested_at=(now + timedelta(hours=2)).isoformat(),
+                fulfillment={"type": "pickup"},
+                customer={"name": "Ines García"},
+                items=[{"name": "Tiramisu", "sku": "DS-TIRA", "quantity": 4, "unit_price": 650}],
+            ),
+        ),
+        (
+            "An order with a dish the POS has sold out",
+            _order(
+                "demo-1005",
+                now=now,
+                source="kiosk",
+                fulfillment={"type": "pickup"},
+                customer={"name": "Lukas Müller"},
+                items=[{"name": "Lobster linguine", "sku": "PA-LOBSTER", "quantity": 1, "unit_price": 2800}],
+            ),
+        ),
+    ]
+
+
+async def _wait_for(client: httpx.AsyncClient, order_id: str, states: set[str], seconds: float) -> str:
+    state = "?"
+    for _ in range(int(seconds * 10)):
+        state = str((await client.get(f"/v1/orders/{order_id}")).json()["state"])
+        if state in states:
+            return state
+        await asyncio.sleep(0.1)
+    return state
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _demo(output: Path, fast: bool) -> int:
+    raw = _load_demo_config()
+    sim_port, agent_port = _free_port(), _free_port()
+    raw["storage"]["path"] = str(output / "outbox.db")
+    raw["intake"]["listen"] = f"127.0.0.1:{agent_port}"
+    raw["pos"]["simulator"]["url"] = f"http://127.0.0.1:{sim_port}/orders"
+    jammed = await asyncio.start_server(_jammed_printer, "127.0.0.1", 0)
+    for printer in raw["printers"]:
+        if printer["name"] == "pass":
+            printer["path"] = str(output / "tickets.txt")
+        elif printer["name"] == "grill":
+            printer["port"] = jammed.sockets[0].getsockname()[1]
+    settings = settings_from_dict(raw, source=str(DEMO_CONFIG))
+    pass_printer = next(p for p in settings.printers if p.name == "pass")
+    pause = 0.2 if fast else 1.0
+
+    sim_state = SimulatorState()
+    sim_state.faults.update({"sold_out_skus": ["PA-LOBSTER"]})
+    sim_ready, sim_stop = asyncio.Event(), asyncio.Event()
+    sim_task = asyncio.create_task(
+        serve_simulator("127.0.0.1", sim_port, state=sim_state, ready=sim_ready, shutdown=sim_stop), name="demo pos-sim"
+    )
+    await sim_ready.wait()
+    _say(f"1. POS simulator listening on http://127.0.0.1:{sim_port} (it has sold out of PA-LOBSTER)")
+    agent = Agent(settings)
+    await agent.start()
+    _say(f"2. venue-agent ready on http://127.0.0.1:{agent_port}, outbox {settings.storage.path}")
+    now = datetime.now(UTC)
+    orders = _orders(now)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent_port}", trust_env=False) as client:
+        _say("3. Sending orders while the POS is up:")
+        for label, order in orders:
+            response = await client.post("/v1/orders", json=order)
+            _say(f"   {order['id']}  {label}: HTTP {response.status_code} {response.json()['state']}")
+            await asyncio.sleep(pause / 2)
+        for _, order in orders:
+            await _wait_for(client, order["id"], {"injected", "failed", "scheduled"}, 10)
+
+        _say("4. The POS goes down (simulator answers 503). Four more orders arrive:")
+        await client.post(f"http://127.0.0.1:{sim_port}/_sim/faults", json={"down": True})
+        late = _down_orders(datetime.now(UTC))
+        for label, order in late:
+            response = await client.post("/v1/orders", json=order)
+            _say(f"   {order['id']}  {label}: HTTP {response.status_code} {response.json()['state']}")
+        _say("   ...retries back off, the circuit opens, the kitchen gets fallback tickets meanwhile")
+        _say("   (the grill's printer has jammed: it takes the pizza ticket and never answers, so the pass prints it)")
+        for _, order in late:
+            await _wait_printed(client, order["id"], 1)
+        await asyncio.sleep(pause)
+
+        _say("5. While the POS is still down: table 4 adds a dessert, Noah cancels, the pass asks for a reprint")
+        changed = _order(
+            "demo-1007",
+            now=datetime.now(UTC),
+            source="qr_table",
+            fulfillment={"type": "dine_in", "table": "4", "covers": 1},
+            items=[
+                {"name": "Caesar salad", "sku": "SA-CAES", "quantity": 1, "unit_price": 900},
+                {
+                    "name": "Tiramisu",
+                    "sku": "DS-TIRA",
+                    "quantity": 1,
+                    "unit_price": 650,
+                    "notes": "Egg allergy, is there an egg-free dessert?",
+                },
+            ],
+        )
+        put = await client.put("/v1/orders/demo-1007", json=changed)
+        _say(f"   demo-1007  PUT (a dessert added): HTTP {put.status_code} -> a MODIFIED ticket")
+        cancel = await client.post("/v1/orders/demo-1009/cancel")
+        _say(f"   demo-1009  cancel: HTTP {cancel.status_code} -> a CANCELLED - DO NOT MAKE ticket")
+        reprint = await client.post("/v1/orders/demo-1006/reprint")
+        _say(f"   demo-1006  reprint: HTTP {reprint.status_code} -> a REPRINT ticket, counted as a copy")
+        for order_id, count in (("demo-1007", 2), ("demo-1009", 2), ("demo-1006", 2)):
+            await _wait_printed(client, order_id, count)
+        await asyncio.sleep(pause)
+
+        _say("6. The POS is back: waiting orders go in, marked ALREADY PRINTED so nothing is made twice")
+        await client.post(f"http://127.0.0.1:{sim_port}/_sim/faults", json={"down": False})
+        for _, order in late:
+            await _wait_for(client, order["id"], {"injected", "failed", "cancelled"}, 90)
+        await asyncio.sleep(pause)
+
+        _say("\nWhat happened to each order:")
+        _say(f"   {'ORDER':<10} {'CODE':<8} {'STATE':<10} {'POS REF':<11} {'TICKETS':<18} WHY")
+        for _, order in [*orders, *late]:
+            detail = (await client.get(f"/v1/orders/{order['id']}")).json()
+            tickets = ", ".join(f"{t['kind']}" for t in detail["tickets"] if t["state"] == "printed") or "-"
+            why = detail.get("last_error") or ""
+            if detail["state"] == "scheduled":
+                due = datetime.fromisoformat(detail["due_at"]).astimezone(settings.venue.tz)
+                why = f"pre-order: goes to the POS at {due:%H:%M} ({settings.venue.timezone})"
+            elif detail["state"] == "injected" and detail["tickets"]:
+                why = "printed while the POS was down, then injected marked ALREADY PRINTED"
+            elif detail["state"] == "cancelled":
+                why = "cancelled after printing: a CANCELLED ticket followed"
+            _say(
+                f"   {detail['order_id']:<10} {detail['display_code']:<8} {detail['state']:<10}"
+                f" {detail.get('pos_reference') or '-':<11} {tickets:<18} {why[:70]}"
+            )
+        sim_orders = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/orders")).json()
+        _say(f"\nThe simulated POS holds {len(sim_orders)} orders, one per idempotency key.")
+    await agent.stop()
+    jammed.close()
+    sim_stop.set()
+    with contextlib.suppress(Exception):
+        await sim_task
+    labels = {order["id"]: label for label, order in [*orders, *late]}
+    previews = _write_previews(settings, output / "tickets")
+    _say(f"\nEvery ticket that came out, as the kitchen saw it (PNG, and .txt beside it) in {output / 'tickets'}:")
+    for path, facts in previews:
+        order_id = path.name.split("-", 2)[0] + "-" + path.name.split("-", 2)[1]
+        _say(f"   {path.name:<30} {_what_it_shows(facts)}: {labels.get(order_id, order_id)}")
+    _say(f"Kitchen tickets (plain text, as the pass printer wrote them): {pass_printer.path}")
+    query = "select ts, type, order_id, state from events"
+    _say(f"The outbox with every event:  {settings.storage.path}  (try: sqlite3 {settings.storage.path} '{query}')")
+    _say(f"The agent's log (JSON lines): {output / 'agent.log'}")
+    return 0
+
+
+def _write_previews(settings: Settings, folder: Path) -> list[tuple[Path, TicketFacts]]:
+    """Write every printed ticket as ``<order>-<job>-<kind>.png`` and ``.txt`` from what it carried; return them."""
+    from drivers.printers.png import render_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(f"file:{settings.storage.path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        printed = conn.execute("SELECT * FROM print_jobs WHERE state = 'printed' ORDER BY printed_at, id")
+        jobs = [PrintJob.from_row(r) for r in printed]
+        records = {r["id"]: OrderRecord.from_row(r) for r in conn.execute("SELECT * FROM orders")}
+    finally:
+        conn.close()
+    written = []
+    for job in jobs:
+        record = records[job.order_id]
+        facts = stored_facts(job)
+        ticket = order_ticket(
+            record.order,
+            facts,
+            columns=facts.columns or settings.printers[0].columns,
+            tz=settings.venue.tz,
+            received_at=record.received_at,
+            currency=settings.venue.currency,
+            tickets=settings.tickets,
+        )
+        stem = folder / f"{job.order_id}-{job.id:02d}-{job.kind}"
+        stem.with_suffix(".txt").write_text(render_text(ticket), encoding="utf-8")
+        stem.with_suffix(".png").write_bytes(render_png(ticket))
+        written.append((stem.with_suffix(".png"), facts))
+    return written
+
+
+def _what_it_shows(facts: TicketFacts) -> str:
+    """Return a ticket's banners in one line, with the flags a cook looks for."""
+    shown = banners(
+        TicketKind(facts.kind),
+        in_doubt=facts.in_doubt,
+        late_minutes=facts.late_minutes,
+        backup_for=facts.backup_for,
+        copy=facts.copy,
+    )
+    if facts.flagged_skus:
+        shown.append("SOLD OUT IN POS")
+    return " + ".join(shown)
+
+
+async def _wait_printed(client: httpx.AsyncClient, order_id: str, count: int) -> None:
+    """Wait until ``count`` of the order's tickets have printed (bounded)."""
+    for _ in range(300):
+        detail = (await client.get(f"/v1/orders/{order_id}")).json()
+        if sum(t["state"] == "printed" for t in detail["tickets"]) >= count:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _jammed_printer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A printer that takes a connection and never reads or answers (jammed), until the client hangs up."""
+    try:
+        await asyncio.sleep(120)
+    finally:
+        writer.transport.abort()
+
+
+def _down_orders(now: datetime) -> list[tuple[str, dict[str, Any]]]:
+    """The orders that arrive while the POS is down."""
+    return [
+        (
+            "Pizza while the POS is down (the grill's printer is jammed)",
+            _order(
+                "demo-1006",
+                now=now,
+                fulfillment={"type": "pickup"},
+                customer={"name": "Priya Shah"},
+                items=[
+                    {
+                        "name": "Quattro formaggi with extra smoked mozzarella",
+                        "sku": "PZ-QF",
+                        "quantity": 1,
+                        "unit_price": 1150,
+                        "category": "Pizza",
+                        "allergens": ["milk", "gluten"],
+                    }
+                ],
+            ),
+        ),
+        (
+            "Dine-in at table 4 while the POS is down",
+            _order(
+                "demo-1007",
+                now=now,
+                source="qr_table",
+                fulfillment={"type": "dine_in", "table": "4", "covers": 1},
+                items=[{"name": "Caesar salad", "sku": "SA-CAES", "quantity": 1, "unit_price": 900}],
+            ),
+        ),
+        (
+            "A pre-order that reached us 25 minutes after its time, with a nut allergy",
+            _order(
+                "demo-1008",
+                now=now,
+                requested_at=(now - timedelta(minutes=25)).isoformat(),
+                fulfillment={
+                    "type": "delivery",
+                    "address": {"line1": "3 Quay Street", "city": "Bristol", "postcode": "BS1 4DB"},
+                    "instructions": "Leave with the concierge",
+                },
+                customer={"name": "Ana Costa", "phone": "+447700900789"},
+                items=[
+                    {
+                        "name": "Spaghetti carbonara",
+                        "sku": "PA-CARB",
+                        "quantity": 2,
+                        "unit_price": 1250,
+                        "category": "Pasta",
+                        "allergens": ["egg", "gluten", "milk"],
+                    }
+                ],
+                notes="Severe nut allergy, please no pesto anywhere near it",
+            ),
+        ),
+        (
+            "A pizza that will be cancelled",
+            _order(
+                "demo-1009",
+                now=now,
+                fulfillment={"type": "pickup"},
+                customer={"name": "Noah Berg"},
+                items=[{"name": "Diavola", "sku": "PZ-DIAV", "quantity": 1, "unit_price": 1050, "category": "Pizza"}],
+            ),
+        ),
+    ]
+
+
+def run_demo(output: Path, *, fast: bool = False) -> int:
+    """Run the demo into ``output`` (emptied first); return the exit code."""
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    with (output / "agent.log").open("w", encoding="utf-8") as log_file:
+        logs.configure("info", "json", stream=log_file)
+        try:
+            return asyncio.run(_demo(output.resolve(), fast))
+        finally:
+            logs.configure("info", "console")

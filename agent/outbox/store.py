@@ -1,0 +1,517 @@
+"""The durable outbox: SQLite in WAL mode with ``synchronous=FULL``, written by group commit.
+
+Every write is a function from ``agent.outbox.ops`` run inside one transaction; writes that arrive
+together share that transaction and its fsync, and each caller is answered only after the commit
+that holds its own write. Reads go through a second connection and never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+
+from agent.domain.clock import Clock
+from agent.domain.errors import OutboxRefused, StorageError, StorageFull
+from agent.domain.models import Order
+from agent.domain.states import ErrorClass, Placement, State
+from agent.outbox import identity, ops
+from agent.outbox.records import EventRecord, OrderRecord, PrintJob, ts
+from agent.outbox.schema import migrate
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], T]
+
+log = structlog.get_logger("venue_agent.outbox")
+
+BUSY_TIMEOUT_MS = 5000
+EVENTS_CAP = 100_000
+MAX_BATCH = 256
+
+
+def _disk_free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+@dataclass
+class _Pending:
+    op: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class Outbox:
+    """Orders, their audit log, alerts, print jobs and a key/value table in one SQLite file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Clock,
+        min_free_mb: int = 50,
+        disk_free: Callable[[Path], int] = _disk_free_bytes,
+    ) -> None:
+        self.path = path
+        self.clock = clock
+        self.min_free_mb = min_free_mb
+        self._disk_free = disk_free
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._disk_checked_at = -1.0
+        self._disk_ok = True
+        self.last_commit_ms = 0.0
+        self.commits = 0
+        self.outbox_id = ""
+        self.integrity = identity.IntegrityResult("unknown", None, None)
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating and migrating) the database and start the group-commit writer.
+
+        Raise OutboxRefused when the file is missing, empty or another box's while its marker says an outbox
+        existed, or when it fails ``PRAGMA quick_check``; the files are then left exactly as they were.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        marker_file = identity.marker_path(self.path)
+        try:
+            marker = identity.read_marker(marker_file)
+        except ValueError as exc:
+            hint = f" If the outbox at {self.path} is the right one, delete the marker and start again."
+            raise _refused(identity.Refusal("marker", f"{exc}.{hint}")) from exc
+        refusal = identity.check_files(marker, identity.files_found(self.path), self.path)
+        if refusal is not None:
+            raise _refused(refusal)
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            self._writer.row_factory = sqlite3.Row
+            await self._run_in_thread(self._writer, _configure_writer)
+            found = await self._run_in_thread(self._writer, identity.database_found)
+            refusal = identity.check_database(marker, found, self.path)
+            if refusal is None:
+                self.integrity = identity.integrity_result(
+                    await self._run_in_thread(self._writer, identity.integrity_check), self.clock.now()
+                )
+                if not self.integrity.ok:
+                    refusal = identity.Refusal(
+                        "integrity", identity.damaged_text(self.path, f"PRAGMA quick_check: {self.integrity.detail}")
+                    )
+            if refusal is not None:
+                await self.close()
+                raise _refused(refusal)
+            version = await self._run_in_thread(self._writer, migrate)
+            self.outbox_id = found.outbox_id or (marker.outbox_id if marker else identity.new_outbox_id())
+            if found.outbox_id is None:
+                if marker is not None:
+                    log.warning("outbox_id_adopted", path=str(self.path), outbox_id=self.outbox_id)
+                now = self.clock.now()
+                outbox_id = self.outbox_id
+                await self._run_in_thread(
+                    self._writer, lambda c: ops.kv_put(c, identity.OUTBOX_ID_KEY, outbox_id, now=now)
+                )
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = sqlite3.Row
+            await self._run_in_thread(self._reader, _configure_reader)
+        except sqlite3.Error as exc:
+            await self.close()
+            msg = f"cannot open the outbox at {self.path}: {exc}"
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise _refused(identity.Refusal("corrupt", identity.damaged_text(self.path, str(exc)))) from exc
+            raise StorageError(msg) from exc
+        if marker is None or (marker.outbox_id, marker.schema_version) != (self.outbox_id, version):
+            created = marker.created_at if marker else self.clock.now().isoformat()
+            identity.write_marker(marker_file, identity.Marker(self.outbox_id, version, created))
+            log.info("outbox_marker_written", path=str(marker_file), outbox_id=self.outbox_id, schema=version)
+        self._task = asyncio.create_task(self._write_loop(), name="venue-agent outbox writer")
+
+    async def check_integrity(self) -> identity.IntegrityResult:
+        """Run ``PRAGMA quick_check`` on a connection (and thread) of its own; keep and return the result.
+
+        Neither the writer nor the reader waits for it. It reads the whole file: about a second per 100 MB.
+        """
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._run_in_thread(conn, _configure_reader)
+            self.integrity = identity.integrity_result(
+                await self._run_in_thread(conn, identity.integrity_check), self.clock.now()
+            )
+        except sqlite3.Error as exc:
+            self.integrity = identity.IntegrityResult("failed", str(exc), self.clock.now())
+        finally:
+            await conn.close()
+        return self.integrity
+
+    async def close(self) -> None:
+        """Finish queued writes, stop the writer and close both connections."""
+        if self._task is not None:
+            # A no-op queued last returns only after every write queued before it has committed.
+            with contextlib.suppress(StorageError):
+                await self.write(lambda _c: None)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def is_open(self) -> bool:
+        """Return whether the outbox can take writes (the writer is running)."""
+        return self._task is not None and not self._task.done()
+
+    # ---- the group-commit writer ------------------------------------------------------------
+
+    async def write(self, op: Op[T]) -> T:
+        """Run ``op`` in the next group commit; return its result once that commit is on disk."""
+        if not self.is_open:
+            msg = "the outbox is not open"
+            raise StorageError(msg)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(op, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                started = time.perf_counter()
+                try:
+                    outcomes = await self._run_in_thread(self._writer, functools.partial(_run_batch, batch=batch))
+                except sqlite3.Error as exc:
+                    error = _storage_error(exc)
+                    log.error("outbox_write_failed", error=str(exc), batch=len(batch))
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                    continue
+                self.last_commit_ms = (time.perf_counter() - started) * 1000
+                self.commits += 1
+                for item, (ok, value) in zip(batch, outcomes, strict=True):
+                    if item.future.done():
+                        continue
+                    if ok:
+                        item.future.set_result(value)
+                    else:
+                        item.future.set_exception(value)
+
+    @staticmethod
+    async def _run_in_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # aiosqlite owns one thread per connection; sending a whole batch over as one call costs one
+        # thread hop per group commit instead of one per statement.
+        raw = conn._conn
+        result: T = await conn._execute(fn, raw)  # type: ignore[no-untyped-call]
+        return result
+
+    # ---- intake -----------------------------------------------------------------------------
+
+    def check_space(self) -> None:
+        """Raise StorageFull when free space is below ``min_free_mb`` (checked at most once a second)."""
+        now = time.monotonic()
+        if now - self._disk_checked_at >= 1.0:
+            try:
+                free = self._disk_free(self.path.parent)
+            except OSError:
+                free = 0
+            self._disk_ok = free >= self.min_free_mb * 1024 * 1024
+            self._disk_checked_at = now
+        if not self._disk_ok:
+            msg = f"less than {self.min_free_mb} MB free on the disk holding {self.path}"
+            raise StorageFull(msg)
+
+    async def submit(self, order: Order, placement: Placement, *, key: str) -> ops.SubmitResult:
+        """Store a new order (or recognise a duplicate) durably; raise OrderConflict or StorageError."""
+        self.check_space()
+        now = self.clock.now()
+        return await self.write(lambda c: ops.submit(c, order, placement, key=key, now=now))
+
+    async def replace(self, order: Order, placement: Placement, *, base_key: str) -> tuple[OrderRecord, bool]:
+        """Replace an order the POS does not have; return it and whether a reprint was requested."""
+        self.check_space()
+        now = self.clock.now()
+        return await self.write(lambda c: ops.replace(c, order, placement, base_key=base_key, now=now))
+
+    async def transition(
+        self,
+        order_id: str,
+        to: State,
+        *,
+        event: str,
+        expect: tuple[State, ...] | None = None,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> OrderRecord:
+        """Move one order to another state (with its event) in the next group commit."""
+        now = self.clock.now()
+        return await self.write(
+            lambda c: ops.transition(c, order_id, to, now=now, event=event, expect=expect, detail=detail, **fields)
+        )
+
+    async def alert(self, alert: str, severity: str, payload: dict[str, Any], *, order_id: str | None = None) -> None:
+        """Record an alert durably."""
+        now = self.clock.now()
+        await self.write(lambda c: ops.add_alert(c, now, alert, severity, payload, order_id=order_id))
+
+    async def event(self, kind: str, detail: dict[str, Any] | None = None, *, order_id: str | None = None) -> None:
+        """Record a component event durably."""
+        now = self.clock.now()
+        await self.write(lambda c: ops.add_event(c, now, kind, order_id=order_id, detail=detail))
+
+    async def kv_put(self, key: str, value: str) -> None:
+        """Store a value durably under a key."""
+        now = self.clock.now()
+        await self.write(lambda c: ops.kv_put(c, key, value, now=now))
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only function on the reader connection."""
+        if self._reader is None:
+            msg = "the outbox is not open"
+            raise StorageError(msg)
+        return await self._run_in_thread(self._reader, fn)
+
+    async def get(self, order_id: str) -> OrderRecord | None:
+        """Return one order, or None."""
+        return await self.read(lambda c: ops.fetch(c, order_id))
+
+    async def list_orders(self, *, state: State | None = None, limit: int = 50) -> list[OrderRecord]:
+        """Return orders newest first, optionally in one state."""
+
+        def query(c: sqlite3.Connection) -> list[OrderRecord]:
+            if state is None:
+                rows = c.execute("SELECT * FROM orders ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,))
+            else:
+                rows = c.execute(
+                    "SELECT * FROM orders WHERE state = ? ORDER BY received_at DESC, rowid DESC LIMIT ?",
+                    (state.value, limit),
+                )
+            return [OrderRecord.from_row(r) for r in rows.fetchall()]
+
+        return await self.read(query)
+
+    async def orders_in(self, states: tuple[State, ...], *, limit: int = 10_000) -> list[OrderRecord]:
+        """Return orders in any of ``states``, oldest due first."""
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY due_at LIMIT ?"  # noqa: S608
+        return await self.read(
+            lambda c: [OrderRecord.from_row(r) for r in c.execute(sql, (*[s.value for s in states], limit))]
+        )
+
+    async def history(self, order_id: str) -> list[EventRecord]:
+        """Return an order's audit events, oldest first."""
+        return await self.read(
+            lambda c: [
+                EventRecord.from_row(r)
+                for r in c.execute("SELECT * FROM events WHERE order_id = ? ORDER BY seq", (order_id,))
+            ]
+        )
+
+    async def events_since(self, seq: int, *, limit: int = 1000) -> list[EventRecord]:
+        """Return audit events after ``seq``, oldest first."""
+        return await self.read(
+            lambda c: [
+                EventRecord.from_row(r)
+                for r in c.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+            ]
+        )
+
+    async def alerts(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Return the newest alerts, newest first."""
+
+        def query(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute("SELECT payload FROM alerts ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+            return [json.loads(r["payload"]) for r in rows]
+
+        return await self.read(query)
+
+    async def print_jobs(self, order_id: str) -> list[PrintJob]:
+        """Return an order's print jobs, oldest first."""
+        return await self.read(
+            lambda c: [
+                PrintJob.from_row(r)
+                for r in c.execute("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
+            ]
+        )
+
+    async def due_print_jobs(self, now: datetime, *, limit: int = 20) -> list[PrintJob]:
+        """Return pending print jobs whose time has come, oldest first."""
+        return await self.read(
+            lambda c: [
+                PrintJob.from_row(r)
+                for r in c.execute(
+                    "SELECT * FROM print_jobs WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                    (ts(now), limit),
+                )
+            ]
+        )
+
+    async def counts(self) -> dict[str, int]:
+        """Return how many orders are in each state (every state present, zero included)."""
+
+        def query(c: sqlite3.Connection) -> dict[str, int]:
+            found = {r[0]: r[1] for r in c.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
+            return {s.value: int(found.get(s.value, 0)) for s in State}
+
+        return await self.read(query)
+
+    async def oldest_pending(self) -> datetime | None:
+        """Return the due time of the oldest order that is due and not yet in the POS."""
+
+        def query(c: sqlite3.Connection) -> datetime | None:
+            row = c.execute(
+                "SELECT MIN(due_at) FROM orders WHERE state IN ('queued', 'sending', 'retrying', 'awaiting_pos')"
+            ).fetchone()
+            return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+        return await self.read(query)
+
+    async def last_injected(self) -> datetime | None:
+        """Return when the most recent order reached the POS."""
+
+        def query(c: sqlite3.Connection) -> datetime | None:
+            row = c.execute("SELECT MAX(injected_at) FROM orders").fetchone()
+            return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+        return await self.read(query)
+
+    async def next_deadline(self) -> datetime | None:
+        """Return the earliest time a scheduled order or a retry becomes due."""
+
+        def query(c: sqlite3.Connection) -> datetime | None:
+            row = c.execute(
+                "SELECT MIN(t) FROM (SELECT MIN(due_at) AS t FROM orders WHERE state = 'scheduled'"
+                " UNION ALL SELECT MIN(next_attempt_at) FROM orders WHERE state = 'retrying')"
+            ).fetchone()
+            return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+        return await self.read(query)
+
+    async def kv_get(self, key: str) -> str | None:
+        """Return the value stored under a key, or None."""
+
+        def query(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self.read(query)
+
+    def db_size_bytes(self) -> int:
+        """Return the size of the database file and its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    def disk_free_bytes(self) -> int:
+        """Return the free space on the disk holding the outbox."""
+        try:
+            return self._disk_free(self.path.parent)
+        except OSError:
+            return 0
+
+    # ---- maintenance ------------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Requeue orders left in ``sending`` by a crash (same idempotency key); return their ids."""
+        now = self.clock.now()
+        recovered = await self.write(lambda c: ops.recover_in_doubt(c, now=now))
+        if recovered:
+            log.warning("orders_in_doubt_requeued", count=len(recovered), order_ids=recovered[:20])
+        return recovered
+
+    async def purge(self, retention_days: int, *, events_cap: int = EVENTS_CAP, forwarding: bool = False) -> int:
+        """Delete finished orders older than the retention period, and component events past the cap.
+
+        ``forwarding``: events are published over MQTT, so pruning unpublished ones loses them for the ops console.
+        Return how many orders were deleted.
+        """
+        now = self.clock.now()
+        purged = await self.write(lambda c: ops.purge(c, before=now - timedelta(days=retention_days)))
+        if purged:
+            log.info("orders_purged", count=purged, retention_days=retention_days)
+        pruned, unpublished = await self.write(lambda c: ops.prune_component_events(c, cap=events_cap))
+        if unpublished and forwarding:
+            # Only after a very long broker outage: the ops console misses these, the local audit log keeps the rest.
+            log.warning("events_pruned_unpublished", count=unpublished, cap=events_cap)
+        elif pruned:
+            log.info("events_pruned", count=pruned, cap=events_cap)
+        return purged
+
+
+def _configure_writer(conn: sqlite3.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        msg = f"the outbox needs WAL mode, the file system gave {mode!r}"
+        raise sqlite3.OperationalError(msg)
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+def _refused(refusal: identity.Refusal) -> OutboxRefused:
+    log.error("outbox_refused", reason=refusal.reason, message=refusal.message)
+    return OutboxRefused(refusal.reason, refusal.message)
+
+
+def _configure_reader(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only=ON")
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+    """Run every op of a batch in one transaction, each under its own savepoint."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for item in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                value = item.op(conn)
+            except sqlite3.Error:
+                raise
+            except Exception as exc:  # a refused operation: undo it alone, keep the batch
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((False, exc))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append((True, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _storage_error(exc: sqlite3.Error) -> StorageError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if code == sqlite3.SQLITE_FULL or "full" in text.lower():
+        return StorageFull(f"the disk is full: {text}")
+    return StorageError(f"the outbox could not write: {text}")
+
+
+__all__ = ["ErrorClass", "Outbox", "State"]
