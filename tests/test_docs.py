@@ -27,6 +27,7 @@ def anchors(page: Path) -> set[str]:
 
 
 def ids(page: Path) -> str:
+    """Return the page's path from the repository root, as the test id."""
     return str(page.relative_to(ROOT))
 
 
