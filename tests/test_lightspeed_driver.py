@@ -25,7 +25,7 @@ from drivers.pos.lightspeed_k import LightspeedKDriver, check_settings
 from drivers.pos.lightspeed_mapping import classify_answer, limit_violations
 from drivers.pos.lightspeed_notifications import classify_webhook
 from drivers.pos.registry import build_driver
-from drivers.pos.simulator import SimulatorState
+from drivers.pos.sim_state import SimulatorState
 from tests.conftest import Sim, eventually, make_order, run_simulator
 
 LOCATION = 1234

@@ -24,7 +24,8 @@ import pytest
 from agent.domain.states import ErrorClass
 from drivers.pos.base import Permanent
 from drivers.pos.sim_square import configure
-from drivers.pos.simulator import SimulatorState, create_app
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import create_app
 from drivers.pos.square_mapping import LIMITS, classify_error
 
 LOCATION = "057P5VYJ4A5X1"

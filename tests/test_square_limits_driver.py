@@ -21,7 +21,8 @@ from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 from drivers.pos.base import Injected, InjectRequest, Permanent
 from drivers.pos.sim_square import configure
-from drivers.pos.simulator import SimulatorState, create_app
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import create_app
 from drivers.pos.square import SquareDriver
 from drivers.pos.square_mapping import build_create_order, classify_error
 from tests.conftest import Sim, make_order, run_simulator

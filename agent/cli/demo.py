@@ -26,7 +26,8 @@ from agent.outbox.records import OrderRecord, PrintJob
 from agent.printing.tickets import TicketFacts, order_ticket, stored_facts
 from agent.service import logs
 from agent.service.service import Agent
-from drivers.pos.simulator import SimulatorState, serve_simulator
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import serve_simulator
 from drivers.printers.layout import TicketKind, banners, render_text
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
