@@ -22,7 +22,9 @@ from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 from drivers.pos.base import Accepted, Permanent
 from drivers.pos.errors import NotificationInvalid
-from drivers.pos.lightspeed_mapping import build_order_request, classify_answer, limit_violations
+from drivers.pos.lightspeed_answers import classify_answer
+from drivers.pos.lightspeed_limits import limit_violations
+from drivers.pos.lightspeed_mapping import build_order_request
 from drivers.pos.lightspeed_notifications import (
     Restriction,
     classify_readiness,

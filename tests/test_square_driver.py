@@ -23,7 +23,8 @@ from drivers.pos.registry import build_driver
 from drivers.pos.sim_square import configure
 from drivers.pos.sim_state import SimulatorState
 from drivers.pos.square import SquareDriver
-from drivers.pos.square_mapping import TAX_HINT, build_create_order
+from drivers.pos.square_answers import TAX_HINT
+from drivers.pos.square_mapping import build_create_order
 from tests.conftest import Sim, agent_settings, eventually, make_order, run_agent, run_simulator
 
 LOCATION = "L-SIM-HARBOUR"

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from drivers.pos.lightspeed_mapping import limit_violations
+from drivers.pos.lightspeed_limits import limit_violations
 
 
 @dataclass(frozen=True)

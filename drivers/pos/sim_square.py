@@ -1,7 +1,7 @@
 """The simulator's Square dialect: ``POST /v2/orders`` and ``GET /v2/locations/{id}`` as Square answers them.
 
 Bodies are checked the way Square would (location, string quantities, integer money, known catalog ids,
-every length limit of ``square_mapping.LIMITS``, no read-only field) and errors come in Square's
+every length limit of ``square_limits.LIMITS``, no read-only field) and errors come in Square's
 ``{"errors": [{category, code, detail, field}]}`` envelope, every length error of a request at once. Idempotency is
 Square's: the same key and body replay the original answer; the same key with another body is an error.
 The simulator's fault switches apply (down, slow, 5xx rate, 429, auth expiry, sold-out and unknown SKUs,

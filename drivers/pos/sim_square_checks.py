@@ -1,7 +1,7 @@
 """What the simulator's Square dialect refuses in a CreateOrder body, in Square's words and error envelope.
 
 Checks of one part of an order each (quantities, money, catalog or ad hoc identity, metadata, service charges,
-fulfillments, read-only fields, every length limit of ``square_mapping.LIMITS``); each raises the ``SquareError``
+fulfillments, read-only fields, every length limit of ``square_limits.LIMITS``); each raises the ``SquareError``
 Square would answer. ``sim_square`` runs them in Square's order.
 """
 
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from drivers.pos.square_mapping import limit_breaches, reach
+from drivers.pos.square_limits import limit_breaches, reach
 
 _QUANTITY = re.compile(r"^\d{1,7}(\.\d{1,5})?$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
