@@ -28,7 +28,8 @@ from agent.service import logs
 from agent.service.service import Agent
 from drivers.pos.sim_state import SimulatorState
 from drivers.pos.simulator import serve_simulator
-from drivers.printers.layout import TicketKind, banners, render_text
+from drivers.printers.layout import TicketKind, banners
+from drivers.printers.ticket_text import render_text
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 

@@ -21,7 +21,8 @@ from agent.outbox.records import OrderRecord, PrintJob
 from agent.printing.print_test import confirm_kind, print_test, where
 from agent.printing.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, stored_facts, ticket_skus
 from drivers.printers.errors import PrinterConfigError
-from drivers.printers.layout import Ticket, TicketKind, render_text
+from drivers.printers.layout import Ticket, TicketKind
+from drivers.printers.ticket_text import render_text
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
