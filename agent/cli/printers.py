@@ -296,7 +296,7 @@ def _read_order(
 
 def cmd_discover(args: argparse.Namespace) -> int:
     """Browse for printers and POS terminals; print a table and ready-to-paste TOML."""
-    from agent.cli.discovery import run_discover
+    from agent.cli.discover_command import run_discover
 
     if args.seconds <= 0 or args.seconds > 120:
         print("error: --seconds must be between 0 and 120", file=sys.stderr)
