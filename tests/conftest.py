@@ -18,7 +18,8 @@ from agent.domain.clock import FakeClock
 from agent.domain.config import Settings, settings_from_dict
 from agent.outbox.store import Outbox
 from agent.service.service import Agent
-from drivers.pos.simulator import SimulatorState, serve_simulator
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import serve_simulator
 
 if TYPE_CHECKING:
     from tests.test_crash_recovery import Processes

@@ -20,15 +20,8 @@ from zeroconf import DNSQuestionType, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from agent import __version__
-from agent.cli.discovery import (
-    ENPC_QUERY,
-    Found,
-    discover,
-    parse_enpc_model,
-    render_table,
-    render_toml,
-    run_discover,
-)
+from agent.cli.discover_command import render_table, render_toml, run_discover
+from agent.cli.discovery import ENPC_QUERY, Found, discover, parse_enpc_model
 from agent.domain.config import HttpPosSettings, PrinterSettings
 from agent.service.advertise import SERVICE_TYPE as AGENT_SERVICE_TYPE
 from agent.service.advertise import Advertiser

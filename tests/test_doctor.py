@@ -18,10 +18,7 @@ from agent.cli.doctor import (
     AgentFacts,
     ClockFacts,
     Finding,
-    MqttFacts,
     OutboxFacts,
-    PosFacts,
-    PrinterFacts,
     adjtimex_synchronised,
     as_json,
     exit_code,
@@ -29,14 +26,12 @@ from agent.cli.doctor import (
     judge_clock,
     judge_config,
     judge_disk,
-    judge_mqtt,
     judge_orders,
     judge_outbox,
-    judge_pos,
-    judge_printer,
     parse_timedatectl,
     render,
 )
+from agent.cli.doctor_links import MqttFacts, PosFacts, PrinterFacts, judge_mqtt, judge_pos, judge_printer
 from agent.domain.errors import Problem
 
 NOW = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)

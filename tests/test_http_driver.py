@@ -35,7 +35,8 @@ from drivers.pos.errors import PosConfigError
 from drivers.pos.http import HttpDriver
 from drivers.pos.http_mapping import verify_signature
 from drivers.pos.mdns import SERVICE_TYPE, MdnsResolver
-from drivers.pos.simulator import Faults, SimulatorState, serve_simulator
+from drivers.pos.sim_state import Faults, SimulatorState
+from drivers.pos.simulator import serve_simulator
 
 SECRET = b"hmac-secret-for-tests"
 TOKEN = "bearer-token-for-tests"

@@ -22,7 +22,9 @@ from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 from drivers.pos.base import Accepted, Permanent
 from drivers.pos.errors import NotificationInvalid
-from drivers.pos.lightspeed_mapping import build_order_request, classify_answer, limit_violations
+from drivers.pos.lightspeed_answers import classify_answer
+from drivers.pos.lightspeed_limits import limit_violations
+from drivers.pos.lightspeed_mapping import build_order_request
 from drivers.pos.lightspeed_notifications import (
     Restriction,
     classify_readiness,
@@ -30,7 +32,7 @@ from drivers.pos.lightspeed_notifications import (
     classify_webhook,
 )
 from drivers.pos.oauth import AuthRequired, TokenManager
-from drivers.pos.sim_lightspeed import _validate
+from drivers.pos.sim_lightspeed_validation import validate_order
 from tests import lightspeed_contract as ref
 
 PREFIX = "pos.lightspeed_k.45454565682155"
@@ -108,7 +110,7 @@ async def test_the_two_token_refusals_are_told_apart(
 
 def test_the_published_to_go_body_passes_the_simulators_validation_and_every_limit() -> None:
     """The simulator is no stricter than the reference: the OAS's own example body is accepted."""
-    assert _validate(copy.deepcopy(ref.TO_GO_BODY), local=False, location=None) == []
+    assert validate_order(copy.deepcopy(ref.TO_GO_BODY), local=False, location=None) == []
     assert limit_violations(ref.TO_GO_BODY) == []
 
 

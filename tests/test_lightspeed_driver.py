@@ -21,11 +21,12 @@ from agent.domain.states import ErrorClass
 from agent.outbox.store import Outbox
 from drivers.pos.base import Accepted, InjectRequest, Permanent, ReadinessState, Transient
 from drivers.pos.errors import PosConfigError
+from drivers.pos.lightspeed_answers import classify_answer
 from drivers.pos.lightspeed_k import LightspeedKDriver, check_settings
-from drivers.pos.lightspeed_mapping import classify_answer, limit_violations
+from drivers.pos.lightspeed_limits import limit_violations
 from drivers.pos.lightspeed_notifications import classify_webhook
 from drivers.pos.registry import build_driver
-from drivers.pos.simulator import SimulatorState
+from drivers.pos.sim_state import SimulatorState
 from tests.conftest import Sim, eventually, make_order, run_simulator
 
 LOCATION = 1234

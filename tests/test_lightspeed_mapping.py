@@ -21,23 +21,19 @@ from agent.domain.config import AccountProfiles, LightspeedKSettings
 from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, Permanent, Transient
+from drivers.pos.lightspeed_answers import classify_answer
+from drivers.pos.lightspeed_limits import FIELD_LIMITS, ORDER_NOTE_MAX, fit, limit_violations, utf16_len
 from drivers.pos.lightspeed_mapping import (
     DEFAULT_MAX_ATTEMPT_MS,
-    FIELD_LIMITS,
     LOCAL_PATH,
-    ORDER_NOTE_MAX,
     TO_GO_PATH,
     MappingError,
     build_order_request,
-    classify_answer,
     e164_phone,
-    fit,
     json_amount,
-    limit_violations,
     local_time_text,
     major_units,
     third_party_reference,
-    utf16_len,
 )
 from drivers.pos.lightspeed_notifications import (
     WebhookOutcome,

@@ -19,7 +19,7 @@ from agent.dispatch import alerts
 from agent.domain.clock import FakeClock
 from agent.outbox.store import Outbox
 from drivers.pos.oauth import AuthRequired, TokenEndpointUnavailable, TokenManager
-from drivers.pos.simulator import SimulatorState
+from drivers.pos.sim_state import SimulatorState
 from tests.conftest import Sim, run_simulator
 
 SEED = "seed-refresh-token-from-config"

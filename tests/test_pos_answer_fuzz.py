@@ -20,10 +20,10 @@ from agent.domain.states import ErrorClass
 from drivers.pos import lightspeed_k
 from drivers.pos.base import Accepted, Injected, InjectResult, Permanent, Readiness, ReadinessState, Transient
 from drivers.pos.http_mapping import classify_confirmation, classify_readiness, classify_response
-from drivers.pos.lightspeed_mapping import classify_answer
+from drivers.pos.lightspeed_answers import classify_answer
 from drivers.pos.lightspeed_notifications import readiness_from
 from drivers.pos.retry_after import parse_retry_after
-from drivers.pos.square_mapping import classify_error, classify_probe, decode_body
+from drivers.pos.square_answers import classify_error, classify_probe, decode_body
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 FUZZ = settings(max_examples=150, deadline=None)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from drivers.pos.simulator import Faults, SimulatorState
+from drivers.pos.sim_state import Faults, SimulatorState
 from drivers.printers.decode import decode_escpos
 from tests.conftest import Sim, make_order, run_simulator
 from tests.fake_printer import FakeNetworkPrinter

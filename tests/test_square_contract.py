@@ -2,7 +2,7 @@
 simulator's Square dialect.
 
 The numbers and payloads here are typed in from the reference, not imported from the code, so the table the code
-uses (``square_mapping.LIMITS``) and the simulator are checked against Square's own words. Sources:
+uses (``square_limits.LIMITS``) and the simulator are checked against Square's own words. Sources:
 
 - API: Square's OpenAPI document, github.com/square/connect-api-specification ``api.json``, release 2025-08-20
   (commit 5733f66), abbreviated "api.json" below; ``components.schemas.<Schema>.properties.<field>``.
@@ -24,8 +24,10 @@ import pytest
 from agent.domain.states import ErrorClass
 from drivers.pos.base import Permanent
 from drivers.pos.sim_square import configure
-from drivers.pos.simulator import SimulatorState, create_app
-from drivers.pos.square_mapping import LIMITS, classify_error
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import create_app
+from drivers.pos.square_answers import classify_error
+from drivers.pos.square_limits import LIMITS
 
 LOCATION = "057P5VYJ4A5X1"
 AUTH = {"Authorization": "Bearer EAAA-contract-token"}

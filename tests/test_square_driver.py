@@ -21,9 +21,10 @@ from drivers.pos.base import ALREADY_PRINTED_NOTE, Injected, InjectRequest, Perm
 from drivers.pos.errors import PosConfigError
 from drivers.pos.registry import build_driver
 from drivers.pos.sim_square import configure
-from drivers.pos.simulator import SimulatorState
+from drivers.pos.sim_state import SimulatorState
 from drivers.pos.square import SquareDriver
-from drivers.pos.square_mapping import TAX_HINT, build_create_order
+from drivers.pos.square_answers import TAX_HINT
+from drivers.pos.square_mapping import build_create_order
 from tests.conftest import Sim, agent_settings, eventually, make_order, run_agent, run_simulator
 
 LOCATION = "L-SIM-HARBOUR"

@@ -19,15 +19,8 @@ from hypothesis import strategies as st
 
 from agent.domain.models import Order
 from drivers.pos.base import ALREADY_PRINTED_NOTE
-from drivers.pos.square_mapping import (
-    ELLIPSIS,
-    LIMITS,
-    build_create_order,
-    fit,
-    limit_breaches,
-    reach,
-    square_length,
-)
+from drivers.pos.square_limits import ELLIPSIS, LIMITS, fit, limit_breaches, reach, square_length
+from drivers.pos.square_mapping import build_create_order
 from tests.conftest import BASE_ORDER
 
 LOCATION = "L8TQ2ZP1Q9XKD"

@@ -1,6 +1,6 @@
 """Square's limits through the driver and the simulator's Square dialect, which refuses what Square refuses.
 
-The simulator checks every row of ``square_mapping.LIMITS`` and refuses read-only fields, answering in Square's
+The simulator checks every row of ``square_limits.LIMITS`` and refuses read-only fields, answering in Square's
 ``{"errors": [...]}`` envelope; so a mapping that broke a limit (issue 12: a 550-character pickup note, a phone
 of 20 characters) fails here as it would against Square, instead of only in production.
 """
@@ -21,9 +21,11 @@ from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 from drivers.pos.base import Injected, InjectRequest, Permanent
 from drivers.pos.sim_square import configure
-from drivers.pos.simulator import SimulatorState, create_app
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import create_app
 from drivers.pos.square import SquareDriver
-from drivers.pos.square_mapping import build_create_order, classify_error
+from drivers.pos.square_answers import classify_error
+from drivers.pos.square_mapping import build_create_order
 from tests.conftest import Sim, make_order, run_simulator
 from tests.test_square_limits import square_orders
 

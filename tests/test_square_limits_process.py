@@ -2,7 +2,7 @@
 
 One test per defect, each as a venue meets it: orders posted to the agent's intake API, the outcome read back
 from the API, and what the POS holds read from the simulator's control API. The simulator's Square dialect
-refuses what Square refuses (every limit of ``square_mapping.LIMITS``, read-only fields), so before issue 12
+refuses what Square refuses (every limit of ``square_limits.LIMITS``, read-only fields), so before issue 12
 the first two tests ended ``failed/rejected`` with VALUE_TOO_LONG, and the third sent Lightspeed a number that
 does not exist.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from drivers.pos.square_mapping import square_length
+from drivers.pos.square_limits import square_length
 from tests.conftest import make_order
 from tests.test_crash_recovery import AgentProcess, Processes, SimProcess, poll
 from tests.test_pos_drivers_process import _common

@@ -11,14 +11,8 @@ import pytest
 from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 from drivers.pos.base import ALREADY_PRINTED_NOTE, Injected, InjectResult, Permanent, ReadinessState, Transient
-from drivers.pos.square_mapping import (
-    TAX_HINT,
-    build_create_order,
-    classify_error,
-    classify_probe,
-    reference_id,
-    square_idempotency_key,
-)
+from drivers.pos.square_answers import TAX_HINT, classify_error, classify_probe
+from drivers.pos.square_mapping import build_create_order, reference_id, square_idempotency_key
 
 LOCATION = "L8TQ2ZP1Q9XKD"
 KEY = "harbour-kitchen:ord_01HXTEST"

@@ -18,8 +18,9 @@ from agent.domain.models import Order
 from drivers.printers.decode import DecodedLine, decode_escpos
 from drivers.printers.encoding import CodePage
 from drivers.printers.escpos_render import render_escpos
-from drivers.printers.layout import Ticket, TicketKind, layout_ticket, render_text
+from drivers.printers.layout import Ticket, TicketKind, layout_ticket
 from drivers.printers.png import render_png
+from drivers.printers.ticket_text import render_text
 from tests.test_ticket_layout import make_order, margherita, random_orders
 
 GOLDEN = Path(__file__).parent / "golden" / "kinds"

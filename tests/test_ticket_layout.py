@@ -14,16 +14,9 @@ from hypothesis import strategies as st
 
 from agent.domain.models import Order
 from drivers.printers.encoding import spell_emoji
-from drivers.printers.layout import (
-    Line,
-    Ticket,
-    TicketKind,
-    _wrap,
-    format_money,
-    layout_ticket,
-    render_text,
-    source_words,
-)
+from drivers.printers.layout import Line, Ticket, TicketKind, layout_ticket
+from drivers.printers.ticket_text import render_text, wrap
+from drivers.printers.ticket_words import format_money, source_words
 
 LONDON = ZoneInfo("Europe/London")
 RECEIVED = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
@@ -811,7 +804,7 @@ def test_words_are_never_split_unless_wider_than_the_line(order: Order, columns:
 def test_wrap_splits_only_words_longer_than_the_room(text: str, width: int, indent: int, double: bool) -> None:
     """A hanging indent, lines within the width, and only words wider than the room beside the indent split."""
     prefix = " " * indent
-    lines = _wrap(text, width, first=prefix, rest=prefix, double=double)
+    lines = wrap(text, width, first=prefix, rest=prefix, double=double)
     cells = [sum(len(ch.upper()) for ch in line) if double else len(line) for line in lines]
     assert all(c <= width for c in cells)
     assert all(line.startswith(prefix) for line in lines)

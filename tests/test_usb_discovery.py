@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.cli.discovery import render_toml, render_usb_table, run_discover
+from agent.cli.discover_command import render_toml, render_usb_table, run_discover
 from agent.domain.config import settings_from_dict
 from drivers.printers.file import FileTransport
 from drivers.printers.transports import build_transport

@@ -14,20 +14,23 @@ import shutil
 import socket
 import sqlite3
 import tomllib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from agent.cli.demo_orders import demo_order, down_orders, first_orders
 from agent.domain.config import Settings, settings_from_dict
 from agent.outbox.records import OrderRecord, PrintJob
 from agent.printing.tickets import TicketFacts, order_ticket, stored_facts
 from agent.service import logs
 from agent.service.service import Agent
-from drivers.pos.simulator import SimulatorState, serve_simulator
-from drivers.printers.layout import TicketKind, banners, render_text
+from drivers.pos.sim_state import SimulatorState
+from drivers.pos.simulator import serve_simulator
+from drivers.printers.layout import TicketKind, banners
+from drivers.printers.ticket_text import render_text
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 
@@ -43,120 +46,6 @@ def _load_demo_config() -> dict[str, Any]:
         return tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
     # Installed as a package (no source tree): the same file ships as package data.
     return tomllib.loads(resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8"))
-
-
-def _order(order_id: str, *, now: datetime, **parts: Any) -> dict[str, Any]:
-    items = parts.pop("items")
-    charges = parts.pop("charges", {"delivery_fee": 0, "service_charge": 0, "tip": 0})
-    total = sum(
-        i["quantity"] * (i["unit_price"] + sum(m["quantity"] * m["unit_price"] for m in i.get("modifiers", [])))
-        for i in items
-    ) + sum(charges.values())
-    payment_status = parts.pop("payment_status", "paid")
-    return {
-        "schema_version": 1,
-        "id": order_id,
-        "source": parts.pop("source", "web"),
-        "created_at": now.isoformat(),
-        "items": items,
-        "charges": charges,
-        "payment": {"status": payment_status, "method": "card", "amount": total, "currency": "GBP"},
-        "total": total,
-        **parts,
-    }
-
-
-def _orders(now: datetime) -> list[tuple[str, dict[str, Any]]]:
-    pizza = {
-        "name": "Margherita",
-        "sku": "PZ-MARG",
-        "quantity": 2,
-        "unit_price": 950,
-        "category": "Pizza",
-        "course": 1,
-        "allergens": ["gluten", "milk"],
-        "modifiers": [{"name": "Extra basil", "sku": "MOD-BASIL", "quantity": 1, "unit_price": 50}],
-    }
-    return [
-        (
-            "ASAP pickup from the web shop",
-            _order(
-                "demo-1001",
-                now=now,
-                fulfillment={"type": "pickup"},
-                customer={"name": "Sam Reed", "phone": "+447700900123"},
-                items=[pizza],
-                notes="No cutlery",
-            ),
-        ),
-        (
-            "Delivery with a tip and a note for the rider",
-            _order(
-                "demo-1002",
-                now=now,
-                source="app",
-                fulfillment={
-                    "type": "delivery",
-                    "address": {"line1": "12 Harbour Row", "city": "Bristol", "postcode": "BS1 4RN"},
-                    "instructions": "Ring the side door",
-                },
-                customer={"name": "Zoë Ødegård", "phone": "+447700900456"},
-                items=[
-                    {
-                        "name": "Spaghetti carbonara",
-                        "sku": "PA-CARB",
-                        "quantity": 1,
-                        "unit_price": 1250,
-                        "category": "Pasta",
-                        "allergens": ["egg", "gluten", "milk"],
-                    }
-                ],
-                charges={"delivery_fee": 299, "service_charge": 0, "tip": 150},
-            ),
-        ),
-        (
-            "Dine-in at table 12 (QR code)",
-            _order(
-                "demo-1003",
-                now=now,
-                source="qr_table",
-                fulfillment={"type": "dine_in", "table": "12", "covers": 2},
-                items=[
-                    {"name": "Burrata", "sku": "ST-BURR", "quantity": 1, "unit_price": 850, "course": 1},
-                    {
-                        "name": "Ribeye steak",
-                        "sku": "MN-RIBEYE",
-                        "quantity": 2,
-                        "unit_price": 2400,
-                        "course": 2,
-                        "notes": "one medium-rare, one well done",
-                    },
-                ],
-            ),
-        ),
-        (
-            "Pre-order for two hours from now (buffered until 20 min before)",
-            _order(
-                "demo-1004",
-                now=now,
-                requested_at=(now + timedelta(hours=2)).isoformat(),
-                fulfillment={"type": "pickup"},
-                customer={"name": "Ines García"},
-                items=[{"name": "Tiramisu", "sku": "DS-TIRA", "quantity": 4, "unit_price": 650}],
-            ),
-        ),
-        (
-            "An order with a dish the POS has sold out",
-            _order(
-                "demo-1005",
-                now=now,
-                source="kiosk",
-                fulfillment={"type": "pickup"},
-                customer={"name": "Lukas Müller"},
-                items=[{"name": "Lobster linguine", "sku": "PA-LOBSTER", "quantity": 1, "unit_price": 2800}],
-            ),
-        ),
-    ]
 
 
 async def _wait_for(client: httpx.AsyncClient, order_id: str, states: set[str], seconds: float) -> str:
@@ -201,7 +90,7 @@ async def _demo(output: Path, fast: bool) -> int:
     await agent.start()
     _say(f"2. venue-agent ready on http://127.0.0.1:{agent_port}, outbox {settings.storage.path}")
     now = datetime.now(UTC)
-    orders = _orders(now)
+    orders = first_orders(now)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent_port}", trust_env=False) as client:
         _say("3. Sending orders while the POS is up:")
         for label, order in orders:
@@ -213,7 +102,7 @@ async def _demo(output: Path, fast: bool) -> int:
 
         _say("4. The POS goes down (simulator answers 503). Four more orders arrive:")
         await client.post(f"http://127.0.0.1:{sim_port}/_sim/faults", json={"down": True})
-        late = _down_orders(datetime.now(UTC))
+        late = down_orders(datetime.now(UTC))
         for label, order in late:
             response = await client.post("/v1/orders", json=order)
             _say(f"   {order['id']}  {label}: HTTP {response.status_code} {response.json()['state']}")
@@ -224,7 +113,7 @@ async def _demo(output: Path, fast: bool) -> int:
         await asyncio.sleep(pause)
 
         _say("5. While the POS is still down: table 4 adds a dessert, Noah cancels, the pass asks for a reprint")
-        changed = _order(
+        changed = demo_order(
             "demo-1007",
             now=datetime.now(UTC),
             source="qr_table",
@@ -355,76 +244,6 @@ async def _jammed_printer(reader: asyncio.StreamReader, writer: asyncio.StreamWr
         await asyncio.sleep(120)
     finally:
         writer.transport.abort()
-
-
-def _down_orders(now: datetime) -> list[tuple[str, dict[str, Any]]]:
-    """The orders that arrive while the POS is down."""
-    return [
-        (
-            "Pizza while the POS is down (the grill's printer is jammed)",
-            _order(
-                "demo-1006",
-                now=now,
-                fulfillment={"type": "pickup"},
-                customer={"name": "Priya Shah"},
-                items=[
-                    {
-                        "name": "Quattro formaggi with extra smoked mozzarella",
-                        "sku": "PZ-QF",
-                        "quantity": 1,
-                        "unit_price": 1150,
-                        "category": "Pizza",
-                        "allergens": ["milk", "gluten"],
-                    }
-                ],
-            ),
-        ),
-        (
-            "Dine-in at table 4 while the POS is down",
-            _order(
-                "demo-1007",
-                now=now,
-                source="qr_table",
-                fulfillment={"type": "dine_in", "table": "4", "covers": 1},
-                items=[{"name": "Caesar salad", "sku": "SA-CAES", "quantity": 1, "unit_price": 900}],
-            ),
-        ),
-        (
-            "A pre-order that reached us 25 minutes after its time, with a nut allergy",
-            _order(
-                "demo-1008",
-                now=now,
-                requested_at=(now - timedelta(minutes=25)).isoformat(),
-                fulfillment={
-                    "type": "delivery",
-                    "address": {"line1": "3 Quay Street", "city": "Bristol", "postcode": "BS1 4DB"},
-                    "instructions": "Leave with the concierge",
-                },
-                customer={"name": "Ana Costa", "phone": "+447700900789"},
-                items=[
-                    {
-                        "name": "Spaghetti carbonara",
-                        "sku": "PA-CARB",
-                        "quantity": 2,
-                        "unit_price": 1250,
-                        "category": "Pasta",
-                        "allergens": ["egg", "gluten", "milk"],
-                    }
-                ],
-                notes="Severe nut allergy, please no pesto anywhere near it",
-            ),
-        ),
-        (
-            "A pizza that will be cancelled",
-            _order(
-                "demo-1009",
-                now=now,
-                fulfillment={"type": "pickup"},
-                customer={"name": "Noah Berg"},
-                items=[{"name": "Diavola", "sku": "PZ-DIAV", "quantity": 1, "unit_price": 1050, "category": "Pizza"}],
-            ),
-        ),
-    ]
 
 
 def run_demo(output: Path, *, fast: bool = False) -> int:

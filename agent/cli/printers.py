@@ -21,7 +21,8 @@ from agent.outbox.records import OrderRecord, PrintJob
 from agent.printing.print_test import confirm_kind, print_test, where
 from agent.printing.tickets import PrinterSetup, TicketFacts, late_minutes, order_ticket, stored_facts, ticket_skus
 from drivers.printers.errors import PrinterConfigError
-from drivers.printers.layout import Ticket, TicketKind, render_text
+from drivers.printers.layout import Ticket, TicketKind
+from drivers.printers.ticket_text import render_text
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -295,7 +296,7 @@ def _read_order(
 
 def cmd_discover(args: argparse.Namespace) -> int:
     """Browse for printers and POS terminals; print a table and ready-to-paste TOML."""
-    from agent.cli.discovery import run_discover
+    from agent.cli.discover_command import run_discover
 
     if args.seconds <= 0 or args.seconds > 120:
         print("error: --seconds must be between 0 and 120", file=sys.stderr)

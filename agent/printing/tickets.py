@@ -19,7 +19,8 @@ from agent.domain.models import Modifier, Order
 from agent.outbox.records import PrintJob
 from drivers.printers.encoding import CodePage, choose_code_page, spell_emoji
 from drivers.printers.escpos_render import render_escpos, resolve_buzzer
-from drivers.printers.layout import Line, Ticket, TicketKind, layout_ticket, render_text
+from drivers.printers.layout import Line, Ticket, TicketKind, layout_ticket
+from drivers.printers.ticket_text import render_text
 
 # A line that shows whether the code page is right: French, Nordic, German, Polish, Turkish, money, an emoji.
 SAMPLE_TEXT = "Crème brûlée · Smørrebrød · Grüße · Żurek · Şiş köfte · £ € · 🍕"

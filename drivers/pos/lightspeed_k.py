@@ -30,7 +30,8 @@ from drivers.pos.base import (
     Transient,
 )
 from drivers.pos.errors import PosConfigError
-from drivers.pos.lightspeed_mapping import MappingError, build_order_request, classify_answer
+from drivers.pos.lightspeed_answers import classify_answer
+from drivers.pos.lightspeed_mapping import MappingError, build_order_request
 from drivers.pos.lightspeed_notifications import readiness_from
 from drivers.pos.oauth import CLIENT_REJECTED, REAUTHORISE, AuthRequired, TokenEndpointUnavailable, TokenManager
 from drivers.pos.retry_after import parse_retry_after

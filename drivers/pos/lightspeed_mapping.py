@@ -1,15 +1,14 @@
 """The Lightspeed K-Series Order and Pay contract (SPEC §7.1) as pure functions.
 
-Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, and reads the create
-call's answer; notifications and readiness are read in ``lightspeed_notifications``. No I/O and no clock:
-times are passed in.
+Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, within the limits of
+``lightspeed_limits``; the create call's answer is read in ``lightspeed_answers``, notifications and readiness in
+``lightspeed_notifications``. No I/O and no clock: times are passed in.
 Field names and rules follow the Order and Pay OpenAPI file (see ../shared/reference/pos-apis.md §1).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -21,58 +20,24 @@ from agent.domain.config import LightspeedKSettings
 from agent.domain.models import Address, Discount, FulfillmentType, Item, Modifier, Order, PaymentStatus
 from agent.domain.money import currency_exponent
 from agent.domain.states import ErrorClass
-from drivers.pos.base import ALREADY_PRINTED_NOTE, Accepted, InjectResult, Permanent, Transient
+from drivers.pos.base import ALREADY_PRINTED_NOTE
 from drivers.pos.errors import PosDriverError
+from drivers.pos.lightspeed_limits import (
+    COLLECTION_CODE_MAX,
+    ELLIPSIS,
+    FIELD_LIMITS,
+    ORDER_NOTE_MAX,
+    REFERENCE_MAX,
+    SKU_MAX,
+    fit,
+    utf16_len,
+)
 from drivers.pos.phone import to_e164
 
 TO_GO_PATH = "/o/op/1/order/toGo"
 LOCAL_PATH = "/o/op/1/order/local"
 READINESS_PATH = "/o/op/1/onlineOrderReadiness"
 
-# --- field limits ----------------------------------------------------------------------------------
-# Every length limit of the create-order body, in one table. Lengths are UTF-16 code units: the API is Java
-# (its 400 is Spring bean validation, "Validation failed for object='toGoOrder'"), and @Size counts
-# String.length(), so an emoji counts 2. OAS = the Order and Pay OpenAPI file named in the module docstring
-# (api-evangelist/lightspeed openapi/lightspeed-order-and-pay-api-openapi.yml, commit 3cc966a; the same text as
-# https://api-docs.lsk.lightspeed.app/operation/operation-apeplacetogoorder and ...-apelocalorder).
-# What happens at each limit is decided in build_order_request: codes are never cut (a cut SKU, code or address
-# is a different one), free text is cut visibly with ELLIPSIS and its full text goes in the orderNote.
-FIELD_LIMITS: dict[str, int] = {
-    # OAS toGo/local body: thirdPartyReference minLength 1, maxLength 48. A longer key is hashed to fit.
-    "thirdPartyReference": 48,
-    # OAS toGo/local body: collectionCode maxLength 8. A longer one is not sent (Lightspeed generates one,
-    # "If left blank, one will be automatically generated") and is named in the note.
-    "collectionCode": 8,
-    # OAS apeCustomerInfo.firstName: minLength 1, maxLength 128. Cut visibly; the full name goes in the note.
-    "customerInfo.firstName": 128,
-    # OAS gives no maxLength for lastName; issue 12 / SPEC §7.1 take firstName's 128. Cut like firstName.
-    "customerInfo.lastName": 128,
-    # OAS gives none; RFC 5321 §4.5.3.1.3 (a 256-octet path less its angle brackets), as intake (§4) enforces.
-    # An address cut short is a wrong address: a longer one is not sent and is named in the note.
-    "customerInfo.email": 254,
-    # OAS gives none ("displayed on the printed dockets"); issue 12: 1000. Parts are cut in priority order.
-    "orderNote": 1000,
-    # OAS deliveryAddress.addressLine1/addressLine2/zip/city: plain strings, no maxLength. 255 is an inference,
-    # not a documented limit: JPA's default column length on a Java backend. Cut visibly; full text in the note.
-    "deliveryAddress.addressLine1": 255,
-    "deliveryAddress.addressLine2": 255,
-    "deliveryAddress.zip": 255,
-    "deliveryAddress.city": 255,
-    # OAS local body: tableNumber is a string, but the floor plan's table number is int32 (apeTable.number),
-    # at most 10 digits. A table that is not such a number fails the order (rejected) before sending.
-    "tableNumber": 10,
-    # OAS apeToGoOrderItemLine.sku / apeLocalOrderItemLine.sku: maxLength 25. Never cut: a longer SKU is a
-    # permanent menu error naming the item, before any request.
-    "items[].sku": 25,
-    # OAS apeSubItemOrderLine.sku: maxLength 25, at every nesting level of subItems. As items[].sku.
-    "items[].subItems[].sku": 25,
-}
-ELLIPSIS = "..."  # ASCII: any docket printer's code page has it, and it counts 3 in UTF-16 as in every charset
-REFERENCE_MAX = FIELD_LIMITS["thirdPartyReference"]
-SKU_MAX = FIELD_LIMITS["items[].sku"]
-COLLECTION_CODE_MAX = FIELD_LIMITS["collectionCode"]
-FIRST_NAME_MAX = FIELD_LIMITS["customerInfo.firstName"]
-ORDER_NOTE_MAX = FIELD_LIMITS["orderNote"]
 MIN_ATTEMPT_MS = 60_000  # maxTimeToAttemptOrderDeliverToPos: "The minimum value is 60000ms (1 minute)" (OAS)
 # Long enough to ride out the usual cause of a missed order (the iPad asleep or the POS app in the
 # background, reference §1.6/§1.10) once staff notice; short enough that a kitchen does not get an ASAP
@@ -83,7 +48,6 @@ _INT32_MAX = 2**31 - 1
 COLLECTION_TIME_MARGIN = timedelta(minutes=1)
 
 _HASH_CHARS = 16
-_SNIPPET_CHARS = 160
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FULFILMENT_LABEL = {
@@ -92,14 +56,6 @@ _FULFILMENT_LABEL = {
     FulfillmentType.DINE_IN: "Dine in",
 }
 _SPACE = re.compile(r"\s+")
-_TAG = re.compile(r"<[^>]*>")
-_DUPLICATE = "reference has already been used"
-_MENU_WORDS = re.compile(r"\b(skus?|plus?|products?)\b", re.IGNORECASE)
-_ITEM_MISSING = re.compile(
-    r"\b(items?|modifiers?)\b.*\b(unknown|not found|does not exist|doesn't exist|no such|invalid)\b"
-    r"|\b(unknown|invalid|no such)\b.*\b(items?|modifiers?)\b",
-    re.IGNORECASE,
-)
 
 
 class MappingError(PosDriverError, ValueError):
@@ -109,50 +65,6 @@ class MappingError(PosDriverError, ValueError):
         super().__init__(message)
         self.error_class = error_class
         self.skus = skus
-
-
-# --- lengths ---------------------------------------------------------------------------------------
-
-
-def utf16_len(text: str) -> int:
-    """Return the length Java's ``String.length()`` gives ``text`` (a character beyond U+FFFF counts 2)."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
-
-
-def fit(text: str, limit: int) -> str:
-    """Return ``text`` if it is at most ``limit`` UTF-16 units, else its start ending in ELLIPSIS, within it."""
-    if utf16_len(text) <= limit:
-        return text
-    room, used, kept = limit - len(ELLIPSIS), 0, 0
-    while kept < len(text) and used + (width := 2 if ord(text[kept]) > 0xFFFF else 1) <= room:
-        used += width
-        kept += 1
-    return text[:kept].rstrip() + ELLIPSIS
-
-
-def limit_violations(body: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """Return ``(field, length, limit)`` for every string of a create-order body over its FIELD_LIMITS entry."""
-    found: list[tuple[str, int, int]] = []
-
-    def check(path: str, key: str, value: object) -> None:
-        if isinstance(value, str) and utf16_len(value) > FIELD_LIMITS[key]:
-            found.append((path, utf16_len(value), FIELD_LIMITS[key]))
-
-    def lines(items: object, path: str, key: str) -> None:
-        for index, line in enumerate(items if isinstance(items, list) else []):
-            if isinstance(line, dict):
-                check(f"{path}[{index}].sku", f"{key}.sku", line.get("sku"))
-                lines(line.get("subItems"), f"{path}[{index}].subItems", "items[].subItems[]")
-
-    for key in FIELD_LIMITS:
-        head, _, tail = key.partition(".")
-        if "[" in key:
-            continue
-        section = body.get(head) if tail else body
-        if isinstance(section, dict):
-            check(key, key, section.get(tail or head))
-    lines(body.get("items"), "items", "items[]")
-    return found
 
 
 # --- thirdPartyReference -------------------------------------------------------------------------
@@ -470,123 +382,3 @@ def _bounded(parts: list[str], limit: int) -> str:
             text = f"{text} | {cut}" if text else cut
         break
     return text
-
-
-# --- the create call's answer ----------------------------------------------------------------------
-
-
-def classify_answer(status: int, body: object) -> InjectResult:
-    """Turn the answer to a create-order call into a result.
-
-    ``body`` is the decoded JSON, or the raw text/bytes when it is not JSON. 200 ``{"status":"ok"}``
-    means accepted for asynchronous delivery (the webhook confirms). 401/403 come back as
-    ``Permanent(AUTH)``: the driver refreshes the access token and retries once before reporting it.
-    429 and 5xx are transient; the driver adds the ``Retry-After`` it read from the headers.
-    """
-    answer = ApiAnswer(status, body)
-    if 200 <= status < 300:
-        word = str(answer.field("status") or "").lower()
-        if word == "ok":
-            return Accepted(pos_reference=None)
-        if word == "fail":
-            return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed refused the order."), status=status)
-        # An unexpected 2xx (e.g. a proxy page) may or may not have reached Lightspeed: resend with the same reference.
-        return Transient(reason=answer.reason("Lightspeed gave an unexpected answer."), status=status, in_doubt=True)
-    if status in (400, 409) and _DUPLICATE in answer.words().lower():
-        return Accepted(pos_reference=None)
-    if status in (401, 403):
-        summary = "Lightspeed refused the agent's access token: re-authorise the K-Series connection."
-        return Permanent(ErrorClass.AUTH, answer.reason(summary), status=status)
-    if status == 429:
-        return Transient(reason=answer.reason("Lightspeed is limiting how fast it takes requests."), status=status)
-    if status >= 500:
-        return Transient(reason=answer.reason("Lightspeed had a server error."), status=status)
-    if status == 408:
-        return Transient(reason=answer.reason("Lightspeed timed out reading the request."), status=status)
-    if not answer.is_object:
-        return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed rejected the order."), status=status)
-    if status == 400:
-        return _classify_bad_request(answer)
-    if status == 404:
-        summary = "Lightspeed does not know this business location: check business_location_id in [pos.lightspeed_k]."
-        return Permanent(ErrorClass.REJECTED, answer.reason(summary), status=status)
-    return Permanent(ErrorClass.REJECTED, answer.reason("Lightspeed rejected the order."), status=status)
-
-
-def _classify_bad_request(answer: ApiAnswer) -> Permanent:
-    problems: list[str] = []
-    skus: list[str] = []
-    menu = False
-    for error in answer.errors():
-        field = str(error.get("field") or "")
-        message = str(error.get("defaultMessage") or error.get("message") or "invalid")
-        problems.append(f"{field}: {message}" if field else message)
-        if "sku" in field.lower() or _MENU_WORDS.search(message) or _ITEM_MISSING.search(message):
-            menu = True
-            value = error.get("rejectedValue")
-            if isinstance(value, str) and value:
-                skus.append(value)
-    words = answer.words()
-    if _MENU_WORDS.search(words) or _ITEM_MISSING.search(words):
-        menu = True
-    listed = f" ({'; '.join(problems)})" if problems else ""
-    if menu:
-        summary = f"Lightspeed does not accept items of this order{listed}: check the SKUs against the POS menu."
-        return Permanent(ErrorClass.MENU, answer.reason(summary), status=400, skus=tuple(skus))
-    return Permanent(ErrorClass.REJECTED, answer.reason(f"Lightspeed rejected the order{listed}."), status=400)
-
-
-class ApiAnswer:
-    """A Lightspeed answer whose body may be a JSON object, other JSON, raw text or nothing."""
-
-    def __init__(self, status: int, body: object) -> None:
-        self.status = status
-        self.raw = ""
-        self.data: Any = body
-        if isinstance(body, bytes | bytearray):
-            body = bytes(body).decode("utf-8", errors="replace")
-        if isinstance(body, str):
-            self.raw = body
-            try:
-                self.data = json.loads(body)
-            except (
-                ValueError,
-                RecursionError,
-            ):  # RecursionError: a nesting bomb from a broken or hostile POS is just not JSON
-                self.data = None
-        self.is_object = isinstance(self.data, dict)
-
-    def field(self, name: str) -> Any:
-        """Return a top-level field of a JSON object body, or None."""
-        return self.data.get(name) if isinstance(self.data, dict) else None
-
-    def errors(self) -> list[dict[str, Any]]:
-        """Return the Spring-style ``errors`` (or ``apiSubExceptions``) entries."""
-        found = self.field("errors") or self.field("apiSubExceptions")
-        return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
-
-    def words(self) -> str:
-        """Return Lightspeed's own message (``message``, ``msg``, ``error``), or a snippet of the raw body."""
-        for key in ("message", "msg", "error_description", "error"):
-            value = self.field(key)
-            if isinstance(value, str) and value.strip():
-                return shorten(value)
-        if self.raw and not self.is_object:
-            return shorten(_TAG.sub(" ", self.raw))
-        return ""
-
-    def reason(self, summary: str) -> str:
-        """Return ``summary`` followed by the status and Lightspeed's words."""
-        words = self.words()
-        if not words:
-            empty = "an empty body" if self.data is None and not self.raw else "no message"
-            return f"{summary} Lightspeed answered {self.status} with {empty}."
-        if not self.is_object and self.raw:
-            kind = "HTML" if self.raw.lstrip().startswith("<") else "non-JSON"
-            return f"{summary} Lightspeed answered {self.status} with a {kind} body: {words}"
-        return f"{summary} Lightspeed answered {self.status}: {words}"
-
-
-def shorten(text: str, limit: int = _SNIPPET_CHARS) -> str:
-    flat = _SPACE.sub(" ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."

@@ -15,7 +15,7 @@ from typing import Any, Literal, NamedTuple
 
 from agent.domain.states import ErrorClass
 from drivers.pos.errors import NotificationInvalid
-from drivers.pos.lightspeed_mapping import ApiAnswer, shorten
+from drivers.pos.lightspeed_answers import ApiAnswer, shorten
 
 _OUTAGE_WORDS = re.compile(r"validity ended|task_timeout|not processed before", re.IGNORECASE)
 _UNAVAILABLE_WORDS = re.compile(

@@ -30,13 +30,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
 import httpx
@@ -45,137 +43,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from drivers.pos import simulator as _sim
-from drivers.pos.lightspeed_mapping import limit_violations
-
-if TYPE_CHECKING:
-    from drivers.pos.simulator import SimulatorState
+from drivers.pos.sim_lightspeed_settings import (
+    ORDER_PATHS,
+    READINESS_PATH,
+    TOKEN_PATH,
+    LightspeedSim,
+    WebhookDelivery,
+)
+from drivers.pos.sim_lightspeed_validation import order_skus, validate_order, validation_error
+from drivers.pos.sim_state import Dialect, OrderRecord, SimulatorState
 
 log = structlog.get_logger("venue_agent.pos.sim_lightspeed")
-
-ORDER_PATHS = {"/o/op/1/order/toGo": "toGoOrder", "/o/op/1/order/local": "localOrder"}
-READINESS_PATH = "/o/op/1/onlineOrderReadiness"
-TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
-# Lightspeed: "Refresh tokens expire after 14 days" unused (Authorization FAQ, "Quick Facts",
-# https://api-portal.lsk.lightspeed.app/quick-start/authentication/authorization).
-REFRESH_TOKEN_IDLE_SECONDS = 14 * 24 * 3600
-
-
-@dataclass
-class WebhookDelivery:
-    """One notification the simulator POSTed (or failed to)."""
-
-    third_party_reference: str
-    body: dict[str, Any]
-    status: int | None
-    error: str | None = None
-
-
-@dataclass
-class LightspeedSim:
-    """The dialect's own state: tokens, webhook target and switches (owned by the routes)."""
-
-    state: SimulatorState
-    webhook_url: str | None = None
-    webhook_username: str | None = None
-    webhook_password: str | None = None
-    confirm_delay_seconds: float = 0.5
-    failure_reason: str | None = None
-    not_ready: bool = False
-    push_readiness: bool = True  # a change of not_ready is pushed as an ORDER_API notification to webhook_url
-    access_token_ttl_seconds: int = 3600
-    accept_unknown_refresh_tokens: bool = True
-    client_id: str | None = None  # None: any client id and secret are accepted
-    client_secret: str | None = None
-    business_location_id: int | None = None  # None: any location
-    seen_location_id: int | None = None  # the location of the last readiness check or order (for pushes)
-    token_answer_delay_seconds: float = 0.0  # rotate at once, answer this much later (a crash window)
-    pending_token_requests: int = 0  # token requests rotated and still held by the delay
-    token_delay_changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes held token requests
-    refresh_token_idle_seconds: float = REFRESH_TOKEN_IDLE_SECONDS
-    access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
-    live_refresh_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic time issued
-    last_token_request: dict[str, Any] | None = None  # how the client authenticated; the form's field names
-    used_refresh_tokens: set[str] = field(default_factory=set)
-    deliveries: list[WebhookDelivery] = field(default_factory=list)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    next_account: int = 1
-
-    SETTABLE: ClassVar[dict[str, tuple[type, ...]]] = {
-        "webhook_url": (str, type(None)),
-        "webhook_username": (str, type(None)),
-        "webhook_password": (str, type(None)),
-        "confirm_delay_seconds": (int, float),
-        "failure_reason": (str, type(None)),
-        "not_ready": (bool,),
-        "push_readiness": (bool,),
-        "access_token_ttl_seconds": (int,),
-        "accept_unknown_refresh_tokens": (bool,),
-        "client_id": (str, type(None)),
-        "client_secret": (str, type(None)),
-        "business_location_id": (int, type(None)),
-        "token_answer_delay_seconds": (int, float),
-        "refresh_token_idle_seconds": (int, float),
-    }
-    ACTIONS: ClassVar[tuple[str, ...]] = ("expire_access_tokens", "revoke_refresh_tokens", "reset")
-
-    def update(self, changes: Mapping[str, object]) -> None:
-        """Set settings and run actions (``expire_access_tokens``, ``revoke_refresh_tokens``, ``reset``: true)."""
-        for name, value in changes.items():
-            if name in self.ACTIONS:
-                if value is not True:
-                    msg = f"{name!r} is an action: send true"
-                    raise ValueError(msg)
-                continue
-            kinds = self.SETTABLE.get(name)
-            if kinds is None:
-                msg = f"unknown setting {name!r}; known: {', '.join(sorted([*self.SETTABLE, *self.ACTIONS]))}"
-                raise ValueError(msg)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                msg = f"setting {name!r} does not take {value!r}"
-                raise ValueError(msg)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                msg = f"setting {name!r} takes a number >= 0"
-                raise ValueError(msg)
-        if changes.get("reset") is True:
-            self._reset()
-        for name, value in changes.items():
-            if name in self.SETTABLE:
-                seconds = name in ("confirm_delay_seconds", "token_answer_delay_seconds", "refresh_token_idle_seconds")
-                setattr(self, name, float(value) if seconds else value)  # type: ignore[arg-type]
-        if "token_answer_delay_seconds" in changes or changes.get("reset") is True:
-            self.token_delay_changed.set()  # held token requests look at the new delay
-            self.token_delay_changed = asyncio.Event()
-        if changes.get("expire_access_tokens") is True:
-            self.access_tokens.clear()
-        if changes.get("revoke_refresh_tokens") is True:
-            self.used_refresh_tokens |= set(self.live_refresh_tokens)
-            self.live_refresh_tokens.clear()
-            self.accept_unknown_refresh_tokens = False
-
-    def public(self) -> dict[str, Any]:
-        """Return the settings, with the webhook password masked."""
-        shown = {name: getattr(self, name) for name in self.SETTABLE}
-        if shown["webhook_password"]:
-            shown["webhook_password"] = "********"  # noqa: S105 - a mask
-        if shown["client_secret"]:
-            shown["client_secret"] = "********"  # noqa: S105 - a mask
-        return {
-            **shown,
-            "live_access_tokens": len(self.access_tokens),
-            "webhooks_sent": len(self.deliveries),
-            "pending_token_requests": self.pending_token_requests,
-            "last_token_request": self.last_token_request,
-        }
-
-    def _reset(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        fresh = LightspeedSim(self.state)
-        fields = ("access_tokens", "live_refresh_tokens", "used_refresh_tokens", "deliveries", "last_token_request")
-        for name in (*self.SETTABLE, *fields):
-            setattr(self, name, getattr(fresh, name))
-        self.next_account = 1
 
 
 def routes(state: SimulatorState) -> list[Route]:
@@ -189,6 +67,10 @@ def routes(state: SimulatorState) -> list[Route]:
         Route("/_sim/lightspeed", handlers.control, methods=["GET", "POST"]),
         Route("/_sim/lightspeed/webhooks", handlers.webhooks, methods=["GET"]),
     ]
+
+
+DIALECT = Dialect("lightspeed", routes)
+"""Lightspeed K-Series' token, order and readiness endpoints with webhooks, for the simulator's registry."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -298,13 +180,13 @@ class _Handlers:
         reference = body.get("thirdPartyReference")
         if isinstance(reference, str) and reference:
             self._count_attempt(reference)
-        problems = _validate(body, local=object_name == "localOrder", location=sim.business_location_id)
+        problems = validate_order(body, local=object_name == "localOrder", location=sim.business_location_id)
         if problems:
-            return _validation_error(request.url.path, object_name, problems)
+            return validation_error(request.url.path, object_name, problems)
         assert isinstance(reference, str)
         if reference in state.orders:
             return JSONResponse({"status": "fail", "msg": f"reference has already been used {reference}"}, 409)
-        skus = _skus(body.get("items"))
+        skus = order_skus(body.get("items"))
         sold_out = [s for s in skus if s in faults.sold_out_skus]
         unknown = [s for s in skus if s in faults.unknown_skus]
         reason = sim.failure_reason
@@ -316,7 +198,7 @@ class _Handlers:
         account = f"A{100000 + sim.next_account}.1"
         sim.next_account += 1
         confirm_at = None if faults.never_confirm else now + sim.confirm_delay_seconds
-        state.orders[reference] = _sim.OrderRecord(
+        state.orders[reference] = OrderRecord(
             key=reference,
             pos_reference=account,
             order=body,
@@ -483,116 +365,3 @@ def _basic_credentials(header: str) -> tuple[str, str] | None:
         return None
     user, colon, password = decoded.partition(":")
     return (unquote_plus(user), unquote_plus(password)) if colon else None
-
-
-@dataclass(frozen=True)
-class _Problem:
-    field: str
-    code: str
-    message: str
-    rejected: object = None
-
-
-def _validate(body: dict[str, Any], *, local: bool, location: int | None) -> list[_Problem]:
-    """Return what the real API's bean validation would reject (the fields the OAS marks required)."""
-    problems: list[_Problem] = []
-    blid = body.get("businessLocationId")
-    if not isinstance(blid, int) or isinstance(blid, bool):
-        problems.append(_Problem("businessLocationId", "NotNull", "must not be null", blid))
-    elif location is not None and blid != location:
-        problems.append(_Problem("businessLocationId", "Invalid", "Invalid input business location id", blid))
-    reference = body.get("thirdPartyReference")
-    if not isinstance(reference, str) or not reference:
-        problems.append(_Problem("thirdPartyReference", "NotNull", "must not be null", reference))
-    endpoint = body.get("endpointId")
-    if not isinstance(endpoint, str) or not endpoint:
-        problems.append(_Problem("endpointId", "NotNull", "must not be null", endpoint))
-    customer = body.get("customerInfo")
-    first = customer.get("firstName") if isinstance(customer, dict) else None
-    if not isinstance(customer, dict):
-        problems.append(_Problem("customerInfo", "NotNull", "must not be null", customer))
-    elif not isinstance(first, str) or not first:
-        problems.append(_Problem("customerInfo.firstName", "Size", "size must be between 1 and 128", first))
-    wait = body.get("maxTimeToAttemptOrderDeliverToPos")
-    if wait is not None and (not isinstance(wait, int) or wait < 60000):
-        problems.append(_Problem("maxTimeToAttemptOrderDeliverToPos", "Min", "must be greater than or equal to 60000"))
-    items = body.get("items")
-    if not isinstance(items, list) or not items:
-        problems.append(_Problem("items", "NotEmpty", "must not be empty", items))
-    else:
-        _validate_lines(items, "items", problems, local=local)
-    # Every length limit the mapping keeps (one table, with its sources), counted in UTF-16 units as Java does.
-    for name, _length, limit in limit_violations(body):
-        low = 1 if name in ("thirdPartyReference", "customerInfo.firstName") else 0
-        problems.append(_Problem(name, "Size", f"size must be between {low} and {limit}", _at(body, name)))
-    return problems
-
-
-def _at(body: object, path: str) -> object:
-    """Return the value at a Spring-style field path (``items[0].subItems[1].sku``) of ``body``."""
-    node = body
-    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
-        if name:
-            node = node.get(name) if isinstance(node, dict) else None
-        else:
-            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
-    return node
-
-
-def _validate_lines(lines: list[Any], path: str, problems: list[_Problem], *, local: bool) -> None:
-    for index, line in enumerate(lines):
-        where = f"{path}[{index}]"
-        if not isinstance(line, dict):
-            problems.append(_Problem(where, "NotNull", "must not be null", line))
-            continue
-        sku = line.get("sku")
-        if not isinstance(sku, str) or not sku:
-            problems.append(_Problem(f"{where}.sku", "NotBlank", "must not be blank", sku))
-        quantity = line.get("quantity")
-        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
-            problems.append(_Problem(f"{where}.quantity", "NotNull", "must be a whole number >= 1", quantity))
-        course = line.get("course")
-        if course is not None and (not isinstance(course, int) or course < 0):
-            problems.append(_Problem(f"{where}.course", "Min", "must be greater than or equal to 0", course))
-        subs = line.get("subItems")
-        if isinstance(subs, list):
-            _validate_lines(subs, f"{where}.subItems", problems, local=False)
-
-
-def _validation_error(path: str, object_name: str, problems: list[_Problem]) -> Response:
-    errors = [
-        {
-            "codes": [f"{p.code}.{object_name}.{p.field}", p.code],
-            "arguments": None,
-            "defaultMessage": p.message,
-            "objectName": object_name,
-            "field": p.field,
-            "rejectedValue": p.rejected,
-            "bindingFailure": False,
-            "code": p.code,
-        }
-        for p in problems
-    ]
-    body = {
-        "timestamp": datetime.now(UTC).isoformat(),
-        "status": 400,
-        "error": "Bad Request",
-        "message": f"Validation failed for object='{object_name}'. Error count: {len(problems)}",
-        "errors": errors,
-        "path": path,
-    }
-    return JSONResponse(body, status_code=400)
-
-
-def _skus(lines: object) -> list[str]:
-    """Return every SKU of the item lines and their sub-items, in order."""
-    found: list[str] = []
-    if not isinstance(lines, list):
-        return found
-    for line in lines:
-        if isinstance(line, dict):
-            sku = line.get("sku")
-            if isinstance(sku, str):
-                found.append(sku)
-            found.extend(_skus(line.get("subItems")))
-    return found

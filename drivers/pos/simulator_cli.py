@@ -9,7 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-from drivers.pos.simulator import Faults, SimulatorState, serve_simulator
+from drivers.pos.sim_state import Faults, SimulatorState
+from drivers.pos.simulator import serve_simulator
 
 DEFAULT_PORT = 8788
 

@@ -22,7 +22,8 @@ from drivers.pos.base import (
 )
 from drivers.pos.errors import PosConfigError
 from drivers.pos.retry_after import parse_retry_after
-from drivers.pos.square_mapping import build_create_order, classify_error, classify_probe, decode_body
+from drivers.pos.square_answers import classify_error, classify_probe, decode_body
+from drivers.pos.square_mapping import build_create_order
 
 log = structlog.get_logger("venue_agent.pos.square")
 

@@ -1,12 +1,12 @@
 """Kitchen ticket layout (SPEC §9): an order in, lines that fit the paper out; pure code, no I/O.
 
-``layout_ticket`` decides what a cook reads and in which size; ``render_text`` turns the result into
-plain text for the ``file`` transport and previews. The ESC/POS renderer consumes the same ``Ticket``.
+``layout_ticket`` decides what a cook reads and in which size; ``ticket_text.render_text`` turns the result
+into plain text for the ``file`` transport and previews, and the ESC/POS and PNG renderers consume the same
+``Ticket``. The words it prints for an order (source, money, allergies) come from ``ticket_words``.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,15 +16,15 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from agent.domain.models import FulfillmentType, Item, Modifier, Order, PaymentStatus
-from agent.domain.money import currency_exponent
 from drivers.printers.encoding import spell_emoji
+from drivers.printers.ticket_text import paper_cells, wrap
+from drivers.printers.ticket_words import allergy_pattern, allergy_sentences, format_money, source_words
 
 Align = Literal["left", "center", "right"]
 
 MIN_COLUMNS = 20
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_SYMBOLS = {"GBP": "£", "EUR": "€"}
 _INDENT = "  "
 
 
@@ -47,37 +47,6 @@ _BANNERS = {
 }
 DUPLICATE_BANNER = "REPRINT - MAY BE A DUPLICATE"
 MODIFIED_NOTE = "Replaces the earlier ticket for this order"
-# How a channel reads on paper; any other source prints as ONLINE / <SOURCE> with _ and - as spaces.
-_SOURCES = {
-    "web": "ONLINE / WEB",
-    "app": "ONLINE / APP",
-    "kiosk": "KIOSK",
-    "phone": "PHONE ORDER",
-    "chat": "ONLINE / CHAT",
-    "uber_eats": "UBER EATS",
-    "ubereats": "UBER EATS",
-    "deliveroo": "DELIVEROO",
-    "just_eat": "JUST EAT",
-    "justeat": "JUST EAT",
-    "doordash": "DOORDASH",
-}
-# Allergy words looked for in item notes, the order note and the instructions (SPEC §9); a venue adds its own.
-ALLERGY_WORDS = (
-    "allergy",
-    "allergic",
-    "nut",
-    "peanut",
-    "gluten",
-    "coeliac",
-    "celiac",
-    "dairy",
-    "lactose",
-    "egg",
-    "shellfish",
-    "sesame",
-    "soy",
-    "soya",
-)
 
 
 @dataclass(frozen=True)
@@ -151,7 +120,7 @@ def layout_ticket(
         raise ValueError(msg)
     lay = _Layout(columns)
     rule = Line("-" * columns)
-    allergy = _allergy_pattern(allergy_words)
+    allergy = allergy_pattern(allergy_words)
 
     for banner in banners(kind, in_doubt=in_doubt, late_minutes=late_minutes, backup_for=backup_for, copy=copy):
         lay.banner(banner)
@@ -258,82 +227,6 @@ def banners(
     return found
 
 
-def source_words(order: Order) -> str:
-    """Return where the order came from in words: ``ONLINE / WEB``, ``QR AT TABLE 7``, ``KIOSK``."""
-    source = order.source.casefold()
-    if source in ("qr_table", "qr"):
-        table = order.fulfillment.table
-        return f"QR AT TABLE {table}" if table else "QR AT TABLE"
-    named = _SOURCES.get(source)
-    if named:
-        return named
-    return "ONLINE / " + " ".join(re.split(r"[_-]+", order.source.upper())).strip()
-
-
-def allergy_sentences(text: str, pattern: re.Pattern[str]) -> list[str]:
-    """Return the sentences of ``text`` that name an allergy word (whole words, any case, plurals too)."""
-    if not text or not pattern.search(text):
-        return []
-    pieces = re.split(r"(?<=[.!?;])\s+|\n+", text)
-    return [piece.strip() for piece in pieces if piece.strip() and pattern.search(piece)]
-
-
-@functools.lru_cache(maxsize=32)
-def _allergy_regex(words: tuple[str, ...]) -> re.Pattern[str]:
-    forms = []
-    for word in sorted({w.strip().casefold() for w in words if w.strip()}, key=len, reverse=True):
-        stem = r"\s+".join(re.escape(part) for part in word.split())
-        if word.endswith("y") and " " not in word:
-            forms.append(stem[:-1] + "(?:y|ies)")
-        else:
-            forms.append(stem + "(?:s|es)?")
-    return re.compile(r"(?<!\w)(?:" + "|".join(forms) + r")(?!\w)", re.IGNORECASE)
-
-
-def _allergy_pattern(extra: Sequence[str]) -> re.Pattern[str]:
-    return _allergy_regex((*ALLERGY_WORDS, *extra))
-
-
-def render_text(ticket: Ticket) -> str:
-    """Return the ticket as plain text, each line at most ``ticket.columns`` characters, ending in a newline.
-
-    Large (double or tall) lines are upper case, runs of inverse lines are framed by rows of ``*``, a
-    QR code is ``[QR: data]`` and a cut is a row of dashes then ``--- cut ---``. A line too long for
-    the paper is wrapped here, never cut.
-    """
-    columns = ticket.columns
-    frame = "*" * columns
-    out: list[str] = []
-    framed = False
-    for line in ticket.lines:
-        if line.inverse != framed:
-            out.append(frame)
-            framed = line.inverse
-        shown = line.text.upper() if line.large else line.text
-        if len(shown) <= columns and len(shown.splitlines()) <= 1:
-            pieces = [shown]
-        else:
-            indent = shown[: len(shown) - len(shown.lstrip(" "))]
-            pieces = _wrap(shown, columns, first=indent, rest=indent) or [""]
-        out.extend(_aligned(piece, line.align, columns) for piece in pieces)
-    if framed:
-        out.append(frame)
-    if ticket.qr:
-        out.extend(_wrap(f"[QR: {ticket.qr}]", columns))
-    if ticket.cut:
-        out.extend(("-" * columns, "--- cut ---"))
-    return "\n".join(out) + "\n"
-
-
-def format_money(amount: int, currency: str) -> str:
-    """Return ``amount`` minor units as ``£18.60``, ``€18.60`` or ``USD 18.60``."""
-    exponent = currency_exponent(currency)
-    units, minor = divmod(amount, 10**exponent)
-    number = f"{units:,}.{minor:0{exponent}d}" if exponent else f"{units:,}"
-    symbol = _SYMBOLS.get(currency)
-    return f"{symbol}{number}" if symbol else f"{currency} {number}"
-
-
 class _Layout:
     """Collects lines, wrapping each paragraph to the width its size allows."""
 
@@ -359,7 +252,7 @@ class _Layout:
     def banner(self, text: str) -> None:
         """Append a warning in double width and height in an inverse bar, split at `` - `` when too long."""
         width = self.columns // 2
-        parts = [text] if _cells(text, double=True) <= width else [p for p in text.split(" - ") if p.strip()]
+        parts = [text] if paper_cells(text, double=True) <= width else [p for p in text.split(" - ") if p.strip()]
         for part in parts:
             self.add(part, double=True, bold=True, inverse=True, align="center")
 
@@ -378,7 +271,7 @@ def _paragraph(
     width = columns // 2 if double else columns
     return [
         Line(piece, double=double, bold=bold, inverse=inverse, align=align, tall=tall)
-        for piece in _wrap(spell_emoji(text), width, first=first, rest=rest, double=double or tall)
+        for piece in wrap(spell_emoji(text), width, first=first, rest=rest, double=double or tall)
     ]
 
 
@@ -413,70 +306,6 @@ def _modifier_lines(modifier: Modifier, depth: int, columns: int, flagged: froze
         yield from _paragraph("!! SOLD OUT IN POS", columns, first=f"{indent}  ", bold=True)
     for sub in modifier.modifiers:
         yield from _modifier_lines(sub, depth + 1, columns, flagged)
-
-
-def _cells(s: str, *, double: bool) -> int:
-    """Return the characters ``s`` takes on paper; a large line is upper-cased, so ``ß`` takes two."""
-    return sum(len(ch.upper()) for ch in s) if double else len(s)
-
-
-def _wrap(text: str, width: int, *, first: str = "", rest: str = "", double: bool = False) -> list[str]:
-    """Word-wrap ``text`` into lines of at most ``width`` cells, breaking a word only when it is too long.
-
-    ``first`` prefixes the first line and ``rest`` every further one (a hanging indent). Runs of
-    whitespace and line breaks between words become single spaces or line breaks; no other character
-    is dropped. A word is split only when it is longer than the room beside the prefix; the prefix of
-    the first line always stays with the first word. For a large line a cell holds the upper-case
-    form of a character (``ß`` is two), so the upper-cased line still fits.
-    """
-
-    def cells(s: str) -> int:
-        return _cells(s, double=double)
-
-    # A prefix that leaves no room would stop progress; drop it rather than the text.
-    if cells(first) >= width:
-        first = ""
-    if cells(rest) >= width:
-        rest = ""
-    lines: list[str] = []
-    prefix = first
-    for para in text.splitlines():
-        current = ""
-        for word in para.split():
-            if current and cells(prefix + current + " " + word) <= width:
-                current += " " + word
-                continue
-            if current:
-                lines.append(prefix + current)
-                prefix, current = rest, ""
-            while cells(prefix + word) > width:
-                room = width - cells(prefix)
-                cut = 0
-                used = 0
-                while cut < len(word) and used + cells(word[cut]) <= room:
-                    used += cells(word[cut])
-                    cut += 1
-                if cut == 0 and prefix:
-                    # One wide character (an upper-cased ligature) does not fit beside the indent.
-                    prefix = ""
-                    continue
-                cut = max(cut, 1)
-                lines.append(prefix + word[:cut])
-                prefix, word = rest, word[cut:]
-            current = word
-        if current:
-            lines.append(prefix + current)
-            prefix = rest
-    return lines
-
-
-def _aligned(text: str, align: Align, columns: int) -> str:
-    text = text.rstrip()
-    if align == "center":
-        return " " * ((columns - len(text)) // 2) + text
-    if align == "right":
-        return " " * (columns - len(text)) + text
-    return text
 
 
 def _local(moment: datetime, tz: ZoneInfo) -> datetime:
