@@ -51,7 +51,7 @@ from drivers.pos.sim_lightspeed_settings import (
     WebhookDelivery,
 )
 from drivers.pos.sim_lightspeed_validation import order_skus, validate_order, validation_error
-from drivers.pos.sim_state import Dialect, OrderRecord, SimulatorState
+from drivers.pos.sim_state import Dialect, OrderRecord, RequestRecord, SimulatorState
 
 log = structlog.get_logger("venue_agent.pos.sim_lightspeed")
 
@@ -86,6 +86,9 @@ class _Handlers:
 
         async def endpoint(request: Request) -> Response:
             record = self.state.log_request(request)
+            # The handler finds its own record here: requests interleave at every await, so the last record
+            # appended need not be this request's.
+            request.state.sim_record = record
             try:
                 await request.body()
             except ClientDisconnect:
@@ -179,7 +182,7 @@ class _Handlers:
             return self._error(400, "Bad Request", "JSON parse error: the body is not a JSON object")
         reference = body.get("thirdPartyReference")
         if isinstance(reference, str) and reference:
-            self._count_attempt(reference)
+            self._count_attempt(request, reference)
         problems = validate_order(body, local=object_name == "localOrder", location=sim.business_location_id)
         if problems:
             return validation_error(request.url.path, object_name, problems)
@@ -333,8 +336,8 @@ class _Handlers:
             return self._error(401, "Unauthorized", "Authentication failed.")
         return None
 
-    def _count_attempt(self, reference: str) -> None:
-        record = self.state.requests[-1] if self.state.requests else None
+    def _count_attempt(self, request: Request, reference: str) -> None:
+        record: RequestRecord | None = getattr(request.state, "sim_record", None)
         if record is not None and record.idempotency_key is None:
             record.idempotency_key = reference
             self.state.attempts[reference] += 1
