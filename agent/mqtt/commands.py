@@ -1,4 +1,4 @@
-"""Commands and orders received over MQTT (SPEC §8): parsing, signature checks and the dispatcher.
+"""Commands and orders received over MQTT (docs/mqtt.md): parsing, signature checks and the dispatcher.
 
 Topics (``P = {topic_prefix}/{venue.id}``):
 
