@@ -1,4 +1,4 @@
-"""The Lightspeed K-Series Order and Pay contract (SPEC §7.1) as pure functions.
+"""The Lightspeed K-Series Order and Pay contract (docs/lightspeed-k.md) as pure functions.
 
 Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, within the limits of
 ``lightspeed_limits``; the create call's answer is read in ``lightspeed_answers``, notifications and readiness in

@@ -1,4 +1,4 @@
-"""ESC/POS bytes for a laid-out kitchen ticket (SPEC §9): pure code, no I/O.
+"""ESC/POS bytes for a laid-out kitchen ticket (docs/printers.md): pure code, no I/O.
 
 The bytes come from python-escpos's ``Dummy`` printer with its automatic code page switching
 disabled: one ``ESC t n`` after ``ESC @`` selects the page, and every line is passed through
