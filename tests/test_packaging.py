@@ -436,7 +436,7 @@ def test_the_package_ships_every_page_the_readme_links_beside_it() -> None:
         if dest.endswith("/"):
             shipped |= {dest + f.name for f in files}
         else:
-            [only] = files
+            assert len(files) == 1, f"build-deb installs {sources} as one file, {dest}"
             shipped.add(dest)
     readme = (REPO / "README.md").read_text()
     linked = {link.partition("#")[0] for link in re.findall(r"\]\(([^)\s:#]+(?:#[^)\s]*)?)\)", readme)}

@@ -155,7 +155,7 @@ def amounts(value: Any) -> list[Any]:
 
 
 def test_pickup_asap_ad_hoc_body_matches_the_reference_payload() -> None:
-    """The SPEC §4 example becomes exactly the CreateOrder body written from the Square reference."""
+    """The sample order becomes exactly the CreateOrder body written from the Square reference."""
     assert body_for() == EXPECTED_PICKUP
 
 
@@ -526,7 +526,7 @@ CATALOG = {"PZ-MARG": "SQ-VAR-MARG", "MOD-BASIL": "SQ-MOD-BASIL"}
 def test_error_classification_table(
     status: int, body: object, retry_after: float | None, kind: type, error_class: str | None, words: str
 ) -> None:
-    """Every Square answer maps to the result SPEC §7.2 names, with Square's own words in the reason."""
+    """Every Square answer maps to the result docs/square.md names, with Square's own words in the reason."""
     result: InjectResult = classify_error(status, body, retry_after, catalog=CATALOG, sent=SENT)
     assert isinstance(result, kind), result
     if isinstance(result, Injected):
