@@ -1,6 +1,6 @@
 """The Lightspeed K-Series contract as pure functions: request bodies, answers, notifications, readiness.
 
-Example payloads are written from the Order and Pay OpenAPI file (reference/pos-apis.md §1).
+Example payloads are written from the Order and Pay OpenAPI description (https://api-portal.lsk.lightspeed.app).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ BASE: dict[str, Any] = {
     "notes": "No cutlery",
 }
 
-# The CreateOrder body for BASE with no catalog, written from the reference (pos-apis.md §2.1): an ad hoc line
+# The CreateOrder body for BASE with no catalog, written from Square's CreateOrder reference: an ad hoc line
 # (name + base_price_money), quantity as a string, integer minor units, a PICKUP fulfilment scheduled ASAP,
 # the tip as a TOTAL_PHASE service charge (Square carries tips on payments) and an ORDER-scoped fixed discount.
 EXPECTED_PICKUP: dict[str, Any] = {

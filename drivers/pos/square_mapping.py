@@ -3,7 +3,7 @@
 No I/O here: ``drivers.pos.square`` does the network. The limits are ``square_limits.LIMITS`` (which the simulator's
 Square dialect checks bodies against too); what Square's answers mean is ``square_answers``.
 
-Mapping choices the Square reference forces (docs/reference pos-apis.md §2):
+Mapping choices Square's Orders API reference forces:
 
 - Square fulfilments are PICKUP, DELIVERY or SHIPMENT only. A dine-in order gets no fulfilment: the table
   goes into ``ticket_name`` (Square's "short-term identifier, such as a table number") and the table,
