@@ -58,7 +58,7 @@ BASE_ORDER: dict[str, Any] = {
 
 
 def make_order(order_id: str = "ord_01HXTEST", **changes: Any) -> dict[str, Any]:
-    """Return a valid order payload (SPEC §4 example, totals adding up) with top-level ``changes``."""
+    """Return a valid order payload (the sample order, totals adding up) with top-level ``changes``."""
     order = copy.deepcopy(BASE_ORDER)
     order["id"] = order_id
     order.update(changes)

@@ -2,7 +2,7 @@
 
 Each answers ``DLE EOT n`` (``10 04 n``) with the status bytes an Epson printer sends in its ``mode``, and
 records everything else as print data. Every one also answers the commands that confirm a job
-(escpos-printing.md §2.2-2.3, Epson's GS ( H fn 48 page): ``GS ( H`` with ``37 22 d1 d2 d3 d4 00`` once the
+(Epson's ESC/POS reference for GS a, GS r and GS ( H fn 48): ``GS ( H`` with ``37 22 d1 d2 d3 d4 00`` once the
 data before it is printed, ``GS r 1`` with the paper sensor byte, and ``GS a n`` with 4-byte ASB frames, now
 and on every change of mode. The first two are processed in order with the print data, so they are held,
 unanswered, while the printer cannot print (paper out, cover open, offline) and answered when it can again.
@@ -52,7 +52,7 @@ def reply_for(mode: Mode, n: int) -> bytes:
     return bytes([replies[n - 1]]) if replies else b""
 
 
-# ASB frames (escpos-printing.md §2.2 examples); the 4th byte is reserved.
+# ASB frames (the examples of Epson's GS a page); the 4th byte is reserved.
 ASB_FRAMES: dict[str, bytes] = {
     "ok": b"\x10\x00\x00\x00",
     "paper_low": b"\x10\x00\x03\x00",

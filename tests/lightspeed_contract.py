@@ -13,7 +13,7 @@ from typing import Any
 # ---- token refresh ---------------------------------------------------------------------------------------
 
 # RFC 6749 §6 (Refreshing an Access Token), its own example request, with the client authenticated by HTTP Basic
-# as §2.3.1 says; SPEC §7.1 applies it to POST {base}/oauth/token (the K-Series token URL, Authorization FAQ:
+# as §2.3.1 says; the agent applies it to POST {base}/oauth/token (the K-Series token URL, Authorization FAQ:
 # https://api-portal.lsk.lightspeed.app/quick-start/authentication/authorization).
 TOKEN_CLIENT_ID = "s6BhdRkqt3"
 TOKEN_CLIENT_SECRET = "gX1fBat3bV"  # the RFC's published example value
@@ -39,7 +39,7 @@ TOKEN_ANSWER: dict[str, Any] = {
     "scope": "orders-api",
 }
 
-# RFC 6749 §5.2: the two refusals the agent tells apart (SPEC §7.1).
+# RFC 6749 §5.2: the two refusals the agent tells apart (docs/lightspeed-k.md).
 TOKEN_INVALID_CLIENT: dict[str, Any] = {"error": "invalid_client"}  # 401, with WWW-Authenticate
 TOKEN_INVALID_GRANT: dict[str, Any] = {"error": "invalid_grant"}  # 400: refresh token spent, revoked or expired
 

@@ -1,4 +1,4 @@
-"""The circuit breaker's decisions (SPEC §6) as a pure state machine, on an injected clock.
+"""The circuit breaker's decisions (docs/order-flow.md) as a pure state machine, on an injected clock.
 
 A probe is a readiness check where the POS has one; where it has none, the probe is one real order that
 spends no attempt, and nothing else is sent until that order's answer closes (or re-opens) the circuit.

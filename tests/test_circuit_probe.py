@@ -1,4 +1,4 @@
-"""A long outage of a POS without a readiness endpoint, on the agent's fake clock (SPEC §6, §7.3).
+"""A long outage of a POS without a readiness endpoint, on the agent's fake clock (docs/robustness.md).
 
 A real agent in-process injecting into the real POS simulator on loopback: /ready answers 501 and orders 503
 for ten minutes of agent time (far more probe cycles than ``max_attempts``), then the POS comes back.

@@ -1,4 +1,4 @@
-"""A POS without a readiness endpoint (SPEC §6, §7.3): the open circuit's probe is one real order.
+"""A POS without a readiness endpoint (docs/robustness.md): the open circuit's probe is one real order.
 
 ``venue-agent run`` and ``venue-agent pos-sim`` as real processes. The simulator answers 503 to every order and
 501 (or 404) to ``GET /ready``; the agent must not take 501 for "ready": orders waiting on the open circuit stay

@@ -2,7 +2,7 @@
 
 The agent and the POS simulator run as separate processes on loopback, exactly as in the field; the test
 posts orders over HTTP, kills the agent at random (seeded) moments, restarts it on the same outbox, and
-checks SPEC §1: an acknowledged order is never lost and reaches the POS exactly once under its one key.
+checks that an acknowledged order is never lost and reaches the POS exactly once under its one key.
 """
 
 from __future__ import annotations

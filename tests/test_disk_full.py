@@ -1,4 +1,4 @@
-"""A full disk (SPEC §1, §5): intake refuses with 503 rather than accepting and dropping an order.
+"""A full disk: intake refuses with 503 rather than accepting and dropping an order.
 
 The real code path is exercised against a real full file system where the machine allows it: a 2 MB
 tmpfs mounted for the test (root only). Everywhere, the same SQLITE_FULL path is also reached with

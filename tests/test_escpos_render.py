@@ -1,4 +1,4 @@
-"""ESC/POS kitchen tickets (SPEC §9): render real orders, decode the bytes, check what the cook reads."""
+"""ESC/POS kitchen tickets (docs/printers.md): render real orders, decode the bytes, check what the cook reads."""
 
 from __future__ import annotations
 

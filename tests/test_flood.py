@@ -1,4 +1,4 @@
-"""A flood of idle connections against a real ``venue-agent run`` with the fd limit systemd gives (issue 11.3).
+"""A flood of idle connections against a real ``venue-agent run`` with the fd limit systemd gives.
 
 The agent runs as its own process with RLIMIT_NOFILE soft 1024 (systemd's default for a service); in one case
 the hard limit is 1024 too, so the agent cannot raise it. The test opens 1,100 idle TCP connections to the

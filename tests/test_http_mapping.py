@@ -171,7 +171,7 @@ def test_success_answers(status: int, body: bytes, expected: InjectResult) -> No
     ],
 )
 def test_permanent_answers(status: int, body: bytes, error_class: ErrorClass, skus: tuple[str, ...]) -> None:
-    """4xx answers are permanent, classed rejected, menu, auth or unavailable as SPEC §7.3 says."""
+    """4xx answers are permanent, classed rejected, menu, auth or unavailable as docs/http-pos.md says."""
     result = classify_response(status, JSON, body, NOW)
     assert isinstance(result, Permanent)
     assert (result.error_class, result.skus, result.status) == (error_class, skus, status)

@@ -1,4 +1,4 @@
-"""Getting orders into the POS (SPEC §6): scheduling, retries, the circuit, the rate limit and fallback tickets.
+"""Getting orders into the POS: scheduling, retries, the circuit, the rate limit and fallback tickets.
 
 A real agent in-process on its fake clock, injecting into the real POS simulator on loopback.
 """

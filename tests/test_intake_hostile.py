@@ -1,4 +1,4 @@
-"""Hostile intake bodies against the real ``venue-agent run`` process (issue 11, point 2; bearer scheme of point 7).
+"""Hostile intake bodies against the real ``venue-agent run`` process, and the bearer scheme.
 
 Each case goes over one keep-alive connection: it must answer 422 ``application/problem+json`` naming the field
 (or ``body``), store nothing, and leave that same connection usable for a valid order (202).

@@ -161,7 +161,7 @@ def record(
 
 
 class TestFallbackRules:
-    """SPEC §6 rules a-c."""
+    """Fallback rules a-c of docs/order-flow.md."""
 
     def decide(
         self,

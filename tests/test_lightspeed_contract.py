@@ -1,7 +1,7 @@
 """Contract tests: the agent's Lightspeed K-Series code against payloads written from the published reference.
 
 The fixtures are in ``tests/lightspeed_contract.py``, each with its source. Requests the agent sends must match
-them; answers and notifications as published must be read as SPEC §7.1 says.
+them; answers and notifications as published must be read as docs/lightspeed-k.md says.
 """
 
 from __future__ import annotations

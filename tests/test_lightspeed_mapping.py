@@ -1,6 +1,6 @@
 """The Lightspeed K-Series contract as pure functions: request bodies, answers, notifications, readiness.
 
-Example payloads are written from the Order and Pay OpenAPI file (reference/pos-apis.md §1).
+Example payloads are written from the Order and Pay OpenAPI description (https://api-portal.lsk.lightspeed.app).
 """
 
 from __future__ import annotations
@@ -1139,7 +1139,7 @@ def test_readiness_garbage_is_not_ready(body: object) -> None:
 
 
 def test_the_limits_table_holds_the_documented_limits() -> None:
-    """The OAS limits (48, 8, 128, 25, 25) and issue 12's (lastName 128, orderNote 1000) are in the one table."""
+    """The OAS limits (48, 8, 128, 25, 25) and the agent's own (lastName 128, orderNote 1000) are in the one table."""
     assert {k: FIELD_LIMITS[k] for k in FIELD_LIMITS if k not in ("customerInfo.email", "tableNumber")} == {
         "thirdPartyReference": 48,
         "collectionCode": 8,
@@ -1254,7 +1254,7 @@ def test_limit_violations_names_each_field_over_its_limit() -> None:
     ]
 
 
-# Arbitrary SPEC §4-valid orders: every text field up to its intake maximum (500 characters; email 254, table
+# Arbitrary valid intake orders: every text field up to its intake maximum (500 characters; email 254, table
 # 32, SKUs 64), with accents, newlines and characters beyond U+FFFF that count twice for the API.
 _CHARS = st.one_of(
     st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")),
@@ -1292,7 +1292,7 @@ def _modifiers(draw: st.DrawFn, depth: int = 1) -> list[dict[str, Any]]:
 
 @st.composite
 def spec_orders(draw: st.DrawFn) -> Order:
-    """A SPEC §4-valid order with random text in every field the K-Series body carries."""
+    """A valid intake order with random text in every field the K-Series body carries."""
     kind = draw(st.sampled_from(["pickup", "delivery", "dine_in"]))
     fulfillment: dict[str, Any] = {"type": kind, "instructions": draw(st.none() | _text())}
     if kind == "dine_in":
@@ -1386,7 +1386,7 @@ def _violations(body: dict[str, Any]) -> list[str]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(order=spec_orders(), printed=st.booleans(), native=st.booleans())
 def test_every_mapped_request_satisfies_every_limit(order: Order, printed: bool, native: bool) -> None:
-    """Any SPEC §4-valid order maps to a body within every FIELD_LIMITS entry, or fails before sending, naming why.
+    """Any valid intake order maps to a body within every FIELD_LIMITS entry, or fails before sending, naming why.
 
     Only a SKU over 25 (menu) or a table that is no floor-plan number (rejected) may stop it; nothing is
     left for the POS to refuse on length.

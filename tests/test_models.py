@@ -1,4 +1,4 @@
-"""The order model (SPEC §4): every rule names the field it breaks."""
+"""The order model (docs/intake-api.md): every rule names the field it breaks."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class TestOrderModel:
     """Validation of intake payloads."""
 
     def test_spec_example_is_valid(self) -> None:
-        """The SPEC §4 example payload (total 1860, modifier priced once per line) is accepted."""
+        """The sample order priced with its modifier once per line (total 1860) is accepted."""
         order = make_order(total=1860, payment={"status": "paid", "method": "card", "amount": 1860, "currency": "GBP"})
         assert parse_order(order, venue_id="harbour-kitchen").total == 1860
 

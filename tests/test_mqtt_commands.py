@@ -1,4 +1,4 @@
-"""Commands and orders over MQTT (SPEC §8) against a real mosquitto and an agent in-process."""
+"""Commands and orders over MQTT (docs/mqtt.md) against a real mosquitto and an agent in-process."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ async def ack(sub: Subscriber, order_id: str, count: int = 1) -> dict[str, Any]:
 
 
 async def test_status_replies_with_the_health_snapshot(tmp_path: Path, sim: Sim, broker: Mosquitto) -> None:
-    """``status {}`` answers on P/cmd/status/reply with ok and the §8 health snapshot."""
+    """``status {}`` answers on P/cmd/status/reply with ok and the health snapshot."""
     async with console(tmp_path, sim, broker) as (_, con, sub):
         await con.command("status", {})
         answer = await reply(sub, "status")

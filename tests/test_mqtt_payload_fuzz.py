@@ -68,7 +68,7 @@ def test_limits() -> None:
 
 
 def test_the_signed_text_names_version_venue_and_command() -> None:
-    """The exact bytes a command signature covers (SPEC §8): a signature for one command fails on another."""
+    """The exact bytes a command signature covers (docs/mqtt.md): a signature for one command fails on another."""
     from agent.mqtt.commands import SignatureChecker, canonical, sign
 
     body = {"order_id": "o1", "ts": 1700000000, "sig": "ignored"}

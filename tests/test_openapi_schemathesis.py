@@ -154,7 +154,7 @@ def test_stateful_order_lifecycle(api_schema: Any) -> None:
 
 
 def test_findings_fixed_on_the_real_process(agent_url: str) -> None:
-    """The four findings of issue 11, each asked directly: empty enum, 401 documented, Allow on 405, if/then."""
+    """The four findings schemathesis made, each asked directly: empty enum, 401 documented, Allow on 405, if/then."""
     empty_state = httpx.get(f"{agent_url}/v1/orders?state=", headers=AUTH, timeout=5)
     assert empty_state.status_code == 422
     assert empty_state.json()["errors"][0]["loc"] == ["query", "state"]

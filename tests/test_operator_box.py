@@ -1,6 +1,6 @@
 """Operator commands on an installed box, run as a technician does (``sudo venue-agent ...``): no systemd environment.
 
-The box is laid out in a temporary root exactly as the package and README lay it out: /etc/venue-agent/agent.toml,
+The box is laid out in a temporary root exactly as the package and docs/install.md say: /etc/venue-agent/agent.toml,
 /etc/venue-agent/credentials/intake-token handed over by a ``LoadCredential=`` drop-in to the shipped unit, and the
 service's state directory /var/lib/venue-agent. The agent runs as a real process with the environment systemd gives
 it ($STATE_DIRECTORY, $CREDENTIALS_DIRECTORY holding a copy of the credential); the commands run in-process with

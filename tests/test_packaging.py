@@ -426,6 +426,24 @@ def test_unit_agrees_with_the_package() -> None:
     )
 
 
+def test_the_package_ships_every_page_the_readme_links_beside_it() -> None:
+    """On the box the README's relative links (docs/x.md, config/example.toml) reach files: build-deb installs them."""
+    build = (PACKAGING / "build-deb").read_text()
+    shipped = set()
+    for sources, dest in re.findall(r'^install -m 0644 (.+?) "\$VENV/share/doc/\$PKG/([^"]*)"$', build, re.M):
+        files = [f for pattern in sources.split() for f in sorted(REPO.glob(pattern))]
+        assert files, f"build-deb installs {sources}, which names no file"
+        if dest.endswith("/"):
+            shipped |= {dest + f.name for f in files}
+        else:
+            assert len(files) == 1, f"build-deb installs {sources} as one file, {dest}"
+            shipped.add(dest)
+    readme = (REPO / "README.md").read_text()
+    linked = {link.partition("#")[0] for link in re.findall(r"\]\(([^)\s:#]+(?:#[^)\s]*)?)\)", readme)}
+    assert {"docs/architecture.md", "config/example.toml"} <= linked
+    assert sorted(link for link in linked if (REPO / link).is_file() and link not in shipped) == []
+
+
 # --- the full build (slow) -----------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Fuzzing what every POS driver makes of an answer (SPEC §7): always one of the §7 outcomes, never an exception.
+"""Fuzzing what every POS driver makes of an answer: always one of the four inject results, never an exception.
 
 Arbitrary status codes, headers (``Retry-After`` junk and HTTP-dates of any year) and bodies (bytes, JSON of any
 shape, nesting bombs) go through the pure classification of the ``http``, ``lightspeed_k`` and ``square`` drivers.
@@ -80,7 +80,7 @@ HEADERS = st.dictionaries(
 
 
 def assert_outcome(result: InjectResult) -> None:
-    """The result is one of the four §7 outcomes, each well formed."""
+    """The result is one of the four inject results, each well formed."""
     assert isinstance(result, Injected | Accepted | Transient | Permanent)
     if isinstance(result, Transient):
         assert result.reason

@@ -80,7 +80,7 @@ def test_replies_are_told_apart_across_reads() -> None:
     ],
 )
 def test_asb_frames_decode_as_the_reference_describes(frame: bytes, status: PrinterStatus) -> None:
-    """The ASB examples of escpos-printing.md §2.2 read as their states."""
+    """The ASB examples of Epson's GS a page read as their states."""
     assert decode_asb(frame).status is status
 
 

@@ -245,7 +245,7 @@ def test_the_code_s_table_says_what_square_publishes() -> None:
     metadata = {p: limit.most for p, limit in LIMITS.items() if "metadata" in p}
     assert set(metadata.values()) == set(METADATA.values())
     extra = set(LIMITS) - set(PUBLISHED_LENGTHS) - set(metadata)
-    assert extra == {p for p in LIMITS if ".address." in p}  # not published: SPEC §4's 500, see LIMITS
+    assert extra == {p for p in LIMITS if ".address." in p}  # not published: intake's 500, see LIMITS
 
 
 @pytest.mark.parametrize("path", sorted(PUBLISHED_LENGTHS))

@@ -75,7 +75,7 @@ async def driver(sim: Sim) -> AsyncIterator[SquareDriver]:
 
 
 def request_for(order_id: str = "ord_01HXTEST", already_printed: bool = False, **changes: Any) -> InjectRequest:
-    """Return an inject request for the SPEC §4 example order, keyed like the agent keys it."""
+    """Return an inject request for the sample order, keyed like the agent keys it."""
     order = Order.model_validate(make_order(order_id, **changes))
     return InjectRequest(order, f"harbour-kitchen:{order_id}", already_printed=already_printed)
 

@@ -1,8 +1,8 @@
-"""Square's length limits (issue 12): the mapping fits every value, visibly, and keeps the full text where it fits.
+"""Square's length limits: the mapping fits every value, visibly, and keeps the full text where it fits.
 
 Pure tests of ``drivers.pos.square_mapping``: the named defects (a long pickup note, a phone typed with
 "(0)", a phone without its country code), each limit at and past its edge, and a hypothesis property over
-arbitrary SPEC §4-valid orders: the CreateOrder body always satisfies every row of ``LIMITS``.
+arbitrary valid intake orders: the CreateOrder body always satisfies every row of ``LIMITS``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ PICKUP_NOTE = "order.fulfillments[0].pickup_details.note"
 
 
 def order(**changes: Any) -> Order:
-    """Return the SPEC §4 example with top-level ``changes``, validated."""
+    """Return the sample order with top-level ``changes``, validated."""
     data = copy.deepcopy(BASE_ORDER)
     data.update(changes)
     return Order.model_validate(data)
@@ -45,7 +45,7 @@ def body_for(
     already_printed: bool = False,
     region: str | None = "GB",
 ) -> dict[str, Any]:
-    """Return the CreateOrder body for ``value`` (the SPEC §4 example by default) for a venue in ``region``."""
+    """Return the CreateOrder body for ``value`` (the sample order by default) for a venue in ``region``."""
     return build_create_order(
         value or order(),
         location_id=LOCATION,
@@ -64,7 +64,7 @@ def only(body: dict[str, Any], path: str) -> Any:
     return value
 
 
-# ---- the defects of issue 12 -----------------------------------------------------------------------------------
+# ---- the named defects -----------------------------------------------------------------------------------------
 
 
 def test_long_pickup_note_fits_500_with_a_visible_cut() -> None:
@@ -146,7 +146,7 @@ def test_fit_cuts_by_utf16_units_with_an_ellipsis() -> None:
 
 def test_long_item_and_modifier_names_are_cut_and_kept_whole_in_the_line_note() -> None:
     """An ad hoc line's name fits 512 and a flattened modifier name 255; the full names go into the line's note."""
-    long_item = "Pizza " + EMOJI * 300  # 300 code points of emoji: 600 UTF-16 units, valid for SPEC §4 (<= 500)
+    long_item = "Pizza " + EMOJI * 300  # 300 code points of emoji: 600 UTF-16 units, valid for intake (<= 500)
     parent, child = "P" * 200, "C" * 200
     items = [
         {
@@ -182,7 +182,7 @@ def test_recipient_fields_fit_and_what_cannot_be_cut_is_shown_in_the_note() -> N
 
 
 def test_address_lines_fit_500_and_spill_into_the_delivery_note() -> None:
-    """Address lines are cut at 500 UTF-16 units (SPEC §4 allows 500 characters, emoji count twice)."""
+    """Address lines are cut at 500 UTF-16 units (intake allows 500 characters, emoji count twice)."""
     line1 = EMOJI * 260
     fulfillment = {"type": "delivery", "address": {"line1": line1, "city": "Bristol"}}
     body = body_for(order(fulfillment=fulfillment, notes=None))
@@ -206,7 +206,7 @@ def test_long_discount_name_is_cut_and_shown_whole_on_dine_in_first_line() -> No
 
 def test_ticket_name_of_a_long_table_is_cut_and_the_table_is_whole_in_the_first_note() -> None:
     """ "Table " + a 32-character table is 38 characters: cut to 30, the whole table leads the first line's note."""
-    table = "Terrace by the big olive tree 12"  # 32 characters, the most SPEC §4 allows
+    table = "Terrace by the big olive tree 12"  # 32 characters, the most intake allows
     body = body_for(order(fulfillment={"type": "dine_in", "table": table}, customer=None))
     assert only(body, "order.ticket_name") == f"Table {table}"[:29] + ELLIPSIS
     assert only(body, "order.line_items[0].note").startswith(f"ORDER: Table {table};")
@@ -291,9 +291,9 @@ def test_each_kind_of_breach_is_found_with_squares_code_and_field() -> None:
     }
 
 
-# ---- arbitrary SPEC §4-valid orders ----------------------------------------------------------------------------
+# ---- arbitrary valid intake orders -----------------------------------------------------------------------------
 
-# Text a customer or platform may send: anything but control characters (newline allowed), often at SPEC §4's
+# Text a customer or platform may send: anything but control characters (newline allowed), often at intake's
 # maximum of 500 characters, with emoji (two UTF-16 units each), accents and CJK.
 _CHARS = st.characters(exclude_categories=("Cc", "Cs"), include_characters="\n")
 _PIECES = st.sampled_from(["a", "word ", "é", EMOJI, "汉字", "\n", "Ring the bell; ", "&<>\"'"])
@@ -302,7 +302,7 @@ _PIECES = st.sampled_from(["a", "word ", "é", EMOJI, "汉字", "\n", "Ring the 
 def _text(max_size: int = 500, min_size: int = 0) -> st.SearchStrategy[str]:
     repeated = st.builds(lambda piece, n: (piece * n)[:max_size], _PIECES, st.integers(1, max_size))
     text = st.one_of(st.text(_CHARS, max_size=min(max_size, 60)), repeated).map(str.strip)
-    # SPEC §4 strips surrounding whitespace; a required text left empty becomes one letter instead.
+    # Intake strips surrounding whitespace; a required text left empty becomes one letter instead.
     return text.map(lambda s: s if len(s) >= min_size else "x")
 
 
@@ -326,7 +326,7 @@ def _modifiers(draw: st.DrawFn, depth: int = 1) -> list[dict[str, Any]]:
 
 @st.composite
 def square_orders(draw: st.DrawFn) -> Order:
-    """Return an arbitrary SPEC §4-valid order, leaning on the longest texts and deepest nesting SPEC §4 allows."""
+    """Return an arbitrary valid intake order, leaning on the longest texts and deepest nesting intake allows."""
     kind = draw(st.sampled_from(["pickup", "delivery", "dine_in"]))
     fulfillment: dict[str, Any] = {"type": kind, "instructions": draw(st.none() | _text())}
     if kind == "dine_in":

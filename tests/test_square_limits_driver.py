@@ -1,7 +1,7 @@
 """Square's limits through the driver and the simulator's Square dialect, which refuses what Square refuses.
 
 The simulator checks every row of ``square_limits.LIMITS`` and refuses read-only fields, answering in Square's
-``{"errors": [...]}`` envelope; so a mapping that broke a limit (issue 12: a 550-character pickup note, a phone
+``{"errors": [...]}`` envelope; so a mapping that broke a limit (a 550-character pickup note, a phone
 of 20 characters) fails here as it would against Square, instead of only in production.
 """
 
@@ -67,7 +67,7 @@ async def driver(sim: Sim) -> AsyncIterator[SquareDriver]:
 
 
 def request(order_id: str = "ord_limits", **changes: Any) -> InjectRequest:
-    """Return an inject request for the SPEC §4 example with ``changes``."""
+    """Return an inject request for the sample order with ``changes``."""
     return InjectRequest(Order.model_validate(make_order(order_id, **changes)), f"harbour-kitchen:{order_id}")
 
 
@@ -78,7 +78,7 @@ async def post(sim: Sim, body: dict[str, Any]) -> httpx.Response:
 
 
 def mapped(order_id: str = "ord_raw", **changes: Any) -> dict[str, Any]:
-    """Return the CreateOrder body the mapping builds for the SPEC §4 example with ``changes``."""
+    """Return the CreateOrder body the mapping builds for the sample order with ``changes``."""
     return build_create_order(
         Order.model_validate(make_order(order_id, **changes)),
         location_id=LOCATION,
@@ -111,7 +111,7 @@ async def test_phone_reaches_square_as_e164(sim: Sim, driver: SquareDriver, type
 
 
 async def test_old_mapping_bodies_are_refused_as_square_refuses_them(sim: Sim) -> None:
-    """What the mapping sent before issue 12 is refused with VALUE_TOO_LONG naming the field: rejected."""
+    """What the mapping sent before it kept the limits is refused with VALUE_TOO_LONG naming the field: rejected."""
     body = mapped()
     details = body["order"]["fulfillments"][0]["pickup_details"]
     details["note"] = "N" * 550  # the old cut: the delivery limit, applied to pickup too

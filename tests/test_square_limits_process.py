@@ -1,8 +1,8 @@
-"""Issue 12's defects end to end: a real ``venue-agent run`` process and a real ``venue-agent pos-sim`` process.
+"""Three length and phone defects end to end: a real ``venue-agent run`` and a real ``venue-agent pos-sim`` process.
 
 One test per defect, each as a venue meets it: orders posted to the agent's intake API, the outcome read back
 from the API, and what the POS holds read from the simulator's control API. The simulator's Square dialect
-refuses what Square refuses (every limit of ``square_limits.LIMITS``, read-only fields), so before issue 12
+refuses what Square refuses (every limit of ``square_limits.LIMITS``, read-only fields), so before the fix
 the first two tests ended ``failed/rejected`` with VALUE_TOO_LONG, and the third sent Lightspeed a number that
 does not exist.
 """
@@ -183,7 +183,7 @@ async def test_lightspeed_gets_the_number_not_the_trunk_zero(
 async def test_square_order_at_every_limit_is_injected_with_its_tip_as_a_service_charge(
     tmp_path: Path, procs: Processes, sim: SimProcess, client: httpx.AsyncClient
 ) -> None:
-    """Point 4 and 5: a delivery at SPEC §4's longest texts (emoji count twice in Square) is injected; the tip is a
+    """A delivery at the longest texts intake allows (emoji count twice in Square) is injected; the tip is a
     TOTAL_PHASE service charge and no read-only field is sent."""
     agent = await start_agent(procs, tmp_path, sim, client, SQUARE)
     long_name = "Pizza " + EMOJI * 300

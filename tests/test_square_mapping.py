@@ -46,7 +46,7 @@ BASE: dict[str, Any] = {
     "notes": "No cutlery",
 }
 
-# The CreateOrder body for BASE with no catalog, written from the reference (pos-apis.md §2.1): an ad hoc line
+# The CreateOrder body for BASE with no catalog, written from Square's CreateOrder reference: an ad hoc line
 # (name + base_price_money), quantity as a string, integer minor units, a PICKUP fulfilment scheduled ASAP,
 # the tip as a TOTAL_PHASE service charge (Square carries tips on payments) and an ORDER-scoped fixed discount.
 EXPECTED_PICKUP: dict[str, Any] = {
@@ -155,7 +155,7 @@ def amounts(value: Any) -> list[Any]:
 
 
 def test_pickup_asap_ad_hoc_body_matches_the_reference_payload() -> None:
-    """The SPEC §4 example becomes exactly the CreateOrder body written from the Square reference."""
+    """The sample order becomes exactly the CreateOrder body written from the Square reference."""
     assert body_for() == EXPECTED_PICKUP
 
 
@@ -526,7 +526,7 @@ CATALOG = {"PZ-MARG": "SQ-VAR-MARG", "MOD-BASIL": "SQ-MOD-BASIL"}
 def test_error_classification_table(
     status: int, body: object, retry_after: float | None, kind: type, error_class: str | None, words: str
 ) -> None:
-    """Every Square answer maps to the result SPEC §7.2 names, with Square's own words in the reason."""
+    """Every Square answer maps to the result docs/square.md names, with Square's own words in the reason."""
     result: InjectResult = classify_error(status, body, retry_after, catalog=CATALOG, sent=SENT)
     assert isinstance(result, kind), result
     if isinstance(result, Injected):

@@ -140,7 +140,7 @@ def test_stop_timeout_covers_the_agents_shutdown(unit: configparser.RawConfigPar
 def test_it_keeps_restarting_except_on_a_bad_config(unit: configparser.RawConfigParser) -> None:
     # The box is unattended: no start rate limit that would leave it stopped after a burst of failures.
     assert seconds(one(unit, "Unit", "StartLimitIntervalSec")) == 0
-    # Exit 2 is "bad usage or bad config" (SPEC §10): restarting cannot fix it.
+    # Exit 2 is "bad usage or bad config" (docs/operations.md): restarting cannot fix it.
     assert words(unit, "Service", "RestartPreventExitStatus") == [str(EXIT_USAGE)]
 
 

@@ -1,4 +1,4 @@
-"""Code page choice and printable text for kitchen printers (SPEC §9: readable, never an exception)."""
+"""Code page choice and printable text for kitchen printers (readable, never an exception)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every kind of kitchen ticket at 32, 42 and 48 columns: the text and the decoded ESC/POS, sizes checked (SPEC §9)."""
+"""Every kind of kitchen ticket at 32, 42 and 48 columns: the text and the decoded ESC/POS, sizes checked."""
 
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def test_the_qr_code_shows_in_the_text_and_png_previews() -> None:
 def test_any_valid_order_prints_within_the_paper(
     order: Order, columns: int, kind: TicketKind, code_page: CodePage, late: int | None
 ) -> None:
-    """Any SPEC §4 order, any kind, as the printer decodes it: every printed line fits its size's width."""
+    """Any valid intake order, any kind, as the printer decodes it: every printed line fits its size's width."""
     ticket = layout_ticket(
         order,
         kind=kind,

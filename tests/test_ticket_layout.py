@@ -1,4 +1,4 @@
-"""Kitchen ticket layout and plain-text rendering (SPEC §9)."""
+"""Kitchen ticket layout and plain-text rendering (docs/printers.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _modifier(name: str, *, price: int = 0, quantity: int = 1, sku: str | None =
 
 
 def margherita(**overrides: Any) -> dict[str, Any]:
-    """The SPEC §4 example item: 2 x Margherita with extra basil."""
+    """The sample order's item: 2 x Margherita with extra basil."""
     item = {
         "name": "Margherita",
         "sku": "PZ-MARG",
@@ -51,7 +51,7 @@ def margherita(**overrides: Any) -> dict[str, Any]:
 
 
 def make_order(**overrides: Any) -> Order:
-    """A valid pickup order like SPEC §4's, with the total worked out from its lines."""
+    """A valid pickup order like the sample order, with the total worked out from its lines."""
     data: dict[str, Any] = {
         "schema_version": 1,
         "id": "ord_01HX3Z9K7Q2M9XA",

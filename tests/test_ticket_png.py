@@ -1,4 +1,4 @@
-"""PNG previews of kitchen tickets (SPEC §9 ``ticket render --format png``)."""
+"""PNG previews of kitchen tickets (``ticket render --format png``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Lightspeed K-Series notifications (SPEC §7.1): one handler for the HTTP webhook and the MQTT relay.
+"""Lightspeed K-Series notifications (docs/lightspeed-k.md): one handler for the HTTP webhook and the MQTT relay.
 
 An order the POS accepted waits in ``awaiting_pos`` until a notification says SUCCESS (injected, with the
 POS's account id as reference) or FAILURE (failed, classified from the reason; a sold-out item is

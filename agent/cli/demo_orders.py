@@ -1,4 +1,4 @@
-"""The orders ``venue-agent demo`` sends: realistic intake JSON (SPEC §4) for a pizza and pasta venue in Bristol.
+"""The orders ``venue-agent demo`` sends: realistic intake JSON for a pizza and pasta venue in Bristol.
 
 ``first_orders`` arrive while the POS is up, ``down_orders`` while it is down; ``demo_order`` fills in what every
 order carries (schema version, payment, total from the items and charges).

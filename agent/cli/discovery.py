@@ -1,4 +1,4 @@
-"""``venue-agent discover``: find kitchen printers and POS terminals on the LAN (mDNS and Epson ENPC, SPEC §10).
+"""``venue-agent discover``: find kitchen printers and POS terminals on the LAN (mDNS and Epson ENPC).
 
 Here is the search (``discover``, merged one entry per host:port); ``discover_command`` runs it, lists the USB
 printers plugged into this box and prints what was found as tables and ready-to-paste TOML (or JSON).

@@ -179,7 +179,7 @@ def judge_outbox(facts: OutboxFacts) -> Finding:
             "outbox",
             "fail",
             f"{where}: the agent refuses it: {facts.refusal}",
-            "see README 'The outbox refused at start'",
+            "see docs/operations.md, 'The outbox refused at start'",
         )
     if not facts.exists:
         return Finding("outbox", "warn", f"{where}: no file yet", "the agent creates it when it first starts")
@@ -187,7 +187,10 @@ def judge_outbox(facts: OutboxFacts) -> Finding:
         return Finding("outbox", "warn", f"{where}: cannot read it: {facts.error}", "run doctor with sudo")
     sizes = f"{_mb(facts.sizes.get('db', 0))} + {_mb(facts.sizes.get('wal', 0))} WAL"
     if facts.integrity is not None:
-        todo = "stop the agent, copy outbox.db* somewhere safe, restore a backup (README 'The outbox refused at start')"
+        todo = (
+            "stop the agent, copy outbox.db* somewhere safe, restore a backup"
+            " (docs/operations.md, 'The outbox refused at start')"
+        )
         return Finding("outbox", "fail", f"{where}: quick_check failed: {facts.integrity}", todo)
     return Finding("outbox", "ok", f"{where}: integrity ok, {sizes}")
 

@@ -207,7 +207,7 @@ async def _mqtt_round(
             payload: bytes = retained.payload  # the agent's own status, republished unchanged (not retained)
             agent_status = _state_of(payload)
         else:
-            # No status to copy: a state consumers ignore (SPEC §8 consumers know only online/offline).
+            # No status to copy: a state consumers ignore (status consumers know only online/offline).
             body = {"state": "doctor", "since": datetime.now(UTC).isoformat(), "version": __version__}
             payload, agent_status = json.dumps(body | {"agent_running": agent_ready}).encode(), None
         await client.publish(topic, payload, qos=1, retain=False)

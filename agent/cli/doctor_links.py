@@ -91,7 +91,7 @@ def judge_printer(facts: PrinterFacts) -> Finding:
     check = f"printer {facts.name}"
     seen = " (as the running agent last read it)" if facts.from_agent else ""
     if facts.code_page_error is not None:
-        todo = "set profile (and code_page) to one python-escpos knows: see README 'Printers'"
+        todo = "set profile (and code_page) to one python-escpos knows: see docs/printers.md, 'Profiles and code pages'"
         return Finding(check, "fail", f"{facts.where}: {facts.code_page_error}", todo)
     encoding = "plain text" if facts.writes_text else (facts.code_page or "?")
     base = f"{facts.where}, {encoding}"

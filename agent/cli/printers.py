@@ -1,4 +1,4 @@
-"""The printer commands of the command line: ``print-test``, ``ticket render`` and ``discover`` (SPEC §10)."""
+"""The printer commands of the command line: ``print-test``, ``ticket render`` and ``discover`` (docs/printers.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Pure state machine: the caller passes the time in and reads decisions out. A probe is a readiness check
 where the POS has one; where it has none (``readiness_unsupported``), the probe is ONE real order, the
-oldest due (SPEC §6). Only attempts made while the circuit is closed count towards ``max_attempts``.
+oldest due (docs/robustness.md). Only attempts made while the circuit is closed count towards ``max_attempts``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""When an order needs a fallback kitchen ticket (SPEC §6 rules a-c). Pure code."""
+"""When an order needs a fallback kitchen ticket (rules a-c of docs/order-flow.md). Pure code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where a relative ``*_file`` secret is read from (SPEC §3), for the service and for operator commands alike.
+"""Where a relative ``*_file`` secret is read from, for the service and for operator commands alike.
 
 The service reads ``$CREDENTIALS_DIRECTORY/<name>``, a directory systemd fills from the unit's ``LoadCredential=``
 lines. A technician's command (``sudo venue-agent status``) gets no such directory, so it reads the same source the
@@ -8,7 +8,7 @@ unit would. The search, in order (the first that applies wins; nothing else is t
 2. the file the installed unit hands over as credential ``<name>``: ``LoadCredential=<name>:<path>`` in
    ``venue-agent.service`` or its drop-ins (``UNIT_DIRS``); a relative or missing ``<path>`` is looked up in
    systemd's credential stores (``CREDSTORE_DIRS``), and so is a name an ``ImportCredential=`` glob matches;
-3. ``/etc/venue-agent/credentials/<name>``, where the package and README keep them (``CREDENTIALS_DIR``).
+3. ``/etc/venue-agent/credentials/<name>``, where docs/install.md puts them (``CREDENTIALS_DIR``).
 
 An absolute ``*_file`` is read as it is. Nothing here reads a secret: it only says where one is.
 """

@@ -5,7 +5,7 @@ The hierarchy::
     AgentError                  root of everything raised on purpose by ``agent``
     ├── ConfigError             the technician's file (or environment) is wrong; carries every problem
     ├── OrderError              an order payload or an operation on an order is refused
-    │   ├── OrderInvalid        the payload breaks a rule of SPEC §4; carries every field error
+    │   ├── OrderInvalid        the payload breaks a rule of the order schema; carries every field error
     │   │   └── BodyInvalid     the body is not acceptable JSON (malformed, too deep, a key twice...)
     │   ├── OrderConflict       same id, different content (use PUT), or the state forbids the operation
     │   └── OrderNotFound       no order with that id
@@ -64,7 +64,7 @@ class OrderError(AgentError):
 
 
 class OrderInvalid(OrderError):
-    """The payload breaks SPEC §4; ``errors`` names every field."""
+    """The payload breaks the order schema (docs/intake-api.md); ``errors`` names every field."""
 
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors

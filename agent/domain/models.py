@@ -1,4 +1,4 @@
-"""The order as the ordering platform sends it (SPEC §4, schema_version 1), and how it is checked."""
+"""The order as the ordering platform sends it (schema_version 1, docs/intake-api.md), and how it is checked."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ class Payment(_Strict):
 
 
 class Order(_Strict):
-    """An online order, schema_version 1 (SPEC §4)."""
+    """An online order, schema_version 1."""
 
     schema_version: Literal[1]
     id: Annotated[str, Field(pattern=ORDER_ID_PATTERN)]
@@ -248,8 +248,8 @@ class Order(_Strict):
     def expected_totals(self) -> set[int]:
         """Return the totals this order may carry.
 
-        SPEC §4 says items incl. modifiers x quantities, which reads as a modifier priced per unit of its
-        item; its own example prices a modifier once per line (1860). Both readings are accepted.
+        Both readings of a modifier's price are accepted: per unit of its item, ``quantity`` x (``unit_price`` +
+        modifiers) as docs/intake-api.md states it, and once per line (2 x 950 + 50), as an earlier sample order had it.
         """
         extras = self.charges.delivery_fee + self.charges.service_charge + self.charges.tip
         minus = sum(d.amount for d in self.discounts)

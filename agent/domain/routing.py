@@ -1,4 +1,4 @@
-"""Kitchen routing (SPEC §3 ``categories``): which items go on which printer's ticket; pure code.
+"""Kitchen routing (``[[printers]] categories``): which items go on which printer's ticket; pure code.
 
 Each item goes to the first printer, in configured order, whose categories take it; the items of one
 printer make one ticket, numbered "n of N". A ticket fails over first to the other printers that take

@@ -1,4 +1,4 @@
-"""Order life cycle (SPEC §6): the states, the error classes, and which transitions are legal.
+"""Order life cycle (docs/order-flow.md): the states, the error classes, and which transitions are legal.
 
 Pure code: deciding a state is a function of the order, the settings and the time; the outbox applies
 the decision in one transaction together with its event row.
@@ -29,7 +29,7 @@ class State(StrEnum):
 
 
 class ErrorClass(StrEnum):
-    """Why an order failed (SPEC §6)."""
+    """Why an order failed: the ``error_class`` of a failed order."""
 
     OUTAGE = "outage"
     AUTH = "auth"

@@ -1,4 +1,4 @@
-"""Commands and orders received over MQTT (SPEC §8): parsing, signature checks and the dispatcher.
+"""Commands and orders received over MQTT (docs/mqtt.md): parsing, signature checks and the dispatcher.
 
 Topics (``P = {topic_prefix}/{venue.id}``):
 
@@ -7,7 +7,7 @@ Topics (``P = {topic_prefix}/{venue.id}``):
   ``lightspeed_webhook {...}`` (the relayed K-Series notification is the payload without ``ts``/``sig``).
   The reply ``{"ok": true, ...result}`` or ``{"ok": false, "error": ...}`` goes to the MQTT 5 response topic of
   the request, with its correlation data, or else (and always on MQTT 3.1.1) to ``P/cmd/<name>/reply``.
-- ``P/orders/new`` — a §4 order; it goes through the same validation and outbox as ``POST /v1/orders``, and the
+- ``P/orders/new`` — an intake order; it goes through the same validation and outbox as ``POST /v1/orders``, and the
   answer ``{"order_id", "accepted", "duplicate", "state", "error"}`` is published on ``P/orders/<id>/ack`` after
   the commit. A message whose order id cannot be read (not JSON, no valid ``id``) is answered on
   ``P/orders/rejected`` with ``"order_id": null``.
@@ -119,7 +119,7 @@ def _depth(text: str) -> int:
 
 
 def parse_order(raw: bytes) -> Any:
-    """Return the decoded JSON of an order message (validated later as a §4 order); raise PayloadInvalid."""
+    """Return the decoded JSON of an order message (validated later as an intake order); raise PayloadInvalid."""
     return _decode(raw, "order")
 
 

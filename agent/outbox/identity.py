@@ -103,7 +103,7 @@ def _action(db: Path) -> str:
         f"What to do: restore outbox.db from a backup to {db} (owned by the agent's user) and start again;"
         f" or, to start with a new empty outbox knowing the orders it held are lost, run `{INIT_COMMAND}`"
         " (then check the POS and the kitchen tickets for orders that never arrived)."
-        " `venue-agent status` and the README section 'The outbox refused at start' say more."
+        " `venue-agent status` and docs/operations.md ('The outbox refused at start') say more."
     )
 
 
@@ -191,7 +191,10 @@ def write_marker(path: Path, marker: Marker) -> None:
         "outbox_id": marker.outbox_id,
         "schema_version": marker.schema_version,
         "created_at": marker.created_at,
-        "about": f"venue-agent: an outbox exists at {path.name.removesuffix('.marker')}; do not delete (see README)",
+        "about": (
+            f"venue-agent: an outbox exists at {path.name.removesuffix('.marker')};"
+            " do not delete (see docs/operations.md)"
+        ),
     }
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8") as f:

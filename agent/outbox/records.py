@@ -135,7 +135,7 @@ class EventRecord:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the SPEC §8 event shape."""
+        """Return the event as ``P/events`` publishes it (docs/mqtt.md)."""
         return {
             "seq": self.seq,
             "ts": self.ts.isoformat(),

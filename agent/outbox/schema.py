@@ -86,7 +86,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE print_jobs ADD COLUMN printers TEXT;
     ALTER TABLE print_jobs ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;
     """,
-    # 4: SKUs the POS reported sold out or restricted, until a time (SPEC §7.1 auto-snooze).
+    # 4: SKUs the POS reported sold out or restricted, until a time (auto-snooze, docs/lightspeed-k.md).
     """
     CREATE TABLE snoozes (
         sku TEXT PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""Auto-snooze of sold-out items (SPEC §7.1): until when, and the durable snooze rows.
+"""Auto-snooze of sold-out items: until when, and the durable snooze rows.
 
 An item the POS refuses as sold out or restricted is snoozed until 08:00 the next morning in the
 venue's time zone (computed on the local calendar, so a DST change in the night does not move it),

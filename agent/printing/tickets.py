@@ -118,7 +118,7 @@ def late_minutes(
 ) -> int | None:
     """Return how many whole minutes past due a ticket printed ``now`` is, or None if not late.
 
-    Late means more than ``late_after_minutes`` after the order became due (SPEC §6 ``due``), or after
+    Late means more than ``late_after_minutes`` after the order became due (its time to go to the POS), or after
     its requested time when that is earlier (a pre-order that reached the agent after its time).
     """
     if requested_at is not None:

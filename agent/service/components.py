@@ -1,8 +1,8 @@
 """Watches the agent's components (intake, POS, disk, each printer) and records every change of state as an event.
 
-SPEC §8 publishes an event per component change and the health snapshot on any change of a component's state; the
-states live in memory (the circuit breaker, the last printer status read), so they are read every
-``CHECK_SECONDS`` and compared, rather than threading a callback through every component.
+Each change of a component's state is an event and republishes the health snapshot (docs/mqtt.md); the states
+live in memory (the circuit breaker, the last printer status read), so they are read every ``CHECK_SECONDS`` and
+compared, rather than threading a callback through every component.
 """
 
 from __future__ import annotations

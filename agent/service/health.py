@@ -1,4 +1,4 @@
-"""The health snapshot (SPEC §8 ``P/health``), measured, not guessed."""
+"""The health snapshot (``GET /v1/health`` and MQTT ``P/health``), measured, not guessed."""
 
 from __future__ import annotations
 

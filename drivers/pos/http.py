@@ -1,4 +1,4 @@
-"""The ``http`` POS driver (SPEC §7.3): a POS terminal or in-house POS on the LAN that speaks plain JSON."""
+"""The ``http`` POS driver (docs/http-pos.md): a POS terminal or in-house POS on the LAN that speaks plain JSON."""
 
 from __future__ import annotations
 

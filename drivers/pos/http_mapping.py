@@ -1,4 +1,4 @@
-"""The ``http`` POS contract (SPEC §7.3) as pure functions: the request to send, and what an answer means.
+"""The ``http`` POS contract (docs/http-pos.md) as pure functions: the request to send, and what an answer means.
 
 No I/O here: ``drivers.pos.http`` does the network, the simulator verifies signatures with the same code.
 """
@@ -92,7 +92,7 @@ def verify_signature(
 
 
 def classify_response(status: int, headers: Mapping[str, str], body: bytes, now: datetime) -> InjectResult:
-    """Turn the POS's answer to ``POST {url}`` into a result, as SPEC §7.3 says."""
+    """Turn the POS's answer to ``POST {url}`` into a result, as docs/http-pos.md says."""
     answer = _Answer(status, headers, body)
     if 200 <= status < 300:
         if status == 202 and answer.field("status") == "pending":

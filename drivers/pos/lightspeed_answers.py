@@ -1,4 +1,4 @@
-"""What the Lightspeed K-Series create-order call's answer means (SPEC §7.1): an inject result.
+"""What the Lightspeed K-Series create-order call's answer means (docs/lightspeed-k.md): an inject result.
 
 ``ApiAnswer`` reads any body (JSON object, other JSON, raw text, nothing); ``lightspeed_notifications`` reads
 webhooks and readiness with it. Pure: ``drivers.pos.lightspeed_k`` does the network.

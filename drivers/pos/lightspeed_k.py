@@ -1,4 +1,4 @@
-"""The ``lightspeed_k`` POS driver (SPEC §7.1): Lightspeed Restaurant K-Series Order and Pay API, two-phase.
+"""The ``lightspeed_k`` POS driver (docs/lightspeed-k.md): Lightspeed Restaurant K-Series Order and Pay API, two-phase.
 
 ``inject`` answers ``Accepted`` when the API took the order for delivery to the POS; the SUCCESS or FAILURE
 webhook settles it later (handled by the agent core, so ``confirmation`` returns None). Tokens come from a

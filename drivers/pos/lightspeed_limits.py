@@ -24,12 +24,12 @@ FIELD_LIMITS: dict[str, int] = {
     "collectionCode": 8,
     # OAS apeCustomerInfo.firstName: minLength 1, maxLength 128. Cut visibly; the full name goes in the note.
     "customerInfo.firstName": 128,
-    # OAS gives no maxLength for lastName; issue 12 / SPEC §7.1 take firstName's 128. Cut like firstName.
+    # OAS gives no maxLength for lastName; the agent keeps firstName's 128. Cut like firstName.
     "customerInfo.lastName": 128,
-    # OAS gives none; RFC 5321 §4.5.3.1.3 (a 256-octet path less its angle brackets), as intake (§4) enforces.
+    # OAS gives none; RFC 5321 §4.5.3.1.3 (a 256-octet path less its angle brackets), as intake enforces.
     # An address cut short is a wrong address: a longer one is not sent and is named in the note.
     "customerInfo.email": 254,
-    # OAS gives none ("displayed on the printed dockets"); issue 12: 1000. Parts are cut in priority order.
+    # OAS gives none ("displayed on the printed dockets"); the agent keeps 1000. Parts are cut in priority order.
     "orderNote": 1000,
     # OAS deliveryAddress.addressLine1/addressLine2/zip/city: plain strings, no maxLength. 255 is an inference,
     # not a documented limit: JPA's default column length on a Java backend. Cut visibly; full text in the note.

@@ -1,9 +1,10 @@
-"""The Lightspeed K-Series Order and Pay contract (SPEC §7.1) as pure functions.
+"""The Lightspeed K-Series Order and Pay contract (docs/lightspeed-k.md) as pure functions.
 
 Builds the ``/o/op/1/order/toGo`` and ``/o/op/1/order/local`` bodies from an order, within the limits of
 ``lightspeed_limits``; the create call's answer is read in ``lightspeed_answers``, notifications and readiness in
 ``lightspeed_notifications``. No I/O and no clock: times are passed in.
-Field names and rules follow the Order and Pay OpenAPI file (see ../shared/reference/pos-apis.md §1).
+Field names and rules follow Lightspeed's Order and Pay OpenAPI description ("OAS" in the comments,
+https://api-portal.lsk.lightspeed.app).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ READINESS_PATH = "/o/op/1/onlineOrderReadiness"
 
 MIN_ATTEMPT_MS = 60_000  # maxTimeToAttemptOrderDeliverToPos: "The minimum value is 60000ms (1 minute)" (OAS)
 # Long enough to ride out the usual cause of a missed order (the iPad asleep or the POS app in the
-# background, reference §1.6/§1.10) once staff notice; short enough that a kitchen does not get an ASAP
+# background, as Lightspeed's own help lists them) once staff notice; short enough that a kitchen does not get an ASAP
 # order a quarter of an hour late. The driver may pass its own (e.g. near confirm_timeout_seconds).
 DEFAULT_MAX_ATTEMPT_MS = 600_000
 _INT32_MAX = 2**31 - 1

@@ -1,8 +1,8 @@
-"""Lightspeed K-Series notifications and readiness (SPEC §7.1) as pure functions.
+"""Lightspeed K-Series notifications and readiness (docs/lightspeed-k.md) as pure functions.
 
 Reads what Lightspeed sends back: order notifications (SUCCESS / FAILURE webhooks), sales-restriction
 (ITEM) notifications and the online-order readiness answer. No I/O. Field names follow the Order and Pay
-OpenAPI file (see ../shared/reference/pos-apis.md §1.8).
+OpenAPI description and webhook guides (https://api-portal.lsk.lightspeed.app).
 """
 
 from __future__ import annotations

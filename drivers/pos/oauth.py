@@ -1,4 +1,4 @@
-"""OAuth2 refresh-token rotation for a POS API whose refresh tokens are single-use (Lightspeed K-Series, SPEC §7.1).
+"""OAuth2 refresh-token rotation for a POS API whose refresh tokens are single-use (Lightspeed K-Series).
 
 Exceptions (both carry a ``reason`` that never contains a token or the client secret)::
 
@@ -9,7 +9,7 @@ Exceptions (both carry a ``reason`` that never contains a token or the client se
 
 The request (RFC 6749 §6): ``POST /oauth/token`` with the form ``grant_type=refresh_token&refresh_token=…``
 only; the client authenticates with HTTP Basic, ``Authorization: Basic base64(client_id:client_secret)``, each
-part form-urlencoded first (RFC 6749 §2.3.1; SPEC §7.1). The credentials never go in the body: §2.3.1 allows
+part form-urlencoded first (RFC 6749 §2.3.1). The credentials never go in the body: §2.3.1 allows
 them there only for a client that cannot use Basic, and a server that supports Basic may refuse them.
 
 Refresh tokens are single-use and expire after 14 days unused (K-Series Authorization FAQ, "Quick Facts":

@@ -1,4 +1,4 @@
-"""The simulator's ``http`` contract (SPEC §7.4) and its control API under ``/_sim/``.
+"""The simulator's ``http`` contract (docs/http-pos.md) and its control API under ``/_sim/``.
 
 Endpoints: ``POST /orders`` (also ``/`` and ``/v1/orders``), ``GET /orders/{key}`` (two-phase status),
 ``GET /ready``, and ``/_sim/orders``, ``/_sim/requests``, ``/_sim/faults``, ``/_sim/reset``.

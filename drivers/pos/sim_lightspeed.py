@@ -1,4 +1,4 @@
-"""The simulator's Lightspeed K-Series dialect (SPEC §7.1, §7.4): token, order, readiness endpoints and webhooks.
+"""The simulator's Lightspeed K-Series dialect (docs/lightspeed-k.md): token, order, readiness endpoints and webhooks.
 
 Endpoints: ``POST /oauth/token`` (refresh_token grant, single-use refresh tokens), ``POST /o/op/1/order/toGo``
 and ``/o/op/1/order/local`` (Bearer, validated like the real API, 409 on a used ``thirdPartyReference``),
@@ -11,7 +11,7 @@ The shared fault switches apply: ``down``/``slow_ms``/``html_errors`` on every e
 ``rate_limit_count``/``error_rate`` on orders, ``auth_expired`` (401 on orders and readiness whatever the token),
 ``sold_out_skus``/``unknown_skus`` (accepted, then a FAILURE webhook, as the real API reports them
 asynchronously), ``never_confirm`` (accepted, no webhook), ``not_ready`` (readiness NOT_READY).
-The token endpoint is as strict as RFC 6749 §2.3.1 / §5.2 and SPEC §7.1: the client authenticates with HTTP
+The token endpoint is as strict as RFC 6749 §2.3.1 / §5.2: the client authenticates with HTTP
 Basic only (``401 {"error":"invalid_client"}`` with ``WWW-Authenticate: Basic`` when the header is missing or
 wrong, or when ``client_id``/``client_secret`` come in the form as well or instead); then the grant is checked.
 A refresh token never seen before is accepted once (any seed works in a demo) unless

@@ -1,4 +1,4 @@
-"""The POS simulator (SPEC §7.4): the ``http`` contract and the POS dialects over real HTTP, with fault switches.
+"""The POS simulator: the ``http`` contract and the POS dialects over real HTTP, with fault switches.
 
 The app is the ``http`` contract of ``sim_contract`` plus the routes of every dialect in ``DIALECTS``, all over one
 ``SimulatorState`` (``sim_state``). Every switch can be set at runtime with ``POST /_sim/faults`` or, in-process,

@@ -1,4 +1,4 @@
-"""The ``square`` POS driver (SPEC §7.2): CreateOrder on the Square Orders API with a Bearer access token."""
+"""The ``square`` POS driver (docs/square.md): CreateOrder on the Square Orders API with a Bearer access token."""
 
 from __future__ import annotations
 

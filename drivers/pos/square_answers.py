@@ -1,4 +1,4 @@
-"""What Square's answers mean (SPEC §7.2): CreateOrder answers to inject results, location answers to readiness.
+"""What Square's answers mean (docs/square.md): CreateOrder answers to inject results, location answers to readiness.
 
 Pure functions over the status and the decoded body; ``drivers.pos.square`` does the network.
 """
@@ -45,7 +45,7 @@ def classify_error(
     catalog: Mapping[str, str] | None = None,
     sent: Mapping[str, Any] | None = None,
 ) -> InjectResult:
-    """Turn Square's answer to CreateOrder into a result, as SPEC §7.2 says.
+    """Turn Square's answer to CreateOrder into a result, as docs/square.md says.
 
     ``body`` is the decoded JSON, or the raw bytes/text when the answer was not JSON. ``catalog`` (SKU to
     catalog object id) and ``sent`` (the body sent) let a NOT_FOUND name the SKU behind a catalog id.

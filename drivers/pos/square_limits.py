@@ -29,7 +29,7 @@ class Limit(NamedTuple):
 # by applications must be 60 characters or less and must be in the character set [a-zA-Z0-9_-]", "Values have a
 # maximum length of 255 characters", "An application can have up to 10 entries per metadata field".
 _META_KEY = r"[A-Za-z0-9_-]+"
-_ADDRESS = "not published (Address has no maxLength); 500 is SPEC §4's own text limit, set by issue 12"
+_ADDRESS = "not published (Address has no maxLength); 500 is the longest text an order may carry"
 
 LIMITS: Final[Mapping[str, Limit]] = MappingProxyType(
     {

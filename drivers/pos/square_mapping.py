@@ -1,9 +1,9 @@
-"""The Square Orders API's CreateOrder body (SPEC §7.2) as pure functions, built within Square's limits.
+"""The Square Orders API's CreateOrder body (docs/square.md) as pure functions, built within Square's limits.
 
 No I/O here: ``drivers.pos.square`` does the network. The limits are ``square_limits.LIMITS`` (which the simulator's
 Square dialect checks bodies against too); what Square's answers mean is ``square_answers``.
 
-Mapping choices the Square reference forces (docs/reference pos-apis.md §2):
+Mapping choices Square's Orders API reference forces:
 
 - Square fulfilments are PICKUP, DELIVERY or SHIPMENT only. A dine-in order gets no fulfilment: the table
   goes into ``ticket_name`` (Square's "short-term identifier, such as a table number") and the table,
@@ -23,7 +23,7 @@ Mapping choices the Square reference forces (docs/reference pos-apis.md §2):
 - Every line carries ``base_price_money`` (what the customer was charged), also on catalog lines, where
   it overrides the catalog price, so Square's totals match the online payment.
 - Taxes: no ``order.taxes``; ``pricing_options.auto_apply_taxes`` lets Square apply the venue's own tax
-  (one tax only, SPEC §7.2), and ``auto_apply_discounts`` is off because the order's discounts are sent.
+  (one tax only, docs/square.md), and ``auto_apply_discounts`` is off because the order's discounts are sent.
 """
 
 from __future__ import annotations

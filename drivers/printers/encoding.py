@@ -1,4 +1,4 @@
-"""Code pages for kitchen printers and text that always prints (SPEC §9): pure code, no I/O.
+"""Code pages for kitchen printers and text that always prints (docs/printers.md): pure code, no I/O.
 
 A ticket is sent in one code page forced with ``ESC t n``; every character the page lacks degrades
 to a readable stand-in (``ø`` → ``o``, ``€`` → ``EUR``, ``🎂`` → ``(birthday cake)``) and never to

@@ -1,7 +1,7 @@
 """The one place that imports python-escpos 3.1, with its import side effects contained.
 
 Importing ``escpos`` costs about 0.4 s, calls ``logging.basicConfig()`` and leaves an empty
-``/tmp/tmpXXXX`` directory behind on every import (reference escpos-printing.md §1.2), so nothing
+``/tmp/tmpXXXX`` directory behind on every import (python-escpos 3.1's ``capabilities.py``), so nothing
 imports it at module level: every helper here calls ``load_escpos()`` first.
 """
 

@@ -1,9 +1,8 @@
-"""ESC/POS bytes for a laid-out kitchen ticket (SPEC §9): pure code, no I/O.
+"""ESC/POS bytes for a laid-out kitchen ticket (docs/printers.md): pure code, no I/O.
 
 The bytes come from python-escpos's ``Dummy`` printer with its automatic code page switching
 disabled: one ``ESC t n`` after ``ESC @`` selects the page, and every line is passed through
-``printable()`` first so nothing is ever sent as python-escpos's ``?``. See escpos-printing.md
-§1.4-1.6 for the bytes and the 3.1 traps this avoids.
+``printable()`` first so nothing is ever sent as python-escpos's ``?``.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ BuzzKind = Literal["none", "esc_b", "epson_fn48", "drawer_pin2", "drawer_pin5", 
 BUZZ_KINDS: tuple[BuzzKind, ...] = get_args(BuzzKind)
 
 _SELECT_CODE_PAGE = b"\x1bt"
-# Epson ESC ( A fn 48 (escpos-printing.md §2.5): the sound type n is model-specific; 49 is taken as the
-# first audible type, 48 being the "does not beep" value (unverified on hardware). c = 3 beeps with
-# t = 10 (a 1 s cycle) follows the example in Epson's reference: noticeable in a loud kitchen, over in 3 s.
+# Epson ESC ( A fn 48 ("Beep the buzzer" in Epson's ESC/POS reference): the sound type n is model-specific;
+# 49 is taken as the first audible type, 48 being the "does not beep" value (unverified on hardware). c = 3 beeps
+# with t = 10 (a 1 s cycle) follows the example in Epson's reference: noticeable in a loud kitchen, over in 3 s.
 _EPSON_BEEP = b"\x1b(A\x04\x00\x30" + bytes((49, 3, 10))
 _BEL = b"\x07"
 _QR_EC_M = 1  # python-escpos QR_ECLEVEL_M

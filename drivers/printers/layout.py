@@ -1,4 +1,4 @@
-"""Kitchen ticket layout (SPEC §9): an order in, lines that fit the paper out; pure code, no I/O.
+"""Kitchen ticket layout (docs/printers.md): an order in, lines that fit the paper out; pure code, no I/O.
 
 ``layout_ticket`` decides what a cook reads and in which size; ``ticket_text.render_text`` turns the result
 into plain text for the ``file`` transport and previews, and the ESC/POS and PNG renderers consume the same
@@ -98,7 +98,7 @@ def layout_ticket(
     allergy_words: Sequence[str] = (),
     qr: str | None = None,
 ) -> Ticket:
-    """Lay out the kitchen ticket for ``order`` in SPEC §9 order; times are shown in ``tz``.
+    """Lay out the kitchen ticket for ``order`` top to bottom as docs/printers.md lists it; times are shown in ``tz``.
 
     Every warning is a banner (double width and height in an inverse bar): the kind, ``in_doubt`` (a
     copy printed again after a crash or an unconfirmed print), ``late_minutes`` (LATE - 38 MIN),

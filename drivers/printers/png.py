@@ -1,4 +1,4 @@
-"""PNG previews of kitchen tickets (SPEC §9 ``ticket render --format png``), drawn with Pillow.
+"""PNG previews of kitchen tickets (``ticket render --format png``), drawn with Pillow.
 
 The preview is drawn from the same ``Ticket`` and the same rows as the ESC/POS renderer, so a person
 sees what the kitchen gets: a monospace paper strip ``columns`` characters wide, double lines at

@@ -125,7 +125,7 @@ async def read_status_async(port: AsyncStatusPort) -> StatusReading:
     return decode_replies(replies)
 
 
-# ---- job confirmation (escpos-printing.md §2.2-2.3; Epson GS ( H fn 48) --------------------------------------
+# ---- job confirmation (Epson's ESC/POS reference: GS a, GS r, GS ( H fn 48) -----------------------------------
 
 ConfirmKind = Literal["process_id", "transmit_status"]
 CONFIRM_KINDS: tuple[ConfirmKind, ...] = ("process_id", "transmit_status")
@@ -200,7 +200,7 @@ class Reply:
 class ReplyParser:
     """Splits what a printer sends into replies, across reads; pure.
 
-    The first byte tells them apart (escpos-printing.md §2.1-2.3): a process ID response is ``37 22 d1 d2 d3 d4
+    The first byte tells them apart (Epson: DLE EOT, GS a, GS r, GS ( H): a process ID response is ``37 22 d1 d2 d3 d4
     00``; a DLE EOT reply matches ``0xx1xx10``; an ASB frame is 4 bytes whose first matches ``0xx1xx00``; a
     ``GS r 1`` reply has bits 4 and 7 clear. Anything else is noise, one byte at a time.
     """
@@ -244,7 +244,7 @@ class ReplyParser:
 
 
 def decode_asb(frame: bytes) -> StatusReading:
-    """Map a 4-byte Automatic Status Back frame (escpos-printing.md §2.2) to a reading."""
+    """Map a 4-byte Automatic Status Back frame (Epson ``GS a``) to a reading."""
     first, _, paper = frame[0], frame[1], frame[2]
     if paper & 0x0C:
         return StatusReading(PrinterStatus.PAPER_OUT, "paper roll is out", frame)

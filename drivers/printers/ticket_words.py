@@ -27,7 +27,7 @@ _SOURCES = {
     "justeat": "JUST EAT",
     "doordash": "DOORDASH",
 }
-# Allergy words looked for in item notes, the order note and the instructions (SPEC §9); a venue adds its own.
+# Allergy words looked for in item notes, the order note and the instructions; a venue adds its own (``allergy_words``).
 ALLERGY_WORDS = (
     "allergy",
     "allergic",
