@@ -129,7 +129,10 @@ class SimVenue:
         if not self.availability_since:
             self.availability_since = iso(now)
             self.availability_seq = 1
-        self.next_health = now + self.rates.health_interval
+            # Real agents started at different times: their health falls anywhere in the interval, not in step.
+            self.next_health = now + self.rng.uniform(0, self.rates.health_interval)
+        else:
+            self.next_health = now + self.rates.health_interval
         return [
             Publish("status", self.status("online"), retain=True),
             Publish("availability", self.availability(), retain=True),

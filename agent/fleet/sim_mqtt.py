@@ -63,6 +63,8 @@ class FleetSim:
         self.queues: dict[str, asyncio.Queue[Publish]] = {v: asyncio.Queue() for v in options.venues}
         self.connected: set[str] = set()
         self.published: Counter[str] = Counter()
+        # (venue, event type) -> how many the broker acknowledged.
+        self.events: Counter[tuple[str, str]] = Counter()
         self.commands_answered = 0
         # The latest retained body of each (venue, kind) the broker acknowledged: what a console should show.
         self.retained: dict[tuple[str, str], dict[str, object]] = {}
@@ -201,6 +203,8 @@ class FleetSim:
         topic = f"{self.options.prefix}/{name}/{message.kind}"
         await client.publish(topic, _json(message.payload), qos=1, retain=message.retain)
         self.published[message.kind] += 1
+        if message.kind == "events":
+            self.events[(name, str(message.payload.get("type")))] += 1
         if message.retain:
             self.retained[(name, message.kind)] = message.payload
 

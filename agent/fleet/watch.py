@@ -147,7 +147,10 @@ async def watch(
     async with contextlib.AsyncExitStack() as stack:
         # aiomqtt 2.x waits for CONNACK without a limit: a broker that accepts TCP but stays silent must not hang us.
         await asyncio.wait_for(stack.enter_async_context(client), CONNECT_TIMEOUT_SECONDS)
-        await client.subscribe([(f"{conn.prefix}/+/{kind}", 1) for kind in KINDS])
+        # QoS 0: a console's session is not persistent, so QoS 1 would save nothing on a drop, and it would put the
+        # burst of retained messages on subscribe (3 per venue) under the broker's in-flight and queue limits
+        # (Mosquitto: 20 and max_queued_messages 1000), which silently drop what is over them past ~330 venues.
+        await client.subscribe([(f"{conn.prefix}/+/{kind}", 0) for kind in KINDS])
         fleet.connected = True
         if on_connected is not None:
             on_connected()
