@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agent.cli.main import main
 from agent.fleet.model import Fleet
 from agent.fleet.screen import render_screen, render_table
 from tests.test_console import NOW, alert, health, iso, status
@@ -139,3 +140,8 @@ def test_a_terminal_gets_a_screenful_cut_to_its_width() -> None:
     assert all(len(line) <= 60 for line in screen)
     assert screen[-1].startswith("... more below")
     assert len(render_table(fleet.rows(), NOW).splitlines()) == 81  # the whole table for a pipe
+
+
+def test_an_unknown_state_filter_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["console", "--broker", "127.0.0.1:1", "--state", "offline,sleepy", "--once", "0"]) == 2
+    assert "unknown --state sleepy: use offline, not-accepting" in capsys.readouterr().err
