@@ -13,7 +13,7 @@ as on the largest terminal). Then:
    shows it (the console draws within 0.25 s of an alert). p50 / p99 / max over all probes.
 3. One scrape of ``/metrics``: its size, time, and the venue count it reports.
 
-Prints a table, then the first 30 lines of the last frame (what a terminal 30 lines high would show).
+Prints a table, then the first 30 lines of the frame at the end of the quiet window (a terminal 30 lines high).
 """
 
 from __future__ import annotations
@@ -160,6 +160,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
         cpu = {k: (cpu_seconds(p) - cpu0[k]) / wall * 100 for k, p in pids.items()}
         rate = (counter.count - count0) / wall
         rss = {k: rss_mb(p) for k, p in pids.items()}
+        quiet_frame = screen.last_frame
 
         # 2. probe window
         latencies: list[float] = []
@@ -222,8 +223,8 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
     for name, value in rows:
         print(f"{name:<{width}} | {value}")
     print(f"\n(window {args.window:.0f} s; {args.probes} probes every 0.5 s; machine: {os.cpu_count()} CPUs)")
-    print("\nThe console's screen, first 30 lines of the last frame:\n")
-    print("\n".join(line[:160] for line in screen.last_frame[:30]))
+    print("\nThe console's screen at the end of the quiet window (before the probes), first 30 lines:\n")
+    print("\n".join(line[:160] for line in quiet_frame[:30]))
 
 
 def main() -> None:

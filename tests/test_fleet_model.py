@@ -145,3 +145,13 @@ def test_a_terminal_gets_a_screenful_cut_to_its_width() -> None:
 def test_an_unknown_state_filter_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["console", "--broker", "127.0.0.1:1", "--state", "offline,sleepy", "--once", "0"]) == 2
     assert "unknown --state sleepy: use offline, not-accepting" in capsys.readouterr().err
+
+
+def test_an_offline_venue_counts_from_when_it_was_seen_going_offline() -> None:
+    """A Will carries the since of the connection it ends; the console counts from the change it saw."""
+    fleet = Fleet("venues")
+    send(fleet, "hk", "status", status("online", "boot-a", 1, since=NOW - 3600))
+    send(fleet, "hk", "status", status("offline", "boot-a", 1, since=NOW - 3600), at=NOW - 30)
+    assert render_table(fleet.rows(), NOW).splitlines()[1].split()[1:4] == ["offline", "-", "30s"]
+    send(fleet, "hk", "status", status("online", "boot-a", 2, since=NOW - 5), at=NOW - 5)
+    assert render_table(fleet.rows(), NOW).splitlines()[1].split()[1:4] == ["online", "-", "5s"]

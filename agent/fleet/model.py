@@ -48,6 +48,8 @@ class VenueRow:
     boot_id: str | None = None
     seq: int | None = None
     last_seen: float | None = None
+    # When the console saw the venue go offline: a Will carries the ``since`` of the connection it ends.
+    offline_seen: float | None = None
     outbox: dict[str, int] = field(default_factory=dict)
     oldest_pending_age_s: float | None = None
     pos: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +151,7 @@ class Fleet:
             row = self.venues[venue] = VenueRow(venue)
         row.last_seen = now if row.last_seen is None else max(row.last_seen, now)
         if kind == "status":
-            _status(row, message)
+            _status(row, message, now)
         elif kind == "health":
             _health(row, message)
         elif kind == "availability":
@@ -183,7 +185,7 @@ class Fleet:
         return parts[0], parts[1]
 
 
-def _status(row: VenueRow, message: dict[str, Any]) -> None:
+def _status(row: VenueRow, message: dict[str, Any], now: float) -> None:
     state = message.get("state")
     if state not in ("online", "offline"):
         return
@@ -196,6 +198,10 @@ def _status(row: VenueRow, message: dict[str, Any]) -> None:
         return  # a Will from an earlier boot delivered after the new birth (edge-building-blocks §2.1)
     if state == "online" and (boot_id != row.boot_id or seq != row.seq or row.state != "online"):
         row.alerts = []  # alerts are counted per connection: a new birth starts a clean slate
+    if state == "offline" and row.state == "online":
+        row.offline_seen = now
+    elif state == "online":
+        row.offline_seen = None
     row.state = state
     row.since = _str_or_none(message.get("since"))
     row.version = _str_or_none(message.get("version")) or row.version
@@ -304,6 +310,14 @@ def _str_or_none(value: object) -> str | None:
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def state_since(row: VenueRow) -> float | None:
+    """When the venue entered its current state (epoch s): its ``since``, or when the console saw it go offline."""
+    since = epoch(row.since)
+    if row.offline_seen is not None and (since is None or row.offline_seen > since):
+        return row.offline_seen
+    return since
 
 
 def epoch(value: object) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.fleet.model import NEEDS, Fleet, OpenAlert, VenueRow, epoch
+from agent.fleet.model import NEEDS, Fleet, OpenAlert, VenueRow, state_since
 
 COLUMNS = (
     ("VENUE", 20),
@@ -45,7 +45,7 @@ def _accept(row: VenueRow) -> str:
 
 
 def _row_line(row: VenueRow, now: float) -> str:
-    since = epoch(row.since)
+    since = state_since(row)
     pos_state = str(row.pos.get("state", "-"))
     if row.pos.get("circuit") not in (None, "closed"):
         pos_state += f"/{row.pos['circuit']}"
