@@ -119,8 +119,9 @@ async def _run(options: SimOptions, duration: float | None) -> None:
     last = 0
     try:
         while not runner.done():
+            left = REPORT_SECONDS if duration is None else max(0.0, duration - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(runner), REPORT_SECONDS)
+                await asyncio.wait_for(asyncio.shield(runner), min(REPORT_SECONDS, left))
             now = time.monotonic()
             total = sum(sim.published.values())
             rate = (total - last) / max(now - last_at, 1e-9)
