@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -64,3 +67,9 @@ def test_every_dashboard_query_uses_exported_metrics_and_labels() -> None:
     assert len(exprs) > 15
     wrong = [w for e in exprs for w in check(e, names)]
     assert wrong == []
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian: prometheus)")
+def test_promtool_accepts_the_rules() -> None:
+    result = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
