@@ -105,6 +105,7 @@ class Counter:
 
     def __init__(self) -> None:
         self.count = 0
+        self.status: dict[str, str] = {}
 
     async def run(self, port: int) -> None:
         async with aiomqtt.Client("127.0.0.1", port, identifier="bench-counter") as client:
@@ -112,6 +113,9 @@ class Counter:
             async for message in client.messages:
                 if not message.retain:
                     self.count += 1
+                topic = message.topic.value
+                if topic.endswith("/status") and isinstance(message.payload, bytes):
+                    self.status[topic.split("/")[1]] = json.loads(message.payload).get("state", "?")
 
 
 async def measure(args: argparse.Namespace, work: Path) -> None:
@@ -182,15 +186,22 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
 
         # 3. one scrape
         text, scrape_ms = await asyncio.to_thread(scrape, f"http://127.0.0.1:{metrics_port}/metrics")
-        known = next(
-            s.value
+        fleet = {
+            s.labels["need"]: s.value
             for f in text_string_to_metric_families(text)
             for s in f.samples
-            if s.name == "venue_agent_fleet_venues" and s.labels == {"need": "all"}
-        )
+            if s.name == "venue_agent_fleet_venues"
+        }
+        known = fleet["all"]
+        broker_online = sum(1 for state in counter.status.values() if state == "online")
         counting.cancel()
         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
             await counting
+    except BaseException:
+        for log in ("console.log", "sim.log"):
+            text = (work / log).read_text(errors="replace") if (work / log).exists() else ""
+            print(f"--- {log} (last 3000 characters) ---\n{text[-3000:]}", file=sys.stderr)
+        raise
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -207,6 +218,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
     rows = [
         ("venues (fleet-sim, one MQTT connection each)", f"{args.venues}"),
         ("venues the console knows (from /metrics)", f"{known:.0f}"),
+        ("online: per the console / per a plain subscriber", f"{fleet['online']:.0f} / {broker_online}"),
         ("broker messages/s from the fleet (default intervals)", f"{rate:.1f}"),
         ("console CPU, % of one core", f"{cpu['console']:.1f}"),
         ("console RSS MB (end of window / peak in it)", f"{rss['console']:.1f} / {max(rss_samples):.1f}"),

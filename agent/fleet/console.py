@@ -129,12 +129,21 @@ def filters_from_args(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[
     return states, venues
 
 
+def _listen_address(value: str) -> tuple[str, int]:
+    """Return ``HOST:PORT`` of --metrics-listen (port 9108 when left out); raise ValueError."""
+    try:
+        return split_broker(value, 9108)
+    except ValueError:
+        msg = f"--metrics-listen {value!r}: use HOST:PORT, e.g. 127.0.0.1:9108"
+        raise ValueError(msg) from None
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     """Show the fleet: once (``--once``) or redrawn as it changes until Ctrl-C, reconnecting after the first connect."""
     try:
         conn = connection_from_args(args)
         states, venues = filters_from_args(args)
-        listen = split_broker(args.metrics_listen, 9108) if args.metrics_listen else None
+        listen = _listen_address(args.metrics_listen) if args.metrics_listen else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
