@@ -22,10 +22,11 @@ import aiomqtt
 import pytest
 
 from agent.cli.main import build_parser, main
+from agent.fleet import watch as watch_module
 from agent.fleet.console import connection_from_args
 from agent.fleet.model import Fleet
 from agent.fleet.screen import as_json, render_table
-from agent.fleet.watch import Connection, split_broker, watch_live
+from agent.fleet.watch import Connection, split_broker, watch, watch_live
 from tests.conftest import eventually
 
 # _broker and _start_broker are fixtures: importing them registers "broker" and "start_broker" here.
@@ -530,3 +531,30 @@ async def test_console_over_tls_with_a_client_certificate(
     assert proc.returncode == 0, err.decode()
     assert [(r["venue"], r["state"]) for r in json.loads(out)] == [("harbour-kitchen", "online")]
     assert "u'ops-console'" in broker.log()  # the broker knew the console by its certificate's CN
+
+
+async def test_an_alert_is_drawn_at_once_not_at_the_next_periodic_redraw(broker: Mosquitto) -> None:
+    fleet = Fleet()
+    ticks: list[tuple[float, int]] = []
+
+    def tick(f: Fleet) -> None:
+        ticks.append((time.monotonic(), f.venues["hk"].open_alerts if "hk" in f.venues else 0))
+
+    conn = Connection("127.0.0.1", broker.port)
+    live = asyncio.create_task(watch(conn, fleet, seconds=None, on_tick=tick))
+    try:
+        await eventually(lambda: _value(len(ticks)), lambda n: n == 1, timeout=10)
+        await asyncio.sleep(0.5)  # the next periodic redraw is 1.5 s away
+        async with client(broker.port) as pub:
+            sent = time.monotonic()
+            await pub.publish("venues/hk/alerts", alert("order_failed", time.time()), qos=1)
+        shown = await eventually(lambda: _value([t for t, n in ticks if n == 1]), bool, timeout=5)
+        assert shown[0] - sent < watch_module.REDRAW_SECONDS / 2
+    finally:
+        live.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live
+
+
+async def _value(x: Any) -> Any:
+    return x
