@@ -21,8 +21,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent.cli.console import Connection, Fleet, as_json, connection_from_args, render_table, split_broker, watch_live
 from agent.cli.main import build_parser, main
+from agent.fleet import watch as watch_module
+from agent.fleet.console import connection_from_args
+from agent.fleet.model import Fleet
+from agent.fleet.screen import as_json, render_table
+from agent.fleet.watch import Connection, split_broker, watch, watch_live
 from tests.conftest import eventually
 
 # _broker and _start_broker are fixtures: importing them registers "broker" and "start_broker" here.
@@ -83,7 +87,7 @@ def test_birth_makes_a_venue_online() -> None:
     row = fleet.venues["harbour-kitchen"]
     assert (row.state, row.boot_id, row.seq, row.version) == ("online", "boot-a", 0, "0.1.0")
     assert row.last_seen == NOW
-    assert "online" in render_table(fleet, NOW)
+    assert "online" in render_table(fleet.rows(), NOW)
 
 
 def test_health_fills_outbox_pos_printers_and_disk() -> None:
@@ -97,25 +101,29 @@ def test_health_fills_outbox_pos_printers_and_disk() -> None:
     assert row.pos["state"] == "degraded"
     assert row.printers_not_ok == ["bar:paper_out"]
     assert row.disk_free_mb == 5120
-    line = render_table(fleet, NOW).splitlines()[1]
+    line = render_table(fleet.rows(), NOW).splitlines()[1]
     assert "4/1" in line and "1m" in line and "degraded/half_open" in line and "bar:paper_out" in line
 
 
-def test_alerts_are_counted_since_the_last_birth_and_the_latest_three_kept() -> None:
+def test_alerts_stay_open_with_their_action_until_the_next_birth() -> None:
     fleet = Fleet("venues")
     fleet.apply("venues/hk/status", status("online", "boot-a", 0), now=NOW)
     for i, name in enumerate(["order_failed", "printer_paper_out", "disk_low", "pos_auth_required"]):
         fleet.apply("venues/hk/alerts", alert(name, NOW - 300 + i * 60), now=NOW)
     row = fleet.venues["hk"]
     assert row.open_alerts == 4
-    assert [name for _, name in row.latest_alerts] == ["printer_paper_out", "disk_low", "pos_auth_required"]
-    assert "4 pos_auth_required(2m),disk_low(3m)" in render_table(fleet, NOW)
-    assert as_json(fleet)[0]["latest_alerts"][0] == {"alert": "pos_auth_required", "ts": iso(NOW - 120)}
+    table = render_table(fleet.rows(), NOW)
+    assert "4 pos_auth_required(2m),disk_low(3m),printer_paper_out(4m)" in table
+    # Every open alert is on its own line under its venue, newest first, with what to do.
+    assert table.splitlines()[2] == "    ! pos_auth_required 2m ago: #A17 POS refused -> enter it by hand"
+    assert len([line for line in table.splitlines() if line.startswith("    ! ")]) == 4
+    first = as_json(fleet.rows())[0]["open_alerts"][0]
+    assert (first["alert"], first["ts"], first["action"]) == ("pos_auth_required", iso(NOW - 120), "enter it by hand")
 
     fleet.apply("venues/hk/status", status("online", "boot-a", 0), now=NOW + 1)  # a duplicate birth
     assert fleet.venues["hk"].open_alerts == 4
     fleet.apply("venues/hk/status", status("online", "boot-b", 0, since=NOW + 5), now=NOW + 5)  # a restart
-    assert (fleet.venues["hk"].open_alerts, fleet.venues["hk"].latest_alerts) == (0, [])
+    assert fleet.venues["hk"].alerts == []
 
 
 def test_a_stale_will_from_the_previous_boot_is_ignored() -> None:
@@ -153,8 +161,8 @@ def test_offline_and_alerting_venues_sort_first() -> None:
     fleet.apply("venues/b-alerting/alerts", alert("order_failed", NOW - 5), now=NOW)
     fleet.apply("venues/c-offline/status", status("offline", "b3", 0), now=NOW)
     fleet.apply("venues/0-also-offline/status", status("offline", "b4", 0), now=NOW)
-    assert [r["venue"] for r in as_json(fleet)] == ["0-also-offline", "c-offline", "b-alerting", "a-fine"]
-    lines = render_table(fleet, NOW).splitlines()
+    assert [r["venue"] for r in as_json(fleet.rows())] == ["0-also-offline", "c-offline", "b-alerting", "a-fine"]
+    lines = [line for line in render_table(fleet.rows(), NOW).splitlines() if not line.startswith("    ! ")]
     assert lines[0].startswith("VENUE")
     assert [line.split()[0] for line in lines[1:]] == ["0-also-offline", "c-offline", "b-alerting", "a-fine"]
     # Fixed width: the state column starts at the same offset on every line.
@@ -355,8 +363,7 @@ async def test_console_once_json_against_a_real_broker(tmp_path: Path) -> None:
     assert kitchen["pending"] == 4 and kitchen["outbox"]["failed"] == 1
     assert kitchen["pos"]["state"] == "degraded"
     assert kitchen["printers_not_ok"] == ["bar:paper_out"]
-    assert kitchen["open_alerts"] == 1
-    assert kitchen["latest_alerts"][0]["alert"] == "order_failed"
+    assert [a["alert"] for a in kitchen["open_alerts"]] == ["order_failed"]
 
 
 @needs_mosquitto
@@ -524,3 +531,30 @@ async def test_console_over_tls_with_a_client_certificate(
     assert proc.returncode == 0, err.decode()
     assert [(r["venue"], r["state"]) for r in json.loads(out)] == [("harbour-kitchen", "online")]
     assert "u'ops-console'" in broker.log()  # the broker knew the console by its certificate's CN
+
+
+async def test_an_alert_is_drawn_at_once_not_at_the_next_periodic_redraw(broker: Mosquitto) -> None:
+    fleet = Fleet()
+    ticks: list[tuple[float, int]] = []
+
+    def tick(f: Fleet) -> None:
+        ticks.append((time.monotonic(), f.venues["hk"].open_alerts if "hk" in f.venues else 0))
+
+    conn = Connection("127.0.0.1", broker.port)
+    live = asyncio.create_task(watch(conn, fleet, seconds=None, on_tick=tick))
+    try:
+        await eventually(lambda: _value(len(ticks)), lambda n: n == 1, timeout=10)
+        await asyncio.sleep(0.5)  # the next periodic redraw is 1.5 s away
+        async with client(broker.port) as pub:
+            sent = time.monotonic()
+            await pub.publish("venues/hk/alerts", alert("order_failed", time.time()), qos=1)
+        shown = await eventually(lambda: _value([t for t, n in ticks if n == 1]), bool, timeout=5)
+        assert shown[0] - sent < watch_module.REDRAW_SECONDS / 2
+    finally:
+        live.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live
+
+
+async def _value(x: Any) -> Any:
+    return x

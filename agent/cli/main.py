@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.cli import printers as cli_printers
 
     cli_printers.add_commands(sub, config_parent, json_parent)
-    from agent.cli import console
+    from agent.fleet import console, sim_cli
 
     console.add_commands(sub, config_parent, json_parent)
+    sim_cli.add_commands(sub)
     from agent.cli import pos as cli_pos
 
     cli_pos.add_commands(sub, config_parent, json_parent)
