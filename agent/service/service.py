@@ -18,6 +18,7 @@ from agent.api.server import IntakeServer, build_server
 from agent.api.webhooks import LightspeedWebhooks
 from agent.dispatch import alerts
 from agent.dispatch.dispatcher import Dispatcher
+from agent.domain.availability import Inputs
 from agent.domain.clock import Clock, SystemClock
 from agent.domain.config import Settings
 from agent.domain.states import ErrorClass
@@ -27,6 +28,7 @@ from agent.outbox import ops
 from agent.outbox.store import Outbox
 from agent.printing.worker import PrintWorker
 from agent.service.advertise import Advertiser
+from agent.service.availability import AvailabilityWatcher
 from agent.service.components import ComponentWatcher, disk_state
 from agent.service.descriptors import connection_cap, raise_nofile_limit
 from agent.service.health import HealthReporter
@@ -85,6 +87,12 @@ class Agent:
             outbox=self.outbox, dispatcher=self.dispatcher, settings=settings, clock=self.clock
         )
         self.components = ComponentWatcher(read=self.component_states, outbox=self.outbox, clock=self.clock)
+        self.availability = AvailabilityWatcher(
+            read=self.availability_inputs,
+            outbox=self.outbox,
+            clock=self.clock,
+            debounce_seconds=settings.availability.debounce_seconds,
+        )
         self.mqtt: MqttReporter | None = None
         if settings.mqtt.enabled:
             secret = settings.mqtt.command_hmac_secret
@@ -106,6 +114,8 @@ class Agent:
                 clock=self.clock,
                 control=control,
                 changed=self.components.changed,
+                availability=self.availability.payload,
+                availability_changed=self.availability.changed,
             )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: IntakeServer | None = None
@@ -120,6 +130,8 @@ class Agent:
         await self.printer.recover()
         await self.printer.prepare()
         await self.outbox.event("agent_started", {"driver": self.driver.name})
+        # Before the reporter and the intake start: both serve the value from their first moment.
+        await self.availability.start()
         # Orders that failed on credentials are tried once more after a restart: the technician may have
         # fixed the credentials; if not, they fail again and the alert is raised again.
         now = self.clock.now()
@@ -134,6 +146,7 @@ class Agent:
             ("printer-prober", self.printer.run_prober()),
             ("retention", self._retention()),
             ("integrity", self._integrity()),
+            ("availability", self.availability.run()),
         ):
             self._tasks[name] = asyncio.create_task(coro, name=f"venue-agent {name}")
         if self.mqtt is not None:
@@ -153,6 +166,7 @@ class Agent:
             webhooks=self.webhooks if self.settings.pos.driver == "lightspeed_k" else None,
             webhook_credentials=credentials,
             authorize=self.authorize if isinstance(self.driver, Reauthorizable) else None,
+            availability=self.availability.payload,
         )
         soft, _ = raise_nofile_limit()
         cap = connection_cap(intake.max_connections, soft)
@@ -225,6 +239,17 @@ class Agent:
         }
         return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 
+    def availability_inputs(self) -> Inputs:
+        """Return what the availability rule reads: the POS state, the fallback printers' states, the storage."""
+        printers = self.printer.states
+        return Inputs(
+            pos_state=self.dispatcher.pos.state(self.dispatcher.circuit),
+            fallback_enabled=self.settings.fallback.enabled,
+            printers={p.name: printers.get(p.name, "unknown") for p in self.settings.fallback_printers()},
+            disk_full=disk_state(self.outbox.disk_free_bytes(), self.outbox.min_free_mb) == "full",
+            storage_open=self.outbox.is_open,
+        )
+
     def failed_task(self) -> asyncio.Task[Any] | None:
         """Return a loop that ended (it should never), if any."""
         return next((t for t in self._tasks.values() if t.done()), None)
@@ -249,7 +274,17 @@ class Agent:
         cut = await self.dispatcher.drain(DRAIN_SECONDS)
         if cut:
             log.warning("pos_calls_cut_at_shutdown", count=cut)
-        for name in ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention", "integrity"):
+        loops = (
+            "dispatcher",
+            "scheduler",
+            "prober",
+            "printer",
+            "printer-prober",
+            "retention",
+            "integrity",
+            "availability",
+        )
+        for name in loops:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
