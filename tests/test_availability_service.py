@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import RunningAgent, Sim, agent_settings, run_agent
+from tests.mosquitto import Mosquitto, _broker  # noqa: F401  (the broker fixture)
+from tests.test_mqtt import mqtt_settings, subscribed
 
 DEBOUNCE = 30
+TOPIC = "venues/harbour-kitchen/availability"
 
 
 async def availability(running: RunningAgent) -> dict[str, Any]:
@@ -57,3 +60,22 @@ async def test_endpoint_needs_the_bearer_token(tmp_path: Path, sim: Sim) -> None
         assert (await availability(running))["accepting"] is True
         response = await running.client.get("/v1/availability", headers={"Authorization": ""})
         assert response.status_code == 401
+
+
+async def test_retained_value_is_published_again_after_the_broker_lost_it(
+    tmp_path: Path, sim: Sim, broker: Mosquitto
+) -> None:
+    """A broker restarted without persistence forgets retained messages: the agent publishes the value on reconnect."""
+    settings = mqtt_settings(tmp_path, sim, broker)
+    async with run_agent(settings) as running:
+        async with subscribed(broker.port, TOPIC) as sub:
+            before = (await sub.wait(TOPIC, bool))[-1]
+        assert before == await availability(running)
+        broker.restart()
+        async with subscribed(broker.port, TOPIC, identifier="across-restart") as sub:
+            again = (await sub.wait(TOPIC, bool, timeout=20))[-1]
+        assert again == before, "the same value (same seq), not a new change"
+        async with subscribed(broker.port, TOPIC, identifier="later") as late:
+            retained = (await late.wait(TOPIC, bool))[-1]
+    assert retained == before
+    assert all(is_retained for _, _, is_retained in late.messages), "the broker holds it retained again"
