@@ -14,10 +14,14 @@ from typing import Any
 
 import structlog
 
+from agent.dispatch.dispatcher import Dispatcher
 from agent.domain.availability import Availability, Debouncer, Inputs, decide
 from agent.domain.clock import Clock
+from agent.domain.config import Settings
 from agent.domain.errors import StorageError
 from agent.outbox.store import Outbox
+from agent.printing.worker import PrintWorker
+from agent.service.components import disk_state
 
 log = structlog.get_logger("venue_agent.availability")
 
@@ -25,6 +29,18 @@ log = structlog.get_logger("venue_agent.availability")
 # from a change (paper back in) to the published value.
 CHECK_SECONDS = 0.2
 KV_KEY = "availability"
+
+
+def read_inputs(*, settings: Settings, dispatcher: Dispatcher, printer: PrintWorker, outbox: Outbox) -> Inputs:
+    """Return what the rule reads now: the POS state, the fallback printers' last states, the storage."""
+    states = printer.states
+    return Inputs(
+        pos_state=dispatcher.pos.state(dispatcher.circuit),
+        fallback_enabled=settings.fallback.enabled,
+        printers={p.name: states.get(p.name, "unknown") for p in settings.fallback_printers()},
+        disk_full=disk_state(outbox.disk_free_bytes(), outbox.min_free_mb) == "full",
+        storage_open=outbox.is_open,
+    )
 
 
 class AvailabilityWatcher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import time
@@ -18,7 +19,6 @@ from agent.api.server import IntakeServer, build_server
 from agent.api.webhooks import LightspeedWebhooks
 from agent.dispatch import alerts
 from agent.dispatch.dispatcher import Dispatcher
-from agent.domain.availability import Inputs
 from agent.domain.clock import Clock, SystemClock
 from agent.domain.config import Settings
 from agent.domain.states import ErrorClass
@@ -28,7 +28,7 @@ from agent.outbox import ops
 from agent.outbox.store import Outbox
 from agent.printing.worker import PrintWorker
 from agent.service.advertise import Advertiser
-from agent.service.availability import AvailabilityWatcher
+from agent.service.availability import AvailabilityWatcher, read_inputs
 from agent.service.components import ComponentWatcher, disk_state
 from agent.service.descriptors import connection_cap, raise_nofile_limit
 from agent.service.health import HealthReporter
@@ -55,6 +55,8 @@ STATUS_INTERVAL_SECONDS = 10.0
 # print round (connect 3 s + write 10 s per printer tried per job). Hence a generous floor, raised with the
 # POS timeout. The restart comes stale_after + WatchdogSec after a loop wedges.
 WATCHDOG_STALE_FLOOR_SECONDS = 120.0
+# The agent's loops, cancelled in this order at shutdown once the POS calls in flight are done.
+LOOPS = ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention", "integrity", "availability")
 WATCHDOG_STALE_POS_TIMEOUTS = 4
 
 
@@ -88,7 +90,9 @@ class Agent:
         )
         self.components = ComponentWatcher(read=self.component_states, outbox=self.outbox, clock=self.clock)
         self.availability = AvailabilityWatcher(
-            read=self.availability_inputs,
+            read=functools.partial(
+                read_inputs, settings=settings, dispatcher=self.dispatcher, printer=self.printer, outbox=self.outbox
+            ),
             outbox=self.outbox,
             clock=self.clock,
             debounce_seconds=settings.availability.debounce_seconds,
@@ -239,17 +243,6 @@ class Agent:
         }
         return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 
-    def availability_inputs(self) -> Inputs:
-        """Return what the availability rule reads: the POS state, the fallback printers' states, the storage."""
-        printers = self.printer.states
-        return Inputs(
-            pos_state=self.dispatcher.pos.state(self.dispatcher.circuit),
-            fallback_enabled=self.settings.fallback.enabled,
-            printers={p.name: printers.get(p.name, "unknown") for p in self.settings.fallback_printers()},
-            disk_full=disk_state(self.outbox.disk_free_bytes(), self.outbox.min_free_mb) == "full",
-            storage_open=self.outbox.is_open,
-        )
-
     def failed_task(self) -> asyncio.Task[Any] | None:
         """Return a loop that ended (it should never), if any."""
         return next((t for t in self._tasks.values() if t.done()), None)
@@ -274,17 +267,7 @@ class Agent:
         cut = await self.dispatcher.drain(DRAIN_SECONDS)
         if cut:
             log.warning("pos_calls_cut_at_shutdown", count=cut)
-        loops = (
-            "dispatcher",
-            "scheduler",
-            "prober",
-            "printer",
-            "printer-prober",
-            "retention",
-            "integrity",
-            "availability",
-        )
-        for name in loops:
+        for name in LOOPS:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
