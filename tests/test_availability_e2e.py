@@ -131,12 +131,15 @@ async def test_pos_down_and_paper_out_pauses_then_paper_back_resumes(
             paused = paused_seen[-1]
             assert paused["reason"] == "pos_down_and_no_printer"
             assert "pass paper out" in paused["detail"]
-            assert paused["seq"] == 2
+            # Between the two, "pos_down_printing_fallback" (still accepting) is published only if the agent took
+            # longer than the debounce to find the paper out (a loaded machine); never a pause that did not hold.
+            values = sub.on(TOPIC)
+            assert [v["seq"] for v in values] == list(range(1, len(values) + 1)), "seq grows by one per change"
+            assert [v["accepting"] for v in values[:-1]] == [True] * (len(values) - 1)
             # ``since`` is when the refusal began; it is published only once it has held the debounce.
             held = arrived - datetime.fromisoformat(paused["since"]).timestamp()
             assert held >= DEBOUNCE_SECONDS - 0.05, f"published {held:.2f} s after the refusal began"
             assert await endpoint(client, agent) == paused
-            assert [v["accepting"] for v in sub.on(TOPIC)] == [True, False], "a value in between was published"
 
         # A subscriber arriving now (the ordering platform restarting) gets the pause from the broker.
         async with subscribed(broker.port, TOPIC, identifier="platform") as late:
@@ -150,7 +153,7 @@ async def test_pos_down_and_paper_out_pauses_then_paper_back_resumes(
             # The paper is seen back when the print worker retries its ticket (first retry within 5 s).
             resumed = (await sub.wait(TOPIC, lambda v: v[-1]["accepting"], timeout=40))[-1]
         assert resumed["reason"] == "pos_down_printing_fallback"
-        assert resumed["seq"] == 3
+        assert resumed["seq"] == paused["seq"] + 1
         assert await endpoint(client, agent) == resumed
         assert printer.jobs, "the fallback tickets came out once the paper was back"
 
@@ -158,4 +161,4 @@ async def test_pos_down_and_paper_out_pauses_then_paper_back_resumes(
             return agent.log_events("availability_changed")
 
         events = await poll(logged, timeout=5, what="availability_changed logged")
-        assert [(e["accepting"], e["seq"]) for e in events] == [(True, 1), (False, 2), (True, 3)]
+        assert [(e["accepting"], e["seq"]) for e in events] == [(v["accepting"], v["seq"]) for v in [*values, resumed]]
