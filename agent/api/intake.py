@@ -28,6 +28,7 @@ log = structlog.get_logger("venue_agent.intake")
 Handler = Callable[[Request], Awaitable[Response]]
 HealthFn = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 AuthorizeFn = Callable[[str], Awaitable[int]]
+AvailabilityFn = Callable[[], dict[str, Any] | None]
 
 
 class BodyTooLarge(Exception):
@@ -56,6 +57,7 @@ def create_app(
     webhooks: LightspeedWebhooks | None = None,
     webhook_credentials: tuple[str, str] | None = None,
     authorize: AuthorizeFn | None = None,
+    availability: AvailabilityFn | None = None,
 ) -> Starlette:
     """Build the intake app; ``token`` set means every ``/v1`` call needs ``Authorization: Bearer <token>``.
 
@@ -186,6 +188,12 @@ def create_app(
         ready, snapshot = await health()
         return JSONResponse(snapshot, status_code=200 if ready else 503)
 
+    async def get_availability(request: Request) -> Response:
+        value = availability() if availability is not None else None
+        if value is None:
+            return problem(503, "availability is not decided yet: the agent is starting", headers={"Retry-After": "1"})
+        return JSONResponse(value)
+
     async def lightspeed_webhook(request: Request) -> Response:
         if webhooks is None:
             return problem(404, "the Lightspeed webhook is served only when pos.driver = 'lightspeed_k'")
@@ -250,6 +258,7 @@ def create_app(
         Route("/v1/orders/{order_id}/resubmit", guarded(resubmit), methods=["POST"]),
         Route("/v1/orders/{order_id}/reprint", guarded(reprint), methods=["POST"]),
         Route("/v1/health", guarded(get_health), methods=["GET"]),
+        Route("/v1/availability", guarded(get_availability), methods=["GET"]),
         Route("/v1/webhooks/lightspeed", guarded(lightspeed_webhook, basic=True), methods=["POST"]),
         Route("/v1/pos/authorize", guarded(pos_authorize), methods=["POST"]),
         Route("/v1/snoozes/clear", guarded(clear_snoozes), methods=["POST"]),

@@ -41,7 +41,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _problems(*codes: int) -> dict[str, Any]:
+def _problems(*codes: int, unavailable_text: str | None = None) -> dict[str, Any]:
     text = {
         401: "Missing or wrong bearer token",
         404: "No such order",
@@ -55,10 +55,26 @@ def _problems(*codes: int) -> dict[str, Any]:
         ),
         503: "Storage unavailable or below storage.min_free_mb; nothing was stored (see Retry-After)",
     }
+    if unavailable_text is not None:
+        text[503] = unavailable_text
     ref = {"$ref": REF.format(model="Problem")}
     return {
         str(code): {"description": text[code], "content": {"application/problem+json": {"schema": ref}}}
         for code in codes
+    }
+
+
+def _availability_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["accepting", "reason", "since", "seq"],
+        "properties": {
+            "accepting": {"type": "boolean", "description": "Whether an order taken now reaches the POS or paper"},
+            "reason": {"type": "string", "description": "Why, in stable words: ok, pos_down_and_no_printer, ..."},
+            "detail": {"type": "string", "description": "The same for people"},
+            "since": {"type": "string", "format": "date-time", "description": "When accepting took this value"},
+            "seq": {"type": "integer", "minimum": 1, "description": "Grows by one with every published change"},
+        },
     }
 
 
@@ -117,6 +133,7 @@ def openapi_document() -> dict[str, Any]:
                 "PaymentUpdate": payment_schema,
                 "Accepted": accepted,
                 "Problem": _problem_schema(),
+                "Availability": _availability_schema(),
                 "OrderState": {"type": "string", "enum": [s.value for s in State]},
                 "ErrorClass": {"type": "string", "enum": [e.value for e in ErrorClass]},
             },
@@ -202,6 +219,21 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Print the ticket again, marked REPRINT n",
                     "parameters": [order_id],
                     "responses": {"202": {"description": "Print requested"}, **_problems(401, 404, 409)},
+                },
+            },
+            "/v1/availability": {
+                "get": {
+                    "operationId": "getAvailability",
+                    "summary": "Whether the kitchen can take an order now (as the retained MQTT P/availability)",
+                    "responses": {
+                        "200": {
+                            "description": "The published value",
+                            **_json({"$ref": REF.format(model="Availability")}),
+                        },
+                        **_problems(
+                            401, 503, unavailable_text="Not decided yet: the agent is starting (see Retry-After)"
+                        ),
+                    },
                 },
             },
             "/v1/health": {

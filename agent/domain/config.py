@@ -660,6 +660,14 @@ class TicketSettings(Section):
         return self.qr_url.replace("{order_id}", order_id)
 
 
+class AvailabilitySettings(Section):
+    """``[availability]``: what the ordering platform is told about taking orders (SPEC §8 ``P/availability``)."""
+
+    # How long a change to "not accepting" (or of its reason) must last before it is published; back to
+    # accepting is published at once (docs/availability.md).
+    debounce_seconds: Annotated[float, Field(ge=0, le=3600)] = 30
+
+
 def _default_log_format() -> Literal["json", "console"]:
     return "json" if os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM") else "console"
 
@@ -689,6 +697,7 @@ class Settings(BaseSettings):
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
+    availability: AvailabilitySettings = Field(default_factory=AvailabilitySettings)
 
     @classmethod
     def settings_customise_sources(

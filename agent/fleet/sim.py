@@ -17,6 +17,7 @@ from typing import Any
 
 from agent import __version__
 from agent.dispatch import alerts
+from agent.domain.availability import OK, POS_DOWN_PRINTING_FALLBACK
 from agent.domain.models import Order
 from agent.domain.states import ErrorClass
 
@@ -285,7 +286,7 @@ class SimVenue:
     def availability(self) -> dict[str, Any]:
         """Return the retained ``P/availability`` body."""
         if self.accepting:
-            reason = "ok" if self.pos_state == "ok" else "fallback_printing"
+            reason = OK if self.pos_state == "ok" else POS_DOWN_PRINTING_FALLBACK
         else:
             reason = f"pos_{self.pos_state}_and_no_printer"
         return {
@@ -296,17 +297,16 @@ class SimVenue:
         }
 
     def _availability(self, now: float, out: list[Publish]) -> None:
-        """Publish a change of ``can_take_orders`` once it has lasted ``debounce_seconds``."""
+        """Publish a pause once it has lasted ``debounce_seconds`` (since = when it began), a resume at once."""
         value = self.can_take_orders()
         if value == self.accepting:
             self.candidate = None
             return
         if self.candidate is None or self.candidate[0] != value:
             self.candidate = (value, now)
-        if now - self.candidate[1] >= self.rates.debounce_seconds:
-            self.accepting, self.candidate = value, None
+        if value or now - self.candidate[1] >= self.rates.debounce_seconds:
+            self.accepting, self.availability_since, self.candidate = value, iso(self.candidate[1]), None
             self.availability_seq += 1
-            self.availability_since = iso(now)
             out.append(Publish("availability", self.availability(), retain=True))
 
     # ---- reports ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import random
 import sqlite3
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 import aiomqtt
@@ -45,6 +45,7 @@ SESSION_EXPIRY_SECONDS = 86_400
 UNSUPPORTED_PROTOCOL = (1, 132)
 
 Table = Literal["events", "alerts"]
+AvailabilityFn = Callable[[], dict[str, Any] | None]
 
 
 class MqttReporter:
@@ -59,9 +60,13 @@ class MqttReporter:
         clock: Clock,
         control: MqttControl | None = None,
         changed: asyncio.Event | None = None,
+        availability: AvailabilityFn | None = None,
+        availability_changed: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.changed = changed
+        self.availability = availability
+        self.availability_changed = availability_changed or asyncio.Event()
         self.control = control
         self.outbox = outbox
         self.health = health
@@ -178,6 +183,7 @@ class MqttReporter:
             "watch": self._watch(client),
             "health": self._health_loop(client),
             "forward": self._forward_loop(client),
+            "availability": self._availability_loop(client),
             "closing": self._wait_closing(),
         }
         tasks = [asyncio.create_task(coro, name=f"venue-agent mqtt {name}") for name, coro in loops.items()]
@@ -270,6 +276,17 @@ class MqttReporter:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _availability_loop(self, client: aiomqtt.Client) -> None:
+        """Publish the retained availability on every connect, then each time it changes (SPEC §8)."""
+        while True:
+            # Cleared before reading: a change landing during the publish sets it again and is not missed.
+            self.availability_changed.clear()
+            value = self.availability() if self.availability is not None else None
+            if value is not None:
+                payload = json.dumps(value, separators=(",", ":"))
+                await client.publish(f"{self.prefix}/availability", payload, qos=1, retain=True)
+            await self.availability_changed.wait()
 
     # ---- store-and-forward -------------------------------------------------------------------
 

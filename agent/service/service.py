@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import time
@@ -27,6 +28,7 @@ from agent.outbox import ops
 from agent.outbox.store import Outbox
 from agent.printing.worker import PrintWorker
 from agent.service.advertise import Advertiser
+from agent.service.availability import AvailabilityWatcher, read_inputs
 from agent.service.components import ComponentWatcher, disk_state
 from agent.service.descriptors import connection_cap, raise_nofile_limit
 from agent.service.health import HealthReporter
@@ -53,6 +55,8 @@ STATUS_INTERVAL_SECONDS = 10.0
 # print round (connect 3 s + write 10 s per printer tried per job). Hence a generous floor, raised with the
 # POS timeout. The restart comes stale_after + WatchdogSec after a loop wedges.
 WATCHDOG_STALE_FLOOR_SECONDS = 120.0
+# The agent's loops, cancelled in this order at shutdown once the POS calls in flight are done.
+LOOPS = ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention", "integrity", "availability")
 WATCHDOG_STALE_POS_TIMEOUTS = 4
 
 
@@ -85,6 +89,14 @@ class Agent:
             outbox=self.outbox, dispatcher=self.dispatcher, settings=settings, clock=self.clock
         )
         self.components = ComponentWatcher(read=self.component_states, outbox=self.outbox, clock=self.clock)
+        self.availability = AvailabilityWatcher(
+            read=functools.partial(
+                read_inputs, settings=settings, dispatcher=self.dispatcher, printer=self.printer, outbox=self.outbox
+            ),
+            outbox=self.outbox,
+            clock=self.clock,
+            debounce_seconds=settings.availability.debounce_seconds,
+        )
         self.mqtt: MqttReporter | None = None
         if settings.mqtt.enabled:
             secret = settings.mqtt.command_hmac_secret
@@ -106,6 +118,8 @@ class Agent:
                 clock=self.clock,
                 control=control,
                 changed=self.components.changed,
+                availability=self.availability.payload,
+                availability_changed=self.availability.changed,
             )
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._server: IntakeServer | None = None
@@ -120,6 +134,8 @@ class Agent:
         await self.printer.recover()
         await self.printer.prepare()
         await self.outbox.event("agent_started", {"driver": self.driver.name})
+        # Before the reporter and the intake start: both serve the value from their first moment.
+        await self.availability.start()
         # Orders that failed on credentials are tried once more after a restart: the technician may have
         # fixed the credentials; if not, they fail again and the alert is raised again.
         now = self.clock.now()
@@ -134,6 +150,7 @@ class Agent:
             ("printer-prober", self.printer.run_prober()),
             ("retention", self._retention()),
             ("integrity", self._integrity()),
+            ("availability", self.availability.run()),
         ):
             self._tasks[name] = asyncio.create_task(coro, name=f"venue-agent {name}")
         if self.mqtt is not None:
@@ -153,6 +170,7 @@ class Agent:
             webhooks=self.webhooks if self.settings.pos.driver == "lightspeed_k" else None,
             webhook_credentials=credentials,
             authorize=self.authorize if isinstance(self.driver, Reauthorizable) else None,
+            availability=self.availability.payload,
         )
         soft, _ = raise_nofile_limit()
         cap = connection_cap(intake.max_connections, soft)
@@ -249,7 +267,7 @@ class Agent:
         cut = await self.dispatcher.drain(DRAIN_SECONDS)
         if cut:
             log.warning("pos_calls_cut_at_shutdown", count=cut)
-        for name in ("dispatcher", "scheduler", "prober", "printer", "printer-prober", "retention", "integrity"):
+        for name in LOOPS:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
