@@ -4,47 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import persistqueue
 
 from agent.domain.clock import SystemClock
-from agent.domain.models import Order, parse_order
+from agent.domain.models import Order
 from agent.domain.states import State, place
 from agent.outbox import ops
 from agent.outbox.store import Outbox
-from benchmarks.harness import VENUE, Report
-
-# ---- (a) outbox cycle vs persist-queue -------------------------------------------------------
-from tests.conftest import make_order
-
-
-def bench_orders(count: int, prefix: str, **changes: Any) -> list[Order]:
-    """Return ``count`` validated orders with distinct ids."""
-    template = parse_order(make_order("template", **changes), venue_id=VENUE, currency="GBP")
-    return [template.model_copy(update={"id": f"{prefix}-{i:06d}"}) for i in range(count)]
+from benchmarks import sdcard
+from benchmarks.agents import bench_orders
+from benchmarks.harness import ROOT, VENUE, Report
 
 
-async def fill_outbox(db: Path, orders: list[Order], *, submitters: int = 64) -> None:
-    """Store ``orders`` in a fresh outbox through the real API (64 concurrent submitters, group commit)."""
-    outbox = Outbox(db, clock=SystemClock(), min_free_mb=0)
-    await outbox.open()
-    try:
-        await asyncio.gather(*(_submit_all(outbox, orders[i::submitters]) for i in range(submitters)))
-    finally:
-        await outbox.close()
-
-
-async def _submit_all(outbox: Outbox, orders: list[Order]) -> None:
-    for order in orders:
-        placement = place(order, now=outbox.clock.now(), hold_unpaid=True, buffered=True, buffer_minutes=20)
-        await outbox.submit(order, placement, key=f"{VENUE}:{order.id}")
-
-
-async def outbox_cycle(db: Path, count: int, *, submitters: int = 64, claim_size: int = 32) -> float:
+async def outbox_cycle(db: Path, count: int, *, submitters: int = 64, claim_size: int = 32) -> tuple[float, int | None]:
     """Return full cycles per second: submit -> claim (32 at a time) -> injected, all through ``Outbox``."""
     orders = bench_orders(count, "cycle")
     outbox = Outbox(db, clock=SystemClock(), min_free_mb=0)
@@ -94,16 +75,16 @@ async def outbox_cycle(db: Path, count: int, *, submitters: int = 64, claim_size
                     await asyncio.wait_for(arrived.wait(), timeout=0.05)
         await asyncio.gather(*in_flight)
 
-    started = time.perf_counter()
+    fsyncs, started = sdcard.calls(), time.perf_counter()
     await asyncio.gather(claimer(), *(submit(orders[i::submitters]) for i in range(submitters)))
-    elapsed = time.perf_counter() - started
+    elapsed, fsyncs = time.perf_counter() - started, _since(fsyncs)
     counts = await outbox.counts()
     await outbox.close()
     assert counts["injected"] == count, counts
-    return count / elapsed
+    return count / elapsed, fsyncs
 
 
-def persist_queue_cycle(directory: Path, count: int, *, threads: int) -> float:
+def persist_queue_cycle(directory: Path, count: int, *, threads: int) -> tuple[float, int | None]:
     """Return put -> get -> ack cycles per second of persist-queue's SQLiteAckQueue (synchronous=FULL)."""
     queue = persistqueue.SQLiteAckQueue(str(directory), multithreading=True, auto_commit=True)
     for conn in {id(queue._getter): queue._getter, id(queue._putter): queue._putter}.values():
@@ -126,56 +107,138 @@ def persist_queue_cycle(directory: Path, count: int, *, threads: int) -> float:
 
     workers = [threading.Thread(target=producer) for _ in range(threads)]
     workers += [threading.Thread(target=consumer) for _ in range(threads)]
-    started = time.perf_counter()
+    fsyncs, started = sdcard.calls(), time.perf_counter()
     for worker in workers:
         worker.start()
     done.wait()
-    elapsed = time.perf_counter() - started
+    elapsed, fsyncs = time.perf_counter() - started, _since(fsyncs)
     for worker in workers:
         worker.join()
     acked = queue.acked_count()
     queue.close()
     assert acked == per_thread * threads, acked
-    return per_thread * threads / elapsed
+    return per_thread * threads / elapsed, fsyncs
 
 
-def persist_queue_sequential(directory: Path, count: int) -> float:
+def persist_queue_sequential(directory: Path, count: int) -> tuple[float, int | None]:
     """Return put -> get -> ack cycles per second of SQLiteAckQueue driven from one thread (synchronous=FULL)."""
     queue = persistqueue.SQLiteAckQueue(str(directory), multithreading=False, auto_commit=True)
     queue._conn.execute("PRAGMA synchronous=FULL")
     assert queue._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     payload = bench_orders(1, "pq")[0].model_dump_json()
-    started = time.perf_counter()
+    fsyncs, started = sdcard.calls(), time.perf_counter()
     for _ in range(count):
         queue.put(payload)
         queue.ack(queue.get(block=False))
-    elapsed = time.perf_counter() - started
+    elapsed, fsyncs = time.perf_counter() - started, _since(fsyncs)
     acked = queue.acked_count()
     queue.close()
     assert acked == count, acked
-    return count / elapsed
+    return count / elapsed, fsyncs
+
+
+def _since(before: int | None) -> int | None:
+    after = sdcard.calls()
+    return None if before is None or after is None else after - before
+
+
+# ---- each set-up in a process of its own, with the fsync shim preloaded -----------------------------------
+
+# (outbox orders, persist-queue items per set-up) at each added fsync latency: about 3-5 s per set-up.
+SIZES = {0.0: (6000, 1500), 2.0: (4000, 400), 10.0: (3000, 160)}
+TARGETS = {0.0: 3.0, 2.0: 20.0, 10.0: 30.0}
+PQ_SETUPS = ("1 thread, sequential", "1+1 threads", "8+8 threads")
+
+
+@dataclass
+class Measured:
+    """One set-up's rate and how many fsyncs it made."""
+
+    rate: float
+    fsyncs: int | None
+    count: int
+
+    @property
+    def per_fsync(self) -> float | None:
+        return self.count / self.fsyncs if self.fsyncs else None
+
+
+def measure(kind: str, count: int, path: Path) -> Measured:
+    """Run one set-up in this process; ``kind`` is ``outbox`` or one of ``PQ_SETUPS``."""
+    if kind == "outbox":
+        rate, fsyncs = asyncio.run(outbox_cycle(path, count))
+    elif kind == "1 thread, sequential":
+        rate, fsyncs = persist_queue_sequential(path, count)
+    else:
+        threads = int(kind.split("+", 1)[0])
+        count = count // threads * threads
+        rate, fsyncs = persist_queue_cycle(path, count, threads=threads)
+    return Measured(rate, fsyncs, count)
+
+
+def measure_in_child(kind: str, count: int, path: Path, shim: Path, delay_ms: float) -> Measured:
+    """Run one set-up in a child process that pays ``delay_ms`` more per fsync."""
+    env = {**os.environ, **sdcard.env_for(shim, delay_ms)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cycle", kind, str(count), str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        msg = f"the {kind} cycle at +{delay_ms:g} ms failed: {done.stderr[-2000:]}"
+        raise RuntimeError(msg)
+    return Measured(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _per_fsync(m: Measured) -> str:
+    value = m.per_fsync
+    return "-" if value is None else f"{value:.1f}"
 
 
 def run_outbox_vs_persist_queue(report: Report, workdir: Path) -> None:
-    print("(a) outbox full cycle vs persist-queue", flush=True)
-    ours = asyncio.run(outbox_cycle(workdir / "cycle.db", 6000))
-    theirs = {"1 thread, sequential": persist_queue_sequential(workdir / "persist-queue-seq", 1500)}
-    for threads in (1, 8):
-        target = workdir / f"persist-queue-{threads}"
-        theirs[f"{threads}+{threads} threads"] = persist_queue_cycle(target, 1600, threads=threads)
-    best_setup = max(theirs, key=lambda t: theirs[t])
-    best = theirs[best_setup]
-    ratio = ours / best
-    report.add(
-        "(a) outbox full cycle (submit -> claim -> injected), 64 submitters, claims of 32, synchronous=FULL",
-        "-",
-        f"{ours:,.0f} orders/s",
-        None,
-    )
-    report.add(
-        "(a) persist-queue SQLiteAckQueue put -> get -> ack, WAL, synchronous=FULL (best of three set-ups)",
-        "-",
-        f"{best:,.0f} items/s (best: {best_setup}; " + ", ".join(f"{t}: {r:,.0f}/s" for t, r in theirs.items()) + ")",
-        None,
-    )
-    report.add("(a) outbox / persist-queue", ">= 3x", f"{ratio:.1f}x", ratio >= 3)
+    """(a) at +0, +2 and +10 ms per fsync: the outbox's full cycle against persist-queue's best set-up."""
+    shim = sdcard.build(workdir)
+    for delay, (ours_count, theirs_count) in SIZES.items():
+        print(f"(a) outbox full cycle vs persist-queue, +{delay:g} ms per fsync", flush=True)
+        tag = f"{delay:g}ms"
+        ours = measure_in_child("outbox", ours_count, workdir / f"cycle-{tag}.db", shim, delay)
+        theirs = {
+            setup: measure_in_child(setup, theirs_count, workdir / f"pq-{tag}-{i}", shim, delay)
+            for i, setup in enumerate(PQ_SETUPS)
+        }
+        best_setup = max(theirs, key=lambda s: theirs[s].rate)
+        best = theirs[best_setup]
+        ratio = ours.rate / best.rate
+        report.add(
+            f"(a) +{delay:g} ms per fsync: outbox full cycle (submit -> claim -> injected), 64 submitters, "
+            "claims of 32, synchronous=FULL",
+            "-",
+            f"{ours.rate:,.0f} orders/s ({ours.count:,} orders; {_per_fsync(ours)} orders per fsync)",
+            None,
+        )
+        report.add(
+            f"(a) +{delay:g} ms per fsync: persist-queue SQLiteAckQueue put -> get -> ack, WAL, synchronous=FULL "
+            "(best of three set-ups)",
+            "-",
+            f"{best.rate:,.0f} items/s (best: {best_setup}, {_per_fsync(best)} items per fsync; "
+            + ", ".join(f"{s}: {m.rate:,.0f}/s" for s, m in theirs.items())
+            + ")",
+            None,
+        )
+        target = TARGETS[delay]
+        report.add(
+            f"(a) +{delay:g} ms per fsync: outbox / persist-queue", f">= {target:g}x", f"{ratio:.1f}x", ratio >= target
+        )
+
+
+def main(argv: list[str]) -> None:
+    """Child process: run one set-up, print its figures as JSON."""
+    kind, count, path = argv[0], int(argv[1]), Path(argv[2])
+    print(json.dumps(asdict(measure(kind, count, path))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
