@@ -46,10 +46,17 @@ class Children:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *args: str, env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Start ``venue-agent ARGS`` (under ``wrapper``, e.g. a profiler) with ``env`` added to the environment."""
         with (self.logs / f"{name}-{len(self.started):02d}.log").open("wb") as log:
             popen = subprocess.Popen(
-                [str(BIN), *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env()
+                [*wrapper, str(BIN), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**child_env(), **(env or {})},
             )
         self.started.append(popen)
         return popen

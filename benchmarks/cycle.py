@@ -57,23 +57,21 @@ async def outbox_cycle(db: Path, count: int, *, submitters: int = 64, claim_size
             finished.set()
 
     async def claimer() -> None:
-        in_flight: set[asyncio.Task[None]] = set()
+        # The "POS" answers at once; as in the dispatcher, a slot is free again as soon as the POS has answered,
+        # so the next claim goes into the same commit as the answers of the previous one.
+        recording: set[asyncio.Task[None]] = set()
         while not finished.is_set():
-            free = claim_size - len(in_flight)
-            if free <= 0:
-                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                continue
             now = outbox.clock.now()
-            claimed = await outbox.write(lambda c, n=now, k=free: ops.claim(c, now=n, limit=k, count_strike=True))
+            claimed = await outbox.write(lambda c, n=now: ops.claim(c, now=n, limit=claim_size, count_strike=True))
             for record in claimed:
                 task = asyncio.create_task(inject(record.id))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                recording.add(task)
+                task.add_done_callback(recording.discard)
             if not claimed:
                 arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(arrived.wait(), timeout=0.05)
-        await asyncio.gather(*in_flight)
+        await asyncio.gather(*recording)
 
     fsyncs, started = sdcard.calls(), time.perf_counter()
     await asyncio.gather(claimer(), *(submit(orders[i::submitters]) for i in range(submitters)))

@@ -103,7 +103,8 @@ class Dispatcher:
         self.progress: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._scheduler_wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()  # waiting for the POS
+        self._recording: set[asyncio.Task[None]] = set()  # the POS answered; the answer is being recorded
         self._stopping = False
         # The circuit closed: release every order that waited on it, not only those whose backoff ran out.
         self._release_retries = False
@@ -164,7 +165,7 @@ class Dispatcher:
         """Stop claiming and wait for POS calls in flight (at most ``grace_seconds``); return how many were cut."""
         self._stopping = True
         self._wake.set()
-        pending = set(self._in_flight)
+        pending = self._in_flight | self._recording
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace_seconds)
             for task in still:
@@ -186,6 +187,15 @@ class Dispatcher:
         started = time.perf_counter()
         result = await self.driver.inject(self._request(record))
         self.pos.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        # The POS took the order: its slot goes to the next order now, so the sender's next claim and this answer
+        # (and the other answers that came meanwhile) share one commit instead of paying one each. A failure
+        # keeps its slot until it is recorded, so the circuit counts it before anything more is claimed.
+        task = asyncio.current_task()
+        if isinstance(result, Injected | Accepted) and task is not None and task in self._in_flight:
+            self._in_flight.discard(task)
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+            self._wake.set()
         while True:
             try:
                 await self.apply(record, result)
