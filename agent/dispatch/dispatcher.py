@@ -50,6 +50,9 @@ SNOOZE_SOURCES = {"lightspeed_k": "lightspeed"}
 
 MAX_WAIT_AFTER_DUE = timedelta(hours=24)
 SCHEDULER_TICK_SECONDS = 1.0
+# An idle loop (nothing on its way, nothing due sooner) sleeps this long at most: woken by new work, it still
+# marks progress well within the watchdog's stale limit (service.WATCHDOG_STALE_FLOOR_SECONDS).
+IDLE_SECONDS = 30.0
 PROBE_INTERVAL_SECONDS = 30.0
 MAX_IN_FLIGHT = 32
 
@@ -147,7 +150,7 @@ class Dispatcher:
                 if len(claimed) == free and self.circuit.allows_orders():
                     continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=IDLE_SECONDS)
 
     async def _claim(self, limit: int) -> list[OrderRecord]:
         now = self.clock.now()
@@ -384,21 +387,34 @@ class Dispatcher:
     # ---- scheduler ---------------------------------------------------------------------------
 
     async def run_scheduler(self) -> None:
-        """Once a second (clock time) or when woken: move due orders, time out, print fallbacks."""
+        """Once a second while orders are on their way, else when the next one is due, or when woken."""
         while not self._stopping:
             self._mark("scheduler")
             self._scheduler_wake.clear()
+            pause = SCHEDULER_TICK_SECONDS
             try:
                 await self.tick()
+                pause = await self._scheduler_pause()
             except StorageError as exc:  # a full disk must not end the loop: the next tick tries again
                 log.error("scheduler_tick_failed", error=str(exc))
-            sleeper = asyncio.ensure_future(self.clock.sleep(SCHEDULER_TICK_SECONDS))
+            sleeper = asyncio.ensure_future(self.clock.sleep(pause))
             waker = asyncio.ensure_future(self._scheduler_wake.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for future in (sleeper, waker):
                     future.cancel()
+
+    async def _scheduler_pause(self) -> float:
+        """Return how long the scheduler may sleep: a second while anything is in motion, else until the next due."""
+        if self.paused or self.pos.not_ready or self.circuit.state is not CircuitState.CLOSED:
+            return SCHEDULER_TICK_SECONDS
+        busy, next_due = await self.outbox.idle_until()
+        if busy:
+            return SCHEDULER_TICK_SECONDS
+        if next_due is None:
+            return IDLE_SECONDS
+        return min(IDLE_SECONDS, max(0.01, (next_due - self.clock.now()).total_seconds()))
 
     async def tick(self) -> None:
         """Run one round of the scheduler's duties."""
@@ -499,7 +515,10 @@ class Dispatcher:
             if self.circuit.probe_due(now) or (self.circuit.state is CircuitState.CLOSED and routine):
                 last_probe = time.monotonic()
                 await self.probe_once()
-            await self.clock.sleep(1.0)
+            pause = 1.0  # the circuit's probe backoff is checked every second while it is not closed
+            if self.circuit.state is CircuitState.CLOSED:
+                pause = max(1.0, min(IDLE_SECONDS, last_probe + PROBE_INTERVAL_SECONDS - time.monotonic()))
+            await self.clock.sleep(pause)
 
     async def readiness_pushed(self, *, ready: bool, detail: str, conditions: dict[str, bool]) -> str:
         """Apply a readiness the POS pushed (a notification), at once; return the circuit's state after it.

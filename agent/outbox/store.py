@@ -407,6 +407,48 @@ class Outbox:
 
         return await self.read(query)
 
+    async def health_figures(self) -> tuple[dict[str, int], datetime | None, datetime | None]:
+        """Return (counts per state, oldest pending due time, last injection) in one read."""
+
+        def query(c: sqlite3.Connection) -> tuple[dict[str, int], datetime | None, datetime | None]:
+            found = {r[0]: r[1] for r in c.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
+            oldest = c.execute(
+                "SELECT MIN(due_at) FROM orders WHERE state IN ('queued', 'sending', 'retrying', 'awaiting_pos')"
+            ).fetchone()[0]
+            last = c.execute("SELECT MAX(injected_at) FROM orders").fetchone()[0]
+            return (
+                {s.value: int(found.get(s.value, 0)) for s in State},
+                datetime.fromisoformat(oldest) if oldest else None,
+                datetime.fromisoformat(last) if last else None,
+            )
+
+        return await self.read(query)
+
+    async def idle_until(self) -> tuple[bool, datetime | None]:
+        """Return (an order is on its way to the POS or waits for a fallback, earliest scheduled/retry due time)."""
+
+        def query(c: sqlite3.Connection) -> tuple[bool, datetime | None]:
+            busy = c.execute(
+                "SELECT EXISTS (SELECT 1 FROM orders WHERE state IN ('queued', 'sending', 'retrying', 'awaiting_pos'))"
+                " OR EXISTS (SELECT 1 FROM orders WHERE state = 'failed' AND fallback_at IS NULL)"
+            ).fetchone()[0]
+            row = c.execute(
+                "SELECT MIN(t) FROM (SELECT MIN(due_at) AS t FROM orders WHERE state = 'scheduled'"
+                " UNION ALL SELECT MIN(next_attempt_at) FROM orders WHERE state = 'retrying')"
+            ).fetchone()
+            return bool(busy), datetime.fromisoformat(row[0]) if row and row[0] else None
+
+        return await self.read(query)
+
+    async def next_print_due(self) -> datetime | None:
+        """Return when the earliest pending print job is due, or None."""
+
+        def query(c: sqlite3.Connection) -> datetime | None:
+            row = c.execute("SELECT MIN(next_attempt_at) FROM print_jobs WHERE state = 'pending'").fetchone()
+            return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+        return await self.read(query)
+
     async def kv_get(self, key: str) -> str | None:
         """Return the value stored under a key, or None."""
 

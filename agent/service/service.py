@@ -243,6 +243,10 @@ class Agent:
         }
         return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 
+    def loops(self) -> list[asyncio.Task[Any]]:
+        """Return the agent's running loops (each should run until the agent stops)."""
+        return list(self._tasks.values())
+
     def failed_task(self) -> asyncio.Task[Any] | None:
         """Return a loop that ended (it should never), if any."""
         return next((t for t in self._tasks.values() if t.done()), None)
@@ -368,14 +372,19 @@ async def report_status(agent: Agent, notifier: Notifier, watchdog: Watchdog | N
             notifier.status(text)
         except Exception as exc:  # the status line is a courtesy: it must never end the agent
             log.warning("sd_status_failed", error=str(exc))
-        await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+        await sleep_aligned(STATUS_INTERVAL_SECONDS)
 
 
 async def flush_log_summaries() -> None:
     """Write the ``log_suppressed`` summaries of ended windows every STATUS_INTERVAL_SECONDS, until cancelled."""
     while True:
-        await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+        await sleep_aligned(STATUS_INTERVAL_SECONDS)
         flush_suppressed()
+
+
+async def sleep_aligned(period: float) -> None:
+    """Sleep until the next multiple of ``period`` on the loop's clock, so periodic loops share their wake-ups."""
+    await asyncio.sleep(period - asyncio.get_running_loop().time() % period)
 
 
 async def _cancel_in_order(tasks: list[asyncio.Task[None]]) -> None:
@@ -424,7 +433,8 @@ async def run_agent(settings: Settings) -> int:
                 await _cancel_in_order(helpers)
                 await agent.stop()
                 return 1
-            await asyncio.wait({watcher}, timeout=1.0)
+            # Woken by the stop or by a loop ending, never by a timer: an idle agent stays asleep.
+            await asyncio.wait({watcher, *agent.loops()}, return_when=asyncio.FIRST_COMPLETED)
         notifier.stopping()
         notifier.status("stopping: finishing POS calls")
         await _cancel_in_order(helpers)
