@@ -226,6 +226,7 @@ def run_outbox_vs_persist_queue(report: Report, workdir: Path) -> None:
             + ")",
             None,
         )
+        report.facts[f"persist-queue +{delay:g} ms"] = best.rate
         target = TARGETS[delay]
         report.add(
             f"(a) +{delay:g} ms per fsync: outbox / persist-queue", f">= {target:g}x", f"{ratio:.1f}x", ratio >= target

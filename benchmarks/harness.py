@@ -46,6 +46,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rss_kb: dict[str, int] = field(default_factory=dict)
+    facts: dict[str, float] = field(default_factory=dict)  # figures a later section compares with
 
     def add(self, measure: str, target: str, result: str, ok: bool | None) -> None:
         row = Row(measure, target, result, ok)

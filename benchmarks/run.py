@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: make ``agent`` and ``tests`` importable
 
+from benchmarks.box import run_box  # noqa: E402
 from benchmarks.cycle import run_outbox_vs_persist_queue  # noqa: E402
 from benchmarks.harness import RESULTS, Report, machine_header, render  # noqa: E402
 from benchmarks.orders import run_processes  # noqa: E402
@@ -69,8 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
         "--only",
-        choices=["printing", "tickets", "mqtt"],
-        help="run only these measures: printing = (g) ticket rendering, (h) fallback ticket latency and the "
+        choices=["cycle", "box", "printing", "tickets", "mqtt"],
+        help="run only these measures: cycle = (a) outbox vs persist-queue at +0/+2/+10 ms per fsync (about "
+        "1 min); box = (a) then (l) end to end on an SD card, (k) idle, (m) a month of orders, (n) the slow box "
+        "(about 8 min); printing = (g) ticket rendering, (h) fallback ticket latency and the "
         "RSS of an agent with python-escpos loaded (about 30 s); tickets = (g) for every ticket kind and (j) "
         "a hung printer next to a healthy one (about 20 s); mqtt = (i) order figures with the MQTT broker "
         "down, and the backlog's publication when it comes back (3-4 min); the table is printed, "
@@ -86,9 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     header = machine_header(workdir)
     try:
-        if args.only is None:
+        if args.only in (None, "cycle", "box"):
             run_outbox_vs_persist_queue(report, workdir)
+        if args.only is None:
             asyncio.run(run_processes(report, workdir))
+        if args.only in (None, "box"):
+            asyncio.run(run_box(report, workdir))
         if args.only in (None, "printing"):
             asyncio.run(run_printing(report, workdir))
         if args.only in (None, "tickets"):

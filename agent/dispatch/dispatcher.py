@@ -149,8 +149,11 @@ class Dispatcher:
                     task.add_done_callback(self._in_flight.discard)
                 if len(claimed) == free and self.circuit.allows_orders():
                     continue
+            # While the circuit is not closed, what may be claimed changes with time (the probe order): look again
+            # every second. Closed, every change that frees work wakes the sender.
+            idle = IDLE_SECONDS if self.circuit.state is CircuitState.CLOSED and not self.paused else 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=IDLE_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), timeout=idle)
 
     async def _claim(self, limit: int) -> list[OrderRecord]:
         now = self.clock.now()

@@ -491,15 +491,17 @@ def kv_put(conn: sqlite3.Connection, key: str, value: str, *, now: datetime) -> 
     )
 
 
-def purge(conn: sqlite3.Connection, *, before: datetime) -> int:
-    """Delete finished orders last changed before ``before`` with their events and jobs; return how many."""
-    ids = [
-        r["id"]
-        for r in conn.execute(
-            "SELECT id FROM orders WHERE state IN ('injected', 'cancelled', 'skipped') AND updated_at < ?",
-            (ts(before),),
-        ).fetchall()
-    ]
+def purge(conn: sqlite3.Connection, *, before: datetime, limit: int | None = None) -> int:
+    """Delete finished orders last changed before ``before`` (at most ``limit``) with their events and jobs.
+
+    Return how many orders were deleted.
+    """
+    sql = "SELECT id FROM orders WHERE state IN ('injected', 'cancelled', 'skipped') AND updated_at < ?"
+    params: tuple[Any, ...] = (ts(before),)
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = (*params, limit)
+    ids = [r["id"] for r in conn.execute(sql, params).fetchall()]
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start : chunk_start + 500]
         marks = ",".join("?" * len(chunk))
