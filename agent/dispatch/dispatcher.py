@@ -106,6 +106,7 @@ class Dispatcher:
         self.progress: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._scheduler_wake = asyncio.Event()
+        self._prober_wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()  # waiting for the POS
         self._recording: set[asyncio.Task[None]] = set()  # the POS answered; the answer is being recorded
         self._stopping = False
@@ -369,6 +370,7 @@ class Dispatcher:
 
     async def _pos_went_down(self, reason: str) -> None:
         log.error("pos_circuit_opened", reason=reason)
+        self._prober_wake.set()  # an idle prober may sleep 30 s: the open circuit's probes start now
         await self.outbox.alert("pos_down", "critical", alerts.pos_down(self.driver.name, reason))
         self._scheduler_wake.set()
 
@@ -521,7 +523,18 @@ class Dispatcher:
             pause = 1.0  # the circuit's probe backoff is checked every second while it is not closed
             if self.circuit.state is CircuitState.CLOSED:
                 pause = max(1.0, min(IDLE_SECONDS, last_probe + PROBE_INTERVAL_SECONDS - time.monotonic()))
-            await self.clock.sleep(pause)
+            self._prober_wake.clear()
+            await self._nap(pause, self._prober_wake)
+
+    async def _nap(self, seconds: float, wake: asyncio.Event) -> None:
+        """Sleep ``seconds`` of clock time, or until ``wake`` is set."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (sleeper, waker):
+                future.cancel()
 
     async def readiness_pushed(self, *, ready: bool, detail: str, conditions: dict[str, bool]) -> str:
         """Apply a readiness the POS pushed (a notification), at once; return the circuit's state after it.
