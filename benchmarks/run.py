@@ -6,9 +6,13 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/run.py
 
 The table (with the machine and the command in its header) is also written to ``benchmarks/results.md``,
-overwriting the previous one. The whole run takes six to eight minutes. ``--only SECTION`` runs one section
+overwriting the previous one. The whole run takes about 15 minutes on a quiet 2-core machine. ``--only SECTION`` runs one section
 and only prints its table (results.md is left alone):
 
+``--only cycle``
+    (a) at +0, +2 and +10 ms per fsync, one to two minutes;
+``--only box``
+    (a), then (l), (k), (m), (n), eight to ten minutes;
 ``--only printing``
     (g), (h) and the RSS of the printing agents, about 30 s;
 ``--only tickets``
@@ -19,7 +23,8 @@ and only prints its table (results.md is left alone):
 Measures:
 
 (a) outbox full cycle (submit -> claim -> injected, ``synchronous=FULL``) against persist-queue's
-    ``SQLiteAckQueue`` (put -> get -> ack) on the same disk;
+    ``SQLiteAckQueue`` (put -> get -> ack) on the same disk, at +0, +2 and +10 ms per fsync (an SD card's, through
+    the ``LD_PRELOAD`` shim of ``benchmarks/sdcard.py``);
 (b) HTTP intake throughput with 64 concurrent keep-alive clients (unpaid orders: ``held``, so nothing
     is dispatched and intake is measured alone);
 (c) agent overhead from the 202 to the POS simulator receiving the order, at 20 orders/s;
@@ -32,7 +37,12 @@ Measures:
     latency (job due -> cut), and the hung station's tickets failing over, against both printers healthy;
 (i) MQTT publishing: the order figures of (b)-(f) with the broker down and a backlog of unpublished events,
     against MQTT off; then a real mosquitto comes up and the backlog is published (time to the agent's
-    ``online`` status, to the 1,000th and to the last queued event; seq order, none missing).
+    ``online`` status, to the 1,000th and to the last queued event; seq order, none missing);
+(k) an idle agent's CPU and wake-ups over 60 s; (l) end to end on an SD card (+10 ms per fsync);
+(m) a month of orders (100,000): start-up, intake p99, list/status answers, the purge, size, query plans;
+(n) the slow box: (d), (e), (b), (k) on a quarter of one core.
+
+docs/benchmarks.md says what each row measures and how.
 """
 
 from __future__ import annotations
