@@ -6,8 +6,8 @@ Run from the repository root with the project's virtualenv::
     .venv/bin/python benchmarks/run.py
 
 The table (with the machine and the command in its header) is also written to ``benchmarks/results.md``,
-overwriting the previous one. The whole run takes about 15 minutes on a quiet 2-core machine. ``--only SECTION`` runs one section
-and only prints its table (results.md is left alone):
+overwriting the previous one. The whole run takes about 15 minutes on a quiet 2-core machine.
+``--only SECTION`` runs one section and only prints its table (results.md is left alone):
 
 ``--only cycle``
     (a) at +0, +2 and +10 ms per fsync, one to two minutes;
