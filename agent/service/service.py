@@ -46,10 +46,10 @@ RETENTION_INTERVAL_SECONDS = 3600.0
 INTEGRITY_CHECK_SECONDS = 6 * 3600.0
 STATUS_INTERVAL_SECONDS = 10.0
 # How long a watched loop may go without marking progress before the systemd watchdog is withheld. Every
-# watched loop marks progress at least once a second while idle: the sender waits for work at most 1 s
-# (wait_for(..., timeout=1.0)), the scheduler and the print worker sleep 1 s (or until woken), and the prober
-# sleeps 1 s per round whatever the circuit's backoff (probe_due decides whether a round probes), so idle
-# waiting already counts as progress and nothing needs wrapping. What can legitimately hold a round is
+# watched loop marks progress at least every 30 s while idle (dispatcher.IDLE_SECONDS, worker.IDLE_SECONDS):
+# the sender, scheduler, prober and print worker sleep until their next due time or until woken, 30 s at most
+# (1 s while the circuit is not closed or work is in motion), so idle waiting already counts as progress and
+# nothing needs wrapping. What can legitimately hold a round is
 # bounded I/O: a POS probe (a Lightspeed token refresh plus the probe: about 2 x [pos] timeout_seconds), the
 # scheduler's confirmation polls (one POS call per order awaiting confirmation, one after the other) and a
 # print round (connect 3 s + write 10 s per printer tried per job). Hence a generous floor, raised with the
