@@ -79,11 +79,13 @@ from agent.domain.states import State
 from agent.mqtt.reporter import BACKOFF_MAX_SECONDS
 from agent.outbox import ops
 from agent.outbox.store import Outbox
-from benchmarks import run as core
+from benchmarks import agents as core
+from benchmarks import orders
+from benchmarks.harness import VENUE, Report
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 TOPIC_PREFIX = "venues"
-PREFIX = f"{TOPIC_PREFIX}/{core.VENUE}"
+PREFIX = f"{TOPIC_PREFIX}/{VENUE}"
 TRAFFIC_ORDERS = 600  # 10 minutes at one order a second
 TRAFFIC_CLIENTS = 8
 MODES = ("off", "down")
@@ -324,7 +326,7 @@ async def intake_and_latency(
 
             async def intake(n: int, port: int = agents[mode].port, i: int = i) -> tuple[tuple[float, int], float]:
                 others = Others(procs)
-                rate, errors, _ = await core.intake_throughput(
+                rate, errors, _ = await orders.intake_throughput(
                     port, clients=64, seconds=INTAKE_SECONDS, warmup=INTAKE_WARMUP, prefix=f"intake{i}-{n}"
                 )
                 return (rate, errors), others.stop()
@@ -339,7 +341,7 @@ async def intake_and_latency(
             async def latency(n: int, port: int = agents[mode].port, i: int = i) -> tuple[list[float], float]:
                 await sim.reset()
                 others = Others(procs)
-                overhead, _, _ = await core.overhead_at(
+                overhead, _, _ = await orders.overhead_at(
                     port, sim, rate=LATENCY_RATE, seconds=LATENCY_SECONDS, prefix=f"latency{i}-{n}"
                 )
                 return overhead, others.stop()
@@ -415,7 +417,7 @@ async def drains(procs: core.Children, sim: core.Sim, workdir: Path, mqtt: dict[
 
 
 def compare(
-    report: core.Report,
+    report: Report,
     measure: str,
     runs: dict[str, list[float]],
     *,
@@ -451,7 +453,7 @@ def compare(
     )
 
 
-def compare_rows(report: core.Report, s: Samples, dead_port: int) -> None:
+def compare_rows(report: Report, s: Samples, dead_port: int) -> None:
     report.add(
         "(i) set-up: MQTT off (baseline) vs broker down (MQTT on, a 127.0.0.1 port where nothing listens); each "
         f"agent first took 10 minutes of peak traffic ({TRAFFIC_ORDERS} orders at 1/s, posted at once and "
@@ -675,7 +677,7 @@ async def reconnect_drain(procs: core.Children, outage: Outage, workdir: Path) -
     )
 
 
-def reconnect_rows(report: core.Report, r: Reconnect) -> None:
+def reconnect_rows(report: Report, r: Reconnect) -> None:
     queued = set(r.queued)
     arrivals = [(seq, at) for seq, at in r.received if seq in queued]
     seqs = [seq for seq, _ in arrivals]
@@ -740,7 +742,7 @@ def reconnect_rows(report: core.Report, r: Reconnect) -> None:
 # ---- the section -------------------------------------------------------------------------------------
 
 
-async def run_publishing(report: core.Report, workdir: Path) -> None:
+async def run_publishing(report: Report, workdir: Path) -> None:
     """(i): the core order figures with the broker down against MQTT off, then the reconnect drain."""
     dead_port = core.free_port()  # nothing listens on it: the broker is down
     mqtt = mqtt_section(dead_port)

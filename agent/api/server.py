@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import socket
 import time
 from collections.abc import Callable, Generator, Iterable
@@ -118,10 +119,38 @@ class IntakeServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to the agent and accepts at most ``max_connections``."""
 
     def __init__(self, config: uvicorn.Config, *, max_connections: int, request_timeout: float) -> None:
+        self._exit = False
+        self._stir = asyncio.Event()  # set on the stop and on each accepted connection: main_loop looks again
         super().__init__(config)
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self._freed = asyncio.Event()
+        self._dated_at = -math.inf
+
+    @property
+    def should_exit(self) -> bool:
+        """Return whether the server was told to stop."""
+        return self._exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._exit = value
+        self._stir.set()
+
+    async def main_loop(self) -> None:
+        """Wait for the stop; uvicorn's loop wakes every 100 ms to refresh the Date header, this one never idles awake.
+
+        The Date header is refreshed as each connection is accepted and once a second while any is open.
+        """
+        while not await self._tick():
+            self._stir.clear()
+            wait = 1.0 if self.server_state.connections else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stir.wait(), timeout=wait)
+
+    async def _tick(self) -> bool:
+        self._dated_at = time.monotonic()
+        return await self.on_tick(0)  # a multiple of 10: uvicorn refreshes the default headers
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -176,6 +205,9 @@ class IntakeServer(uvicorn.Server):
                 await asyncio.sleep(pause)
                 continue
             pause = None
+            if time.monotonic() - self._dated_at >= 1.0:
+                await self._tick()
+                self._stir.set()
             protocol = self._protocol()
             try:
                 await loop.connect_accepted_socket(lambda p=protocol: p, conn)  # type: ignore[misc]

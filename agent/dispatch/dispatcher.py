@@ -50,6 +50,9 @@ SNOOZE_SOURCES = {"lightspeed_k": "lightspeed"}
 
 MAX_WAIT_AFTER_DUE = timedelta(hours=24)
 SCHEDULER_TICK_SECONDS = 1.0
+# An idle loop (nothing on its way, nothing due sooner) sleeps this long at most: woken by new work, it still
+# marks progress well within the watchdog's stale limit (service.WATCHDOG_STALE_FLOOR_SECONDS).
+IDLE_SECONDS = 30.0
 PROBE_INTERVAL_SECONDS = 30.0
 MAX_IN_FLIGHT = 32
 
@@ -103,7 +106,9 @@ class Dispatcher:
         self.progress: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._scheduler_wake = asyncio.Event()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._prober_wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()  # waiting for the POS
+        self._recording: set[asyncio.Task[None]] = set()  # the POS answered; the answer is being recorded
         self._stopping = False
         # The circuit closed: release every order that waited on it, not only those whose backoff ran out.
         self._release_retries = False
@@ -145,8 +150,11 @@ class Dispatcher:
                     task.add_done_callback(self._in_flight.discard)
                 if len(claimed) == free and self.circuit.allows_orders():
                     continue
+            # While the circuit is not closed, what may be claimed changes with time (the probe order): look again
+            # every second. Closed, every change that frees work wakes the sender.
+            idle = IDLE_SECONDS if self.circuit.state is CircuitState.CLOSED and not self.paused else 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=idle)
 
     async def _claim(self, limit: int) -> list[OrderRecord]:
         now = self.clock.now()
@@ -164,7 +172,7 @@ class Dispatcher:
         """Stop claiming and wait for POS calls in flight (at most ``grace_seconds``); return how many were cut."""
         self._stopping = True
         self._wake.set()
-        pending = set(self._in_flight)
+        pending = self._in_flight | self._recording
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace_seconds)
             for task in still:
@@ -186,6 +194,15 @@ class Dispatcher:
         started = time.perf_counter()
         result = await self.driver.inject(self._request(record))
         self.pos.latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        # The POS took the order: its slot goes to the next order now, so the sender's next claim and this answer
+        # (and the other answers that came meanwhile) share one commit instead of paying one each. A failure
+        # keeps its slot until it is recorded, so the circuit counts it before anything more is claimed.
+        task = asyncio.current_task()
+        if isinstance(result, Injected | Accepted) and task is not None and task in self._in_flight:
+            self._in_flight.discard(task)
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+            self._wake.set()
         while True:
             try:
                 await self.apply(record, result)
@@ -353,6 +370,7 @@ class Dispatcher:
 
     async def _pos_went_down(self, reason: str) -> None:
         log.error("pos_circuit_opened", reason=reason)
+        self._prober_wake.set()  # an idle prober may sleep 30 s: the open circuit's probes start now
         await self.outbox.alert("pos_down", "critical", alerts.pos_down(self.driver.name, reason))
         self._scheduler_wake.set()
 
@@ -374,21 +392,34 @@ class Dispatcher:
     # ---- scheduler ---------------------------------------------------------------------------
 
     async def run_scheduler(self) -> None:
-        """Once a second (clock time) or when woken: move due orders, time out, print fallbacks."""
+        """Once a second while orders are on their way, else when the next one is due, or when woken."""
         while not self._stopping:
             self._mark("scheduler")
             self._scheduler_wake.clear()
+            pause = SCHEDULER_TICK_SECONDS
             try:
                 await self.tick()
+                pause = await self._scheduler_pause()
             except StorageError as exc:  # a full disk must not end the loop: the next tick tries again
                 log.error("scheduler_tick_failed", error=str(exc))
-            sleeper = asyncio.ensure_future(self.clock.sleep(SCHEDULER_TICK_SECONDS))
+            sleeper = asyncio.ensure_future(self.clock.sleep(pause))
             waker = asyncio.ensure_future(self._scheduler_wake.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for future in (sleeper, waker):
                     future.cancel()
+
+    async def _scheduler_pause(self) -> float:
+        """Return how long the scheduler may sleep: a second while anything is in motion, else until the next due."""
+        if self.paused or self.pos.not_ready or self.circuit.state is not CircuitState.CLOSED:
+            return SCHEDULER_TICK_SECONDS
+        busy, next_due = await self.outbox.idle_until()
+        if busy:
+            return SCHEDULER_TICK_SECONDS
+        if next_due is None:
+            return IDLE_SECONDS
+        return min(IDLE_SECONDS, max(0.01, (next_due - self.clock.now()).total_seconds()))
 
     async def tick(self) -> None:
         """Run one round of the scheduler's duties."""
@@ -489,7 +520,21 @@ class Dispatcher:
             if self.circuit.probe_due(now) or (self.circuit.state is CircuitState.CLOSED and routine):
                 last_probe = time.monotonic()
                 await self.probe_once()
-            await self.clock.sleep(1.0)
+            pause = 1.0  # the circuit's probe backoff is checked every second while it is not closed
+            if self.circuit.state is CircuitState.CLOSED:
+                pause = max(1.0, min(IDLE_SECONDS, last_probe + PROBE_INTERVAL_SECONDS - time.monotonic()))
+            self._prober_wake.clear()
+            await self._nap(pause, self._prober_wake)
+
+    async def _nap(self, seconds: float, wake: asyncio.Event) -> None:
+        """Sleep ``seconds`` of clock time, or until ``wake`` is set."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (sleeper, waker):
+                future.cancel()
 
     async def readiness_pushed(self, *, ready: bool, detail: str, conditions: dict[str, bool]) -> str:
         """Apply a readiness the POS pushed (a notification), at once; return the circuit's state after it.

@@ -193,10 +193,13 @@ def transition(
     **fields: Any,
 ) -> OrderRecord:
     """Move one order to ``to`` (setting ``fields``) and log the event; OrderConflict if not allowed."""
-    current = _require(conn, order_id)
+    found = conn.execute("SELECT state FROM orders WHERE id = ?", (order_id,)).fetchone()
+    if found is None:
+        raise OrderNotFound(order_id)
+    state = State(found[0])
     allowed = frozenset(expect) if expect is not None else None
-    if (allowed is not None and current.state not in allowed) or not can_move(current.state, to):
-        raise OrderConflict(f"the order is {current.state.value}", state=current.state.value)
+    if (allowed is not None and state not in allowed) or not can_move(state, to):
+        raise OrderConflict(f"the order is {state.value}", state=state.value)
     columns = {"state": to.value, "updated_at": ts(now)}
     for name, value in fields.items():
         if isinstance(value, datetime):
@@ -207,7 +210,8 @@ def transition(
             value = int(value)
         columns[name] = value
     assignments = ", ".join(f"{name} = ?" for name in columns)
-    conn.execute(f"UPDATE orders SET {assignments} WHERE id = ?", (*columns.values(), order_id))  # noqa: S608
+    sql = f"UPDATE orders SET {assignments} WHERE id = ? RETURNING *"  # noqa: S608
+    (row,) = conn.execute(sql, (*columns.values(), order_id)).fetchall()
     error_class = fields.get("error_class")
     add_event(
         conn,
@@ -218,9 +222,7 @@ def transition(
         error_class=ErrorClass(error_class) if error_class else None,
         detail=detail,
     )
-    updated = fetch(conn, order_id)
-    assert updated is not None
-    return updated
+    return OrderRecord.from_row(row)
 
 
 def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: bool) -> list[OrderRecord]:
@@ -230,24 +232,17 @@ def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: 
     open circuit go before newer ones.
     """
     promote(conn, now=now, retries_too=True)
+    stamp = ts(now)
+    # One statement moves the whole claim (queued -> sending is always allowed); events follow in claim order.
     rows = conn.execute(
-        "SELECT id FROM orders WHERE state = 'queued' ORDER BY due_at, received_at LIMIT ?", (limit,)
+        "UPDATE orders SET state = 'sending', updated_at = ?, attempts = attempts + 1, strikes = strikes + ?,"
+        " sent_at = ? WHERE id IN (SELECT id FROM orders WHERE state = 'queued' ORDER BY due_at, received_at"
+        " LIMIT ?) RETURNING *",
+        (stamp, 1 if count_strike else 0, stamp, limit),
     ).fetchall()
-    claimed = []
-    for row in rows:
-        claimed.append(
-            transition(
-                conn,
-                row["id"],
-                State.SENDING,
-                now=now,
-                event="sending",
-                expect=(State.QUEUED,),
-                attempts=_col(conn, row["id"], "attempts") + 1,
-                strikes=_col(conn, row["id"], "strikes") + (1 if count_strike else 0),
-                sent_at=now,
-            )
-        )
+    claimed = sorted((OrderRecord.from_row(r) for r in rows), key=lambda r: (r.due_at, r.received_at))
+    for record in claimed:
+        add_event(conn, now, "sending", order_id=record.id, state=State.SENDING)
     return claimed
 
 
@@ -496,15 +491,17 @@ def kv_put(conn: sqlite3.Connection, key: str, value: str, *, now: datetime) -> 
     )
 
 
-def purge(conn: sqlite3.Connection, *, before: datetime) -> int:
-    """Delete finished orders last changed before ``before`` with their events and jobs; return how many."""
-    ids = [
-        r["id"]
-        for r in conn.execute(
-            "SELECT id FROM orders WHERE state IN ('injected', 'cancelled', 'skipped') AND updated_at < ?",
-            (ts(before),),
-        ).fetchall()
-    ]
+def purge(conn: sqlite3.Connection, *, before: datetime, limit: int | None = None) -> int:
+    """Delete finished orders last changed before ``before`` (at most ``limit``) with their events and jobs.
+
+    Return how many orders were deleted.
+    """
+    sql = "SELECT id FROM orders WHERE state IN ('injected', 'cancelled', 'skipped') AND updated_at < ?"
+    params: tuple[Any, ...] = (ts(before),)
+    if limit is not None:
+        sql += " LIMIT ?"
+        params = (*params, limit)
+    ids = [r["id"] for r in conn.execute(sql, params).fetchall()]
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start : chunk_start + 500]
         marks = ",".join("?" * len(chunk))

@@ -110,6 +110,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE print_jobs ADD COLUMN ticket TEXT;
     ALTER TABLE print_jobs ADD COLUMN confirmation TEXT;
     """,
+    # 7: `orders list --state X` (newest first) walked the received_at index over every order (a month: 0.6 s).
+    """
+    CREATE INDEX orders_by_state_received ON orders (state, received_at);
+    """,
 )
 
 

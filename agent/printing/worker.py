@@ -48,6 +48,8 @@ log = structlog.get_logger("venue_agent.printing")
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 60.0
 PROBE_INTERVAL_SECONDS = 60.0
+# With no job printing or due, the worker sleeps until the next is due, this long at most (new jobs wake it).
+IDLE_SECONDS = 30.0
 SEND_BUDGET_MARGIN_SECONDS = 1.0
 SEND_BUDGET_DEFAULT_SECONDS = 60.0
 NOT_READ = StatusReading(PrinterStatus.UNKNOWN, "not read yet")
@@ -221,9 +223,18 @@ class PrintWorker:
                 for job in due:
                     if job.id not in self._in_flight:
                         await self._submit(job)
-                await self._sleep(1.0, wake=True)
+                await self._sleep(await self._pause(), wake=True)
         finally:
             await self.stop()
+
+    async def _pause(self) -> float:
+        """Return a second while jobs are printing or due, else the time until the next job is due (at most idle)."""
+        if self._in_flight:
+            return 1.0
+        next_due = await self.outbox.next_print_due()
+        if next_due is None:
+            return IDLE_SECONDS
+        return min(IDLE_SECONDS, max(1.0, (next_due - self.clock.now()).total_seconds()))
 
     async def stop(self) -> None:
         """Cancel every printer's task (a job caught mid-print is in doubt at the next start)."""

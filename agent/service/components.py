@@ -65,7 +65,8 @@ class ComponentWatcher:
             except StorageError as exc:
                 log.warning("component_event_lost", component="disk", error=str(exc))
         while True:
-            await self.clock.sleep(CHECK_SECONDS)
+            # On the whole second of the loop's clock, with the agent's other periodic loops: one wake-up for all.
+            await self.clock.sleep(CHECK_SECONDS - asyncio.get_running_loop().time() % CHECK_SECONDS)
             try:
                 await self.check()
             except Exception as exc:  # watching must not end the agent (failed_task): log it, look again next time

@@ -46,10 +46,10 @@ RETENTION_INTERVAL_SECONDS = 3600.0
 INTEGRITY_CHECK_SECONDS = 6 * 3600.0
 STATUS_INTERVAL_SECONDS = 10.0
 # How long a watched loop may go without marking progress before the systemd watchdog is withheld. Every
-# watched loop marks progress at least once a second while idle: the sender waits for work at most 1 s
-# (wait_for(..., timeout=1.0)), the scheduler and the print worker sleep 1 s (or until woken), and the prober
-# sleeps 1 s per round whatever the circuit's backoff (probe_due decides whether a round probes), so idle
-# waiting already counts as progress and nothing needs wrapping. What can legitimately hold a round is
+# watched loop marks progress at least every 30 s while idle (dispatcher.IDLE_SECONDS, worker.IDLE_SECONDS):
+# the sender, scheduler, prober and print worker sleep until their next due time or until woken, 30 s at most
+# (1 s while the circuit is not closed or work is in motion), so idle waiting already counts as progress and
+# nothing needs wrapping. What can legitimately hold a round is
 # bounded I/O: a POS probe (a Lightspeed token refresh plus the probe: about 2 x [pos] timeout_seconds), the
 # scheduler's confirmation polls (one POS call per order awaiting confirmation, one after the other) and a
 # print round (connect 3 s + write 10 s per printer tried per job). Hence a generous floor, raised with the
@@ -243,6 +243,10 @@ class Agent:
         }
         return states | {f"printer:{p['name']}": p["state"] for p in self.printer.health()}
 
+    def loops(self) -> list[asyncio.Task[Any]]:
+        """Return the agent's running loops (each should run until the agent stops)."""
+        return list(self._tasks.values())
+
     def failed_task(self) -> asyncio.Task[Any] | None:
         """Return a loop that ended (it should never), if any."""
         return next((t for t in self._tasks.values() if t.done()), None)
@@ -368,14 +372,19 @@ async def report_status(agent: Agent, notifier: Notifier, watchdog: Watchdog | N
             notifier.status(text)
         except Exception as exc:  # the status line is a courtesy: it must never end the agent
             log.warning("sd_status_failed", error=str(exc))
-        await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+        await sleep_aligned(STATUS_INTERVAL_SECONDS)
 
 
 async def flush_log_summaries() -> None:
     """Write the ``log_suppressed`` summaries of ended windows every STATUS_INTERVAL_SECONDS, until cancelled."""
     while True:
-        await asyncio.sleep(STATUS_INTERVAL_SECONDS)
+        await sleep_aligned(STATUS_INTERVAL_SECONDS)
         flush_suppressed()
+
+
+async def sleep_aligned(period: float) -> None:
+    """Sleep until the next multiple of ``period`` on the loop's clock, so periodic loops share their wake-ups."""
+    await asyncio.sleep(period - asyncio.get_running_loop().time() % period)
 
 
 async def _cancel_in_order(tasks: list[asyncio.Task[None]]) -> None:
@@ -424,7 +433,8 @@ async def run_agent(settings: Settings) -> int:
                 await _cancel_in_order(helpers)
                 await agent.stop()
                 return 1
-            await asyncio.wait({watcher}, timeout=1.0)
+            # Woken by the stop or by a loop ending, never by a timer: an idle agent stays asleep.
+            await asyncio.wait({watcher, *agent.loops()}, return_when=asyncio.FIRST_COMPLETED)
         notifier.stopping()
         notifier.status("stopping: finishing POS calls")
         await _cancel_in_order(helpers)
