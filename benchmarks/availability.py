@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import shutil
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ from drivers.pos.simulator import SimulatorState, serve_simulator
 VENUE = "bench-kitchen"
 TOPIC = f"venues/{VENUE}/availability"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-SETTLE_SECONDS = 0.3  # between a change arriving and the next one, so rounds never overlap
+SETTLE_SECONDS = 0.3  # at least this between a change arriving and the next one, so rounds never overlap
 
 
 def free_port() -> int:
@@ -131,6 +132,7 @@ async def measure(workdir: Path, broker: int, *, debounce: float, rounds: int) -
         listener = Listener(broker)
         task = asyncio.create_task(listener.run())
         latencies: dict[str, list[float]] = {"pause": [], "resume": []}
+        phase = random.Random(16)
         try:
             await asyncio.wait_for(listener.subscribed.wait(), 5)
             current = agent.availability.current
@@ -145,7 +147,8 @@ async def measure(workdir: Path, broker: int, *, debounce: float, rounds: int) -
                     arrived, value = await asyncio.wait_for(listener.arrival(seq), 10 + debounce)
                     assert value["accepting"] is ready, value
                     latencies[direction].append((arrived - started) * 1000)
-                    await asyncio.sleep(SETTLE_SECONDS)
+                    # A random phase against the watcher's whole-second reading, as a real change would have.
+                    await asyncio.sleep(SETTLE_SECONDS + phase.uniform(0, CHECK_SECONDS))
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

@@ -25,9 +25,9 @@ from agent.service.components import disk_state
 
 log = structlog.get_logger("venue_agent.availability")
 
-# Reading the inputs is a few attribute reads and one statvfs: cheap enough to look often, which bounds the delay
-# from a change (paper back in) to the published value.
-CHECK_SECONDS = 0.2
+# Reading the inputs is a few attribute reads and one statvfs. Once a second, on the whole second, shares the
+# wake-up of the component watcher: an idle kitchen wakes the box at most twice a second (docs/benchmarks.md).
+CHECK_SECONDS = 1.0
 KV_KEY = "availability"
 
 
@@ -59,7 +59,7 @@ class AvailabilityWatcher:
         return self.debouncer.current
 
     def payload(self) -> dict[str, Any] | None:
-        """Return the SPEC §8 payload of the published value, or None before the first reading."""
+        """Return the ``P/availability`` payload of the published value, or None before the first reading."""
         current = self.debouncer.current
         return current.as_dict() if current is not None else None
 
@@ -76,7 +76,7 @@ class AvailabilityWatcher:
     async def run(self) -> None:
         """Read and decide every ``CHECK_SECONDS`` until cancelled."""
         while True:
-            await self.clock.sleep(CHECK_SECONDS)
+            await self.clock.sleep(CHECK_SECONDS - asyncio.get_running_loop().time() % CHECK_SECONDS)
             try:
                 await self.check()
             except Exception as exc:  # deciding must not end the agent (failed_task): log it, look again next time
