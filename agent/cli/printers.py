@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from agent.cli import operator
 from agent.domain.config import PrinterSettings, Settings
+from agent.domain.config_problems import printer_key
 from agent.domain.errors import ConfigError, Problem
 from agent.domain.models import Order, parse_order
 from agent.outbox import readonly as outbox_readonly
@@ -112,7 +113,7 @@ def printer_problems(settings: Settings, source: str) -> list[Problem]:
             PrinterSetup(printer).code_page  # noqa: B018 - resolving it is the check
         except PrinterConfigError as exc:
             key = "code_page" if printer.code_page and "code page" in str(exc) else "profile"
-            problems.append(Problem(f"printers.{index}.{key}", str(exc), source))
+            problems.append(Problem(f"{printer_key(printer.name, index)}.{key}", str(exc), source))
     return problems
 
 
