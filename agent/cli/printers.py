@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.cli import operator
+from agent.cli.table import output_width, table
 from agent.domain.config import PrinterSettings, Settings
 from agent.domain.config_problems import printer_key
 from agent.domain.errors import ConfigError, Problem
@@ -130,11 +131,12 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        rows = []
         for r in results:
             outcome = "PRINTED" if r["printed"] else f"NOT PRINTED: {r['error']}"
-            print(f"{r['printer']:<12} {r['connection']:<22} before {r['before']:<10} after {r['after']:<10} {outcome}")
-            for line in r["notes"]:
-                print(f"{'':<12} {line}")
+            rows.append([r["printer"], r["connection"], f"before {r['before']}", f"after {r['after']}", outcome])
+            rows.extend(["", "", "", "", line] for line in r["notes"])
+        print("\n".join(table(rows, width=output_width())))
     return EXIT_OK if all(r["printed"] for r in results) else EXIT_FAILURE
 
 
