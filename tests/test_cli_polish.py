@@ -157,3 +157,15 @@ def test_table_widens_columns_and_never_breaks_a_long_word() -> None:
     assert lines[0] == "ORDER" + " " * 22 + "ERROR"
     assert lines[1].startswith("a-very-long-order-id-0001  x x")
     assert any(line.strip() == "https://example.com/a/very/long/url/that/cannot/break" for line in lines)
+
+
+def test_help_text_never_splits_a_hyphenated_word(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns argparse would wrap /etc/venue-agent/agent.toml after "venue-"; the help keeps it whole."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main(["config", "init", "--help"])
+    out = capsys.readouterr().out
+    assert "/etc/venue-agent/agent.toml" in out
+    assert not [line for line in out.splitlines() if line.rstrip().endswith("-") and line.strip() != "-"], out

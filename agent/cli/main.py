@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import shlex
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.cli.client import AgentUnreachable
@@ -42,9 +44,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+class _WholeWords(argparse.HelpFormatter):
+    """Help text wrapped between words only: a path such as /etc/venue-agent/agent.toml is never split."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help, and every sub-command's (they are built from its class), keeps words whole."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _WholeWords)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="venue-agent",
         description="Online orders into the POS, or onto paper.",
         epilog=(
@@ -55,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"venue-agent {__version__}")
-    config_parent = argparse.ArgumentParser(add_help=False)
+    config_parent = _Parser(add_help=False)
     config_parent.add_argument(
         "--config",
         metavar="PATH",
         help="config file (default: $VENUE_AGENT_CONFIG, /etc/venue-agent/agent.toml, then the user config dir)",
     )
-    json_parent = argparse.ArgumentParser(add_help=False)
+    json_parent = _Parser(add_help=False)
     json_parent.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(metavar="COMMAND")
 
