@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -72,9 +73,23 @@ def _order() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture(autouse=True)
-def _reset_structlog() -> None:
-    """Every test starts from structlog's defaults."""
+def _reset_logging() -> Iterator[None]:
+    """Every test starts from structlog's defaults and ends with the root logger as it found it.
+
+    A test that runs the CLI in-process (``main([...])``) points the root logger's handler at the stderr pytest
+    captured for that test, closed when the test ends; left there, a later record (aiosqlite's worker thread logs
+    at debug whenever a test sets that level) hits the closed file: "--- Logging error --- ValueError: I/O
+    operation on closed file".
+    """
     structlog.reset_defaults()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @dataclass

@@ -91,7 +91,7 @@ connection = "network"
             "venue.timezon",
             "intake.token",
             "pos.timeout_seconds",
-            "printers.0.host",
+            "printers[pass].host",
             "pos.lightspeed_k.business_location_id",
         } <= keys
         assert all(p.source.endswith("agent.toml") for p in caught.value.problems)

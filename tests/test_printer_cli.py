@@ -155,8 +155,8 @@ def test_config_check_names_an_unknown_profile_and_code_page(
     )
     assert main(["config", "check", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "printers.0.profile" in err and "TM-T20X" in err
-    assert "printers.1.code_page" in err and "CP9999" in err
+    assert "printers[pass].profile" in err and "TM-T20X" in err
+    assert "printers[bar].code_page" in err and "CP9999" in err
 
 
 async def test_discover_json_is_a_list_and_exit_0(tmp_path: Path) -> None:

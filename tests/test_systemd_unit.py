@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from agent.cli.main import EXIT_USAGE, build_parser, cmd_run
-from agent.domain.config import _default_db_path, _default_log_format
+from agent.domain.config_sections import _default_db_path, _default_log_format
 from agent.service import advertise, sdnotify, service
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "venue-agent.service"

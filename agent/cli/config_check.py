@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.cli import operator
 from agent.domain import config
-from agent.domain.errors import ConfigError, Problem
+from agent.domain.errors import ConfigError, ConfigNotFound, Problem
 
 
 @dataclass
@@ -24,6 +24,8 @@ class ConfigReport:
     problems: list[Problem] = field(default_factory=list)
     secret_problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Set when there is no config file at all (the command line then offers ``config init``).
+    not_found: ConfigNotFound | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,8 @@ def check(explicit: str | os.PathLike[str] | None) -> ConfigReport:
     """Validate the config as the service would use it; never raises ConfigError (it is in the report)."""
     try:
         ctx = operator.load(explicit)
+    except ConfigNotFound as missing:
+        return ConfigReport(None, missing.problems, not_found=missing)
     except ConfigError as lenient:
         # The lenient load skipped the secret files; the service's own load lists their problems too.
         try:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from agent.cli.demo_orders import demo_order, down_orders, first_orders
+from agent.cli.table import output_width, table
 from agent.domain.config import Settings, settings_from_dict
 from agent.outbox.records import OrderRecord, PrintJob
 from agent.printing.tickets import TicketFacts, order_ticket, stored_facts
@@ -146,7 +147,7 @@ async def _demo(output: Path, fast: bool) -> int:
         await asyncio.sleep(pause)
 
         _say("\nWhat happened to each order:")
-        _say(f"   {'ORDER':<10} {'CODE':<8} {'STATE':<10} {'POS REF':<11} {'TICKETS':<18} WHY")
+        rows = []
         for _, order in [*orders, *late]:
             detail = (await client.get(f"/v1/orders/{order['id']}")).json()
             tickets = ", ".join(f"{t['kind']}" for t in detail["tickets"] if t["state"] == "printed") or "-"
@@ -158,10 +159,11 @@ async def _demo(output: Path, fast: bool) -> int:
                 why = "printed while the POS was down, then injected marked ALREADY PRINTED"
             elif detail["state"] == "cancelled":
                 why = "cancelled after printing: a CANCELLED ticket followed"
-            _say(
-                f"   {detail['order_id']:<10} {detail['display_code']:<8} {detail['state']:<10}"
-                f" {detail.get('pos_reference') or '-':<11} {tickets:<18} {why[:70]}"
-            )
+            state, reference = detail["state"], detail.get("pos_reference") or "-"
+            rows.append([detail["order_id"], detail["display_code"], state, reference, tickets, why])
+        header = ["ORDER", "CODE", "STATE", "POS REF", "TICKETS", "WHY"]
+        for line in table(rows, header=header, indent="   ", width=output_width()):
+            _say(line)
         sim_orders = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/orders")).json()
         _say(f"\nThe simulated POS holds {len(sim_orders)} orders, one per idempotency key.")
     await agent.stop()

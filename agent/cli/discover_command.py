@@ -26,6 +26,7 @@ from agent.cli.discovery import (
     discover,
     source_rank,
 )
+from agent.cli.table import output_width, table
 from agent.cli.tomlout import dumps
 from drivers.pos.mdns import DEFAULT_PATH as DEFAULT_POS_PATH
 from drivers.pos.mdns import MDNS_SCHEME
@@ -105,10 +106,7 @@ def render_table(found: Sequence[Found], *, seconds: float = DEFAULT_SECONDS) ->
         (e.kind.replace("_", " "), _printable(e.name), e.host, str(e.port), e.service, _printable(e.model or "-"))
         for e in found
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    head = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
-    return "\n".join([head, *lines])
+    return "\n".join(table(rows, header=header, width=output_width()))
 
 
 def render_usb_table(printers: Sequence[UsbPrinter]) -> str:
@@ -117,10 +115,7 @@ def render_usb_table(printers: Sequence[UsbPrinter]) -> str:
         return "No USB printers (usblp) are plugged into this box."
     header = ("USB PRINTER (stable name)", "NODE NOW", "VENDOR:PRODUCT", "SERIAL", "MODEL")
     rows = [(p.path or "- (no stable name)", p.node, p.label, p.serial or "-", p.model or "-") for p in printers]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    head = "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
-    out = [head, *lines]
+    out = table(rows, header=header, width=output_width())
     if any(p.path is None for p in printers):
         out += [
             f"A printer without a stable name: the udev rules ({RULES_FILE}) are missing or were not applied yet.",

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from agent.cli.config_check import ConfigReport
+from agent.cli.table import table
 
 Level = Literal["ok", "warn", "fail"]
 EXIT_CODES: dict[Level, int] = {"ok": 0, "warn": 1, "fail": 2}
@@ -35,14 +36,17 @@ def exit_code(findings: Iterable[Finding]) -> int:
     return max((EXIT_CODES[f.level] for f in findings), default=0)
 
 
-def render(findings: Sequence[Finding]) -> str:
-    """Return the human report: ``<level>  <check>  <detail>`` per check, a ``what to do`` line under warn/fail."""
-    lines = []
+def render(findings: Sequence[Finding], *, width: int | None = None) -> str:
+    """Return the human report: ``<level>  <check>  <detail>`` per check, a ``what to do`` line under warn/fail.
+
+    Details wrap between words at ``width`` (None: one line each).
+    """
+    rows = []
     for f in findings:
-        lines.append(f"{f.level:<5} {f.check:<{CHECK_WIDTH}} {f.detail}")
+        rows.append([f.level, f.check, f.detail])
         if f.level != "ok" and f.todo:
-            lines.append(f"{'':<5} {'':<{CHECK_WIDTH}} what to do: {f.todo}")
-    return "\n".join(lines)
+            rows.append(["", "", f"what to do: {f.todo}"])
+    return "\n".join(table(rows, min_widths=(5, CHECK_WIDTH), gap=" ", width=width))
 
 
 def as_json(findings: Sequence[Finding], **meta: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from agent.cli import config_check
 from agent.cli.doctor import Finding, as_json, exit_code, render
 from agent.cli.doctor_probes import UNIT, run_checks, run_tool
 from agent.cli.operator import Context
+from agent.cli.table import output_width
 from agent.cli.tomlout import dumps
 from agent.domain import config
 from agent.domain.errors import ConfigError
@@ -73,7 +74,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
     else:
-        print(render(findings))
+        print(render(findings, width=output_width()))
     if args.bundle:
         path = Path(args.bundle)
         size = write_bundle(path, report, findings, document, with_orders=args.with_orders, explicit=args.config)

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.cli import operator
 from agent.cli.client import AgentClient, AgentUnreachable
+from agent.cli.table import output_width, table
 from agent.domain.config import Settings
 from agent.outbox import readonly as outbox_readonly
 from agent.outbox import snoozes
@@ -86,10 +87,11 @@ def cmd_snoozes_list(args: argparse.Namespace) -> int:
         print("no items are snoozed")
         return EXIT_OK
     tz = settings.venue.tz
-    print(f"{'SKU':<20} {'UNTIL':<17} {'SOURCE':<11} REASON")
-    for s in rows:
-        until = s.until.astimezone(tz).strftime("%a %d %b %H:%M") if s.until else "cleared by hand"
-        print(f"{s.sku:<20} {until:<17} {s.source:<11} {s.reason[:60]}")
+    cells = [
+        [s.sku, s.until.astimezone(tz).strftime("%a %d %b %H:%M") if s.until else "cleared by hand", s.source, s.reason]
+        for s in rows
+    ]
+    print("\n".join(table(cells, header=["SKU", "UNTIL", "SOURCE", "REASON"], width=output_width())))
     return EXIT_OK
 
 

@@ -13,7 +13,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.cli import operator
+from agent.cli.table import output_width, table
 from agent.domain.config import PrinterSettings, Settings
+from agent.domain.config_problems import printer_key
 from agent.domain.errors import ConfigError, Problem
 from agent.domain.models import Order, parse_order
 from agent.outbox import readonly as outbox_readonly
@@ -112,7 +114,7 @@ def printer_problems(settings: Settings, source: str) -> list[Problem]:
             PrinterSetup(printer).code_page  # noqa: B018 - resolving it is the check
         except PrinterConfigError as exc:
             key = "code_page" if printer.code_page and "code page" in str(exc) else "profile"
-            problems.append(Problem(f"printers.{index}.{key}", str(exc), source))
+            problems.append(Problem(f"{printer_key(printer.name, index)}.{key}", str(exc), source))
     return problems
 
 
@@ -129,11 +131,12 @@ def cmd_print_test(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        rows = []
         for r in results:
             outcome = "PRINTED" if r["printed"] else f"NOT PRINTED: {r['error']}"
-            print(f"{r['printer']:<12} {r['connection']:<22} before {r['before']:<10} after {r['after']:<10} {outcome}")
-            for line in r["notes"]:
-                print(f"{'':<12} {line}")
+            rows.append([r["printer"], r["connection"], f"before {r['before']}", f"after {r['after']}", outcome])
+            rows.extend(["", "", "", "", line] for line in r["notes"])
+        print("\n".join(table(rows, width=output_width())))
     return EXIT_OK if all(r["printed"] for r in results) else EXIT_FAILURE
 
 

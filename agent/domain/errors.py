@@ -4,6 +4,7 @@ The hierarchy::
 
     AgentError                  root of everything raised on purpose by ``agent``
     ├── ConfigError             the technician's file (or environment) is wrong; carries every problem
+    │   └── ConfigNotFound      there is no config file at all
     ├── OrderError              an order payload or an operation on an order is refused
     │   ├── OrderInvalid        the payload breaks a rule of the order schema; carries every field error
     │   │   └── BodyInvalid     the body is not acceptable JSON (malformed, too deep, a key twice...)
@@ -20,6 +21,7 @@ third-party exceptions into those at their edge, and the core never sees an ``ht
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class AgentError(Exception):
@@ -45,6 +47,14 @@ class ConfigError(AgentError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigNotFound(ConfigError):
+    """No config file exists at any of ``searched`` (the command line offers ``config init``)."""
+
+    def __init__(self, problems: list[Problem], searched: list[Path]) -> None:
+        self.searched = searched
+        super().__init__(problems)
 
 
 @dataclass(frozen=True)
