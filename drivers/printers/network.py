@@ -175,7 +175,10 @@ class NetworkTransport:
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         timeout = self.timeouts.connect
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
+            # Not wait_for(): on Python 3.11 it drops a connection that completes as the timeout or a cancellation
+            # lands (the socket then leaks); timeout() runs the connect in this task, so it is ours or never made.
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
         except TimeoutError as exc:
             raise self._unavailable(f"no answer within {timeout} s connecting to {self.address}") from exc
         except ConnectionRefusedError as exc:
