@@ -169,3 +169,14 @@ def test_help_text_never_splits_a_hyphenated_word(
     out = capsys.readouterr().out
     assert "/etc/venue-agent/agent.toml" in out
     assert not [line for line in out.splitlines() if line.rstrip().endswith("-") and line.strip() != "-"], out
+
+
+def test_console_help_says_what_the_console_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """``console --help`` explains who it is for and what it shows before listing its flags."""
+    with pytest.raises(SystemExit) as exited:
+        main(["console", "--help"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "live view of every venue" in out
+    assert "needs a human first" in out
+    assert out.index("live view of every venue") < out.index("options:")

@@ -35,6 +35,12 @@ def add_commands(sub: Any, config_parent: argparse.ArgumentParser, json_parent: 
         "console",
         parents=[config_parent, json_parent],
         help="fleet view: every venue's status, health and alerts from the MQTT broker",
+        description=(
+            "The ops team's live view of every venue, for a terminal at the central office, not the venue box. "
+            "It subscribes to the broker the venues report to and shows one line per venue, what needs a human "
+            "first: offline, not accepting orders, failed orders, paper out, then each open alert with what to do. "
+            "With --metrics-listen it also serves the fleet to Prometheus. Reads only; sends no commands."
+        ),
     )
     console.add_argument(
         "--broker", metavar="HOST[:PORT]", help="MQTT broker (default: [mqtt] host/port of the config)"
