@@ -1,8 +1,8 @@
 """The durable outbox: SQLite in WAL mode with ``synchronous=FULL``, written by group commit.
 
-Every write is a function from ``agent.outbox.ops`` run inside one transaction; writes that arrive
-together share that transaction and its fsync, and each caller is answered only after the commit
-that holds its own write. Reads go through a second connection and never wait for the writer.
+Every write is a function from the outbox's write modules (``events``, ``transitions``, ``intake``,
+``print_jobs``, ``retention``) run inside one transaction; writes that arrive together share that
+transaction and its fsync, and each caller is answered only after the commit that holds its own write. Reads go through a second connection and never wait for the writer.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from agent.domain.clock import Clock
 from agent.domain.errors import OutboxRefused, StorageError, StorageFull
 from agent.domain.models import Order
 from agent.domain.states import ErrorClass, Placement, State
-from agent.outbox import identity, ops
+from agent.outbox import events, identity, intake, retention, transitions
 from agent.outbox.records import EventRecord, OrderRecord, PrintJob, ts
 from agent.outbox.schema import migrate
 
@@ -122,7 +122,7 @@ class Outbox:
                 now = self.clock.now()
                 outbox_id = self.outbox_id
                 await self._run_in_thread(
-                    self._writer, lambda c: ops.kv_put(c, identity.OUTBOX_ID_KEY, outbox_id, now=now)
+                    self._writer, lambda c: events.kv_put(c, identity.OUTBOX_ID_KEY, outbox_id, now=now)
                 )
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
@@ -240,17 +240,17 @@ class Outbox:
             msg = f"less than {self.min_free_mb} MB free on the disk holding {self.path}"
             raise StorageFull(msg)
 
-    async def submit(self, order: Order, placement: Placement, *, key: str) -> ops.SubmitResult:
+    async def submit(self, order: Order, placement: Placement, *, key: str) -> intake.SubmitResult:
         """Store a new order (or recognise a duplicate) durably; raise OrderConflict or StorageError."""
         self.check_space()
         now = self.clock.now()
-        return await self.write(lambda c: ops.submit(c, order, placement, key=key, now=now))
+        return await self.write(lambda c: intake.submit(c, order, placement, key=key, now=now))
 
     async def replace(self, order: Order, placement: Placement, *, base_key: str) -> tuple[OrderRecord, bool]:
         """Replace an order the POS does not have; return it and whether a reprint was requested."""
         self.check_space()
         now = self.clock.now()
-        return await self.write(lambda c: ops.replace(c, order, placement, base_key=base_key, now=now))
+        return await self.write(lambda c: intake.replace(c, order, placement, base_key=base_key, now=now))
 
     async def transition(
         self,
@@ -265,23 +265,25 @@ class Outbox:
         """Move one order to another state (with its event) in the next group commit."""
         now = self.clock.now()
         return await self.write(
-            lambda c: ops.transition(c, order_id, to, now=now, event=event, expect=expect, detail=detail, **fields)
+            lambda c: transitions.transition(
+                c, order_id, to, now=now, event=event, expect=expect, detail=detail, **fields
+            )
         )
 
     async def alert(self, alert: str, severity: str, payload: dict[str, Any], *, order_id: str | None = None) -> None:
         """Record an alert durably."""
         now = self.clock.now()
-        await self.write(lambda c: ops.add_alert(c, now, alert, severity, payload, order_id=order_id))
+        await self.write(lambda c: events.add_alert(c, now, alert, severity, payload, order_id=order_id))
 
     async def event(self, kind: str, detail: dict[str, Any] | None = None, *, order_id: str | None = None) -> None:
         """Record a component event durably."""
         now = self.clock.now()
-        await self.write(lambda c: ops.add_event(c, now, kind, order_id=order_id, detail=detail))
+        await self.write(lambda c: events.add_event(c, now, kind, order_id=order_id, detail=detail))
 
     async def kv_put(self, key: str, value: str) -> None:
         """Store a value durably under a key."""
         now = self.clock.now()
-        await self.write(lambda c: ops.kv_put(c, key, value, now=now))
+        await self.write(lambda c: events.kv_put(c, key, value, now=now))
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -294,7 +296,7 @@ class Outbox:
 
     async def get(self, order_id: str) -> OrderRecord | None:
         """Return one order, or None."""
-        return await self.read(lambda c: ops.fetch(c, order_id))
+        return await self.read(lambda c: transitions.fetch(c, order_id))
 
     async def list_orders(self, *, state: State | None = None, limit: int = 50) -> list[OrderRecord]:
         """Return orders newest first, optionally in one state."""
@@ -481,7 +483,7 @@ class Outbox:
     async def recover(self) -> list[str]:
         """Requeue orders left in ``sending`` by a crash (same idempotency key); return their ids."""
         now = self.clock.now()
-        recovered = await self.write(lambda c: ops.recover_in_doubt(c, now=now))
+        recovered = await self.write(lambda c: transitions.recover_in_doubt(c, now=now))
         if recovered:
             log.warning("orders_in_doubt_requeued", count=len(recovered), order_ids=recovered[:20])
         return recovered
@@ -496,13 +498,13 @@ class Outbox:
         purged = 0
         while True:
             # A day of a busy venue is thousands of orders: in slices, so intake's commits go in between.
-            done = await self.write(lambda c: ops.purge(c, before=before, limit=PURGE_SLICE))
+            done = await self.write(lambda c: retention.purge(c, before=before, limit=PURGE_SLICE))
             purged += done
             if done < PURGE_SLICE:
                 break
         if purged:
             log.info("orders_purged", count=purged, retention_days=retention_days)
-        pruned, unpublished = await self.write(lambda c: ops.prune_component_events(c, cap=events_cap))
+        pruned, unpublished = await self.write(lambda c: retention.prune_component_events(c, cap=events_cap))
         if unpublished and forwarding:
             # Only after a very long broker outage: the ops console misses these, the local audit log keeps the rest.
             log.warning("events_pruned_unpublished", count=unpublished, cap=events_cap)

@@ -31,7 +31,7 @@ from agent.dispatch.backoff import full_jitter
 from agent.domain.clock import Clock
 from agent.domain.config import PrinterSettings, Settings
 from agent.domain.routing import route_items
-from agent.outbox import ops, snoozes
+from agent.outbox import print_jobs, snoozes
 from agent.outbox.records import OrderRecord, PrintJob
 from agent.outbox.store import Outbox
 from agent.printing.presence import DETECT_INTERVAL_SECONDS, Change, Presence
@@ -206,7 +206,7 @@ class PrintWorker:
     async def recover(self) -> list[int]:
         """Mark jobs a crash caught mid-print as in doubt, to print again as possible duplicates."""
         now = self.clock.now()
-        ids = await self.outbox.write(lambda c: ops.recover_print_jobs(c, now=now))
+        ids = await self.outbox.write(lambda c: print_jobs.recover_print_jobs(c, now=now))
         if ids:
             log.warning("print_jobs_in_doubt", count=len(ids), job_ids=ids[:20])
         return ids
@@ -288,7 +288,7 @@ class PrintWorker:
         if returned:
             # Tickets that failed while it was out wait for their retry delay (up to a minute): not any more.
             now = self.clock.now()
-            count = await self.outbox.write(lambda c: ops.retry_print_jobs_now(c, now=now))
+            count = await self.outbox.write(lambda c: print_jobs.retry_print_jobs_now(c, now=now))
             if count:
                 log.info("print_jobs_retried_now", count=count)
             self.wake()
@@ -321,7 +321,7 @@ class PrintWorker:
         if not job.routed:
             candidates = self.settings.printers_for(job.kind)
             parts = route_items([item.category for item in record.order.items], candidates)
-            jobs = await self.outbox.write(lambda c: ops.route_print_job(c, job.id, parts))
+            jobs = await self.outbox.write(lambda c: print_jobs.route_print_job(c, job.id, parts))
         now = self.clock.now()
         snoozed = await self.outbox.read(lambda c: snoozes.active(c, now=now))
         flagged = frozenset(s.sku for s in snoozed)
@@ -335,7 +335,7 @@ class PrintWorker:
             if not names:
                 names = [p.name for p in self.settings.printers_for(routed.kind)]
             copies = await self.outbox.read(
-                functools.partial(ops.copies_printed, order_id=routed.order_id, part=routed.part)
+                functools.partial(print_jobs.copies_printed, order_id=routed.order_id, part=routed.part)
             )
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             ticket = _Ticket(routed, record, names, flagged, copies, done)
@@ -400,7 +400,7 @@ class PrintWorker:
             log.error("ticket_render_failed", printer=name, job_id=job.id, error=str(exc))
             await self._dispatch(ticket)
             return
-        await self.outbox.write(functools.partial(ops.start_print_job, job_id=job.id, printer=name))
+        await self.outbox.write(functools.partial(print_jobs.start_print_job, job_id=job.id, printer=name))
         kind = slot.confirm_kind
         request = ConfirmRequest.for_job(kind, job.id, job.attempts + len(ticket.failures)) if kind else None
         transport = slot.transport
@@ -449,7 +449,7 @@ class PrintWorker:
             now = self.clock.now()
             ticket.job = await self.outbox.write(
                 functools.partial(
-                    ops.unconfirmed_print_job,
+                    print_jobs.unconfirmed_print_job,
                     job_id=job.id,
                     printer=name,
                     detail=detail,
@@ -581,7 +581,9 @@ class PrintWorker:
         await self._observe(slot, StatusReading(PrinterStatus.OFFLINE, detail, delivery.after.raw))
         now = self.clock.now()
         job = await self.outbox.write(
-            functools.partial(ops.unconfirmed_print_job, job_id=job.id, printer=slot.name, detail=detail, now=now)
+            functools.partial(
+                print_jobs.unconfirmed_print_job, job_id=job.id, printer=slot.name, detail=detail, now=now
+            )
         )
         log.warning("print_unconfirmed", printer=slot.name, job_id=job.id, order_id=job.order_id, error=detail)
         return job
@@ -590,7 +592,7 @@ class PrintWorker:
         now = self.clock.now()
         ticket = facts.to_json()
         await self.outbox.write(
-            lambda c: ops.finish_print_job(
+            lambda c: print_jobs.finish_print_job(
                 c, job.id, now=now, printer=printer, error=None, retry_at=None, ticket=ticket, confirmation=confirmation
             )
         )
@@ -602,7 +604,7 @@ class PrintWorker:
         error = "; ".join(f"{name}: {detail}" for name, (_, detail) in failures.items())
         error = error or "no printer is configured for this ticket"
         await self.outbox.write(
-            lambda c: ops.finish_print_job(c, job.id, now=now, printer=None, error=error, retry_at=retry_at)
+            lambda c: print_jobs.finish_print_job(c, job.id, now=now, printer=None, error=error, retry_at=retry_at)
         )
         log.error("ticket_not_printed", order_id=job.order_id, kind=job.kind, error=error, retry_at=retry_at)
         if self._all_down_alerted:

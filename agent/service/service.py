@@ -24,7 +24,7 @@ from agent.domain.config import Settings
 from agent.domain.states import ErrorClass
 from agent.mqtt.commands import MqttControl
 from agent.mqtt.reporter import MqttReporter
-from agent.outbox import ops
+from agent.outbox.intake import requeue_failed
 from agent.outbox.store import Outbox
 from agent.printing.worker import PrintWorker
 from agent.service.advertise import Advertiser
@@ -140,7 +140,7 @@ class Agent:
         # fixed the credentials; if not, they fail again and the alert is raised again.
         now = self.clock.now()
         await self.outbox.write(
-            lambda c: ops.requeue_failed(c, ErrorClass.AUTH, now=now, reason="agent restarted: credentials retried")
+            lambda c: requeue_failed(c, ErrorClass.AUTH, now=now, reason="agent restarted: credentials retried")
         )
         for name, coro in (
             ("dispatcher", self.dispatcher.run_sender()),
