@@ -21,8 +21,9 @@ from agent.domain.routing import TicketPart
 from agent.domain.states import place
 from agent.outbox import print_jobs, snoozes
 from agent.outbox.store import Outbox
+from agent.printing.slots import NOT_READ
 from agent.printing.tickets import late_minutes
-from agent.printing.worker import NOT_READ, PrintWorker
+from agent.printing.worker import PrintWorker
 from drivers.printers.decode import decode_escpos
 from drivers.printers.status import Timeouts
 from tests.conftest import make_order
