@@ -18,7 +18,7 @@ import persistqueue
 from agent.domain.clock import SystemClock
 from agent.domain.models import Order
 from agent.domain.states import State, place
-from agent.outbox import ops
+from agent.outbox import transitions
 from agent.outbox.store import Outbox
 from benchmarks import sdcard
 from benchmarks.agents import bench_orders
@@ -62,7 +62,9 @@ async def outbox_cycle(db: Path, count: int, *, submitters: int = 64, claim_size
         recording: set[asyncio.Task[None]] = set()
         while not finished.is_set():
             now = outbox.clock.now()
-            claimed = await outbox.write(lambda c, n=now: ops.claim(c, now=n, limit=claim_size, count_strike=True))
+            claimed = await outbox.write(
+                lambda c, n=now: transitions.claim(c, now=n, limit=claim_size, count_strike=True)
+            )
             for record in claimed:
                 task = asyncio.create_task(inject(record.id))
                 recording.add(task)

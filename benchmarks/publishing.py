@@ -77,7 +77,7 @@ import httpx
 from agent.domain.clock import SystemClock
 from agent.domain.states import State
 from agent.mqtt.reporter import BACKOFF_MAX_SECONDS
-from agent.outbox import ops
+from agent.outbox import transitions
 from agent.outbox.store import Outbox
 from benchmarks import agents as core
 from benchmarks import orders
@@ -247,7 +247,7 @@ async def seed_history(db: Path, count: int) -> None:
     try:
         while True:
             now = outbox.clock.now()
-            claimed = await outbox.write(lambda c, n=now: ops.claim(c, now=n, limit=100, count_strike=True))
+            claimed = await outbox.write(lambda c, n=now: transitions.claim(c, now=n, limit=100, count_strike=True))
             if not claimed:
                 break
             for record in claimed:

@@ -20,7 +20,7 @@ import httpx
 from agent.domain.config import PrinterSettings
 from agent.domain.models import parse_order
 from agent.domain.states import place
-from agent.outbox import ops
+from agent.outbox import print_jobs
 from agent.outbox.store import Outbox
 from agent.printing.tickets import PrinterSetup, TicketFacts, order_ticket
 from benchmarks.agents import (
@@ -425,7 +425,9 @@ async def hung_printer_latency(workdir: Path, name: str, *, hang: bool, orders: 
                     placement = place(order, now=now, hold_unpaid=True, buffered=True, buffer_minutes=20)
                     await outbox.submit(order, placement, key=f"{VENUE}:{order_id}")
                     await outbox.write(
-                        lambda c, o=order_id, t=now: ops.request_fallback(c, o, now=t, reason="bench", skip=False)
+                        lambda c, o=order_id, t=now: print_jobs.request_fallback(
+                            c, o, now=t, reason="bench", skip=False
+                        )
                     )
                     requested[order_id] = time.perf_counter()
                     worker.wake()

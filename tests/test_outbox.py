@@ -16,7 +16,7 @@ from agent.domain.clock import FakeClock
 from agent.domain.errors import OrderConflict, StorageFull
 from agent.domain.models import Order, parse_order
 from agent.domain.states import State, place
-from agent.outbox import ops
+from agent.outbox import intake, print_jobs, transitions
 from agent.outbox.schema import MIGRATIONS
 from agent.outbox.store import Outbox
 from tests.conftest import make_order
@@ -40,7 +40,7 @@ async def _outbox(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Outbox]:
     await outbox.close()
 
 
-async def submit(outbox: Outbox, order: Order) -> ops.SubmitResult:
+async def submit(outbox: Outbox, order: Order) -> intake.SubmitResult:
     """Submit an order placed by the default rules."""
     placement = place(order, now=outbox.clock.now(), hold_unpaid=True, buffered=True, buffer_minutes=20)
     return await outbox.submit(order, placement, key=f"harbour-kitchen:{order.id}")
@@ -78,7 +78,7 @@ class TestDurability:
             return_exceptions=True,
         )
         assert isinstance(results[1], OrderConflict)
-        assert {r.order_id for r in results if isinstance(r, ops.SubmitResult)} == {"a", "b"}
+        assert {r.order_id for r in results if isinstance(r, intake.SubmitResult)} == {"a", "b"}
         assert (await outbox.counts())["queued"] == 3
 
     async def test_reopen_migrates_nothing_twice(self, tmp_path: Path, clock: FakeClock) -> None:
@@ -125,7 +125,9 @@ class TestTransitions:
     async def test_transition_writes_its_event(self, outbox: Outbox) -> None:
         """Each state change is an event row in the same transaction."""
         await submit(outbox, parsed())
-        [claimed] = await outbox.write(lambda c: ops.claim(c, now=outbox.clock.now(), limit=10, count_strike=True))
+        [claimed] = await outbox.write(
+            lambda c: transitions.claim(c, now=outbox.clock.now(), limit=10, count_strike=True)
+        )
         assert claimed.state is State.SENDING and claimed.attempts == 1
         await outbox.transition("ord_1", State.INJECTED, event="injected", pos_reference="P-1")
         assert [(e.type, e.state) for e in await outbox.history("ord_1")] == [
@@ -137,10 +139,10 @@ class TestTransitions:
     async def test_illegal_transition_is_refused(self, outbox: Outbox) -> None:
         """An injected order cannot be cancelled; nothing changes."""
         await submit(outbox, parsed())
-        await outbox.write(lambda c: ops.claim(c, now=outbox.clock.now(), limit=1, count_strike=True))
+        await outbox.write(lambda c: transitions.claim(c, now=outbox.clock.now(), limit=1, count_strike=True))
         await outbox.transition("ord_1", State.INJECTED, event="injected")
         with pytest.raises(OrderConflict, match="already in the POS"):
-            await outbox.write(lambda c: ops.cancel(c, "ord_1", now=outbox.clock.now()))
+            await outbox.write(lambda c: intake.cancel(c, "ord_1", now=outbox.clock.now()))
         assert (await outbox.get("ord_1")).state is State.INJECTED  # type: ignore[union-attr]
 
     async def test_claim_takes_oldest_due_first(self, outbox: Outbox, clock: FakeClock) -> None:
@@ -148,13 +150,13 @@ class TestTransitions:
         for name in ("first", "second", "third"):
             await submit(outbox, parsed(name))
             clock.advance(1)
-        claimed = await outbox.write(lambda c: ops.claim(c, now=clock.now(), limit=2, count_strike=True))
+        claimed = await outbox.write(lambda c: transitions.claim(c, now=clock.now(), limit=2, count_strike=True))
         assert [r.id for r in claimed] == ["first", "second"]
 
     async def test_in_doubt_orders_are_requeued_with_the_same_key(self, outbox: Outbox) -> None:
         """An order found in sending at start-up goes back to the queue, same key, flagged in doubt."""
         await submit(outbox, parsed())
-        await outbox.write(lambda c: ops.claim(c, now=outbox.clock.now(), limit=1, count_strike=True))
+        await outbox.write(lambda c: transitions.claim(c, now=outbox.clock.now(), limit=1, count_strike=True))
         assert await outbox.recover() == ["ord_1"]
         record = await outbox.get("ord_1")
         assert record is not None
@@ -165,7 +167,7 @@ class TestTransitions:
         """Injected orders past retention_days go with their events; pending ones stay."""
         await submit(outbox, parsed("done"))
         await submit(outbox, parsed("waiting"))
-        await outbox.write(lambda c: ops.claim(c, now=clock.now(), limit=1, count_strike=True))
+        await outbox.write(lambda c: transitions.claim(c, now=clock.now(), limit=1, count_strike=True))
         await outbox.transition("done", State.INJECTED, event="injected")
         clock.advance(timedelta(days=31).total_seconds())
         assert await outbox.purge(30) == 1
@@ -214,7 +216,9 @@ class TestTransitions:
     async def test_replace_gets_a_new_key_and_a_reprint_when_printed(self, outbox: Outbox) -> None:
         """A replaced order gets revision 2, its own key, and a modified ticket if it was printed."""
         await submit(outbox, parsed())
-        await outbox.write(lambda c: ops.request_fallback(c, "ord_1", now=outbox.clock.now(), reason="t", skip=False))
+        await outbox.write(
+            lambda c: print_jobs.request_fallback(c, "ord_1", now=outbox.clock.now(), reason="t", skip=False)
+        )
         new = parsed(notes="no onions")
         placement = place(new, now=outbox.clock.now(), hold_unpaid=True, buffered=True, buffer_minutes=20)
         record, reprint = await outbox.replace(new, placement, base_key="harbour-kitchen:ord_1")
@@ -226,6 +230,8 @@ class TestTransitions:
         """A second automatic fallback request for the same order does nothing."""
         await submit(outbox, parsed())
         now = outbox.clock.now()
-        assert await outbox.write(lambda c: ops.request_fallback(c, "ord_1", now=now, reason="a", skip=False))
-        assert not await outbox.write(lambda c: ops.request_fallback(c, "ord_1", now=now, reason="b", skip=False))
+        assert await outbox.write(lambda c: print_jobs.request_fallback(c, "ord_1", now=now, reason="a", skip=False))
+        assert not await outbox.write(
+            lambda c: print_jobs.request_fallback(c, "ord_1", now=now, reason="b", skip=False)
+        )
         assert len(await outbox.print_jobs("ord_1")) == 1

@@ -14,7 +14,8 @@ import pytest
 
 from agent.domain.clock import FakeClock
 from agent.outbox.store import Outbox
-from agent.printing.worker import PrintWorker, send_budget
+from agent.printing.slots import send_budget
+from agent.printing.worker import PrintWorker
 from drivers.printers.base import UNKNOWN, Delivery, Outcome, PrinterStatus, StatusReading, judge
 from drivers.printers.network import NetworkTransport
 from drivers.printers.status import Timeouts

@@ -19,10 +19,11 @@ from agent.domain.config import Settings, TicketSettings, settings_from_dict
 from agent.domain.models import parse_order
 from agent.domain.routing import TicketPart
 from agent.domain.states import place
-from agent.outbox import ops, snoozes
+from agent.outbox import print_jobs, snoozes
 from agent.outbox.store import Outbox
+from agent.printing.slots import NOT_READ
 from agent.printing.tickets import late_minutes
-from agent.printing.worker import NOT_READ, PrintWorker
+from agent.printing.worker import PrintWorker
 from drivers.printers.decode import decode_escpos
 from drivers.printers.status import Timeouts
 from tests.conftest import make_order
@@ -83,7 +84,7 @@ class Rig:
         now = self.clock.now()
         placement = place(order, now=now, hold_unpaid=True, buffered=True, buffer_minutes=20)
         await self.outbox.submit(order, placement, key=f"harbour-kitchen:{order_id}")
-        await self.outbox.write(lambda c: ops.request_fallback(c, order_id, now=now, reason="test", skip=False))
+        await self.outbox.write(lambda c: print_jobs.request_fallback(c, order_id, now=now, reason="test", skip=False))
 
     async def run_due(self) -> list[bool]:
         """Print every due job once."""
@@ -235,8 +236,8 @@ async def test_a_job_caught_mid_print_by_a_crash_prints_again_marked_reprint(
     rig = await rig_for(tmp_path, settings)
     await rig.fallback("ord_1")
     job = (await rig.outbox.due_print_jobs(rig.clock.now()))[0]
-    await rig.outbox.write(lambda c: ops.route_print_job(c, job.id, [TicketPart(1, 1, None, ("pass",))]))
-    await rig.outbox.write(lambda c: ops.start_print_job(c, job_id=job.id, printer="pass"))
+    await rig.outbox.write(lambda c: print_jobs.route_print_job(c, job.id, [TicketPart(1, 1, None, ("pass",))]))
+    await rig.outbox.write(lambda c: print_jobs.start_print_job(c, job_id=job.id, printer="pass"))
     await rig.outbox.close()
 
     again = await rig_for(tmp_path, settings)
@@ -299,7 +300,7 @@ async def test_a_backup_printer_says_whose_ticket_it_prints_and_reprints_count_c
     assert "BACKUP FOR GRILL" in first and not any(t.startswith("COPY") for t in first)
     printers[0].mode = "ok"
     rig.worker.slots["grill"].state = NOT_READ
-    assert await rig.outbox.write(lambda c: ops.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
+    assert await rig.outbox.write(lambda c: print_jobs.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
     assert await rig.run_due() == [True]
     again = texts(printers[0].jobs[0])
     assert again[:2] == ["REPRINT", "COPY 2"] and not any("BACKUP" in t for t in again)
@@ -381,7 +382,7 @@ async def test_a_reprint_after_a_copy_in_doubt_counts_both(tmp_path: Path) -> No
         await rig.fallback("ord_1")
         assert await rig.run_due() == [True]
         assert "COPY 2" in texts(backup.jobs[0])
-        assert await rig.outbox.write(lambda c: ops.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
+        assert await rig.outbox.write(lambda c: print_jobs.request_reprint(c, "ord_1", now=rig.clock.now())) == 1
         assert await rig.run_due() == [True]
         assert "COPY 3" in texts(backup.jobs[1])
         await rig.outbox.close()

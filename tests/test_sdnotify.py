@@ -22,8 +22,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from agent.service.daemon import status_line
 from agent.service.sdnotify import Notifier, Watchdog, watchdog_interval
-from agent.service.service import status_line
 from tests.conftest import Sim
 from tests.test_crash_recovery import BIN, AgentProcess, Processes, _child_env
 

@@ -4,7 +4,7 @@ Three kinds of checks:
 
 - static: the unit read with configparser (``strict=False``, repeated keys kept) against what the agent does:
   Type=notify and a watchdog at least twice the agent's ping and status cadence (agent/service/sdnotify.py,
-  agent/service/service.py), a stop timeout longer than the agent's shutdown, the ExecStart command the CLI accepts,
+  agent/service/daemon.py), a stop timeout longer than the agent's shutdown, the ExecStart command the CLI accepts,
   the device rules for serial/USB printers, AF_NETLINK for zeroconf/ifaddr;
 - ``systemd-analyze security --offline=yes``: exposure at most 2.5 ("OK");
 - ``systemd-analyze verify``: no warning about the unit. verify insists that ExecStart's binary exists, and
@@ -33,7 +33,7 @@ import pytest
 
 from agent.cli.main import EXIT_USAGE, build_parser, cmd_run
 from agent.domain.config_sections import _default_db_path, _default_log_format
-from agent.service import advertise, sdnotify, service
+from agent.service import advertise, daemon, sdnotify, service
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "venue-agent.service"
 UNIT_NAME = UNIT.name
@@ -123,7 +123,7 @@ def test_type_notify_with_a_watchdog_at_least_twice_the_agents_cadence(unit: con
     ping = sdnotify.watchdog_interval({"WATCHDOG_USEC": str(int(watchdog * 1_000_000))})
     assert ping is not None, "the agent would not ping at all for this WatchdogSec"
     assert watchdog >= 2 * ping, f"WatchdogSec={watchdog:g}s is less than twice the ping interval ({ping:g}s)"
-    status = service.STATUS_INTERVAL_SECONDS
+    status = daemon.STATUS_INTERVAL_SECONDS
     assert watchdog >= 2 * status, f"WatchdogSec={watchdog:g}s is less than twice the STATUS= cadence ({status:g}s)"
     # Restart=on-failure covers a watchdog timeout (result "watchdog") as well as a crash.
     assert one(unit, "Service", "Restart") in {"on-failure", "on-abnormal", "always"}

@@ -22,7 +22,7 @@ from agent.domain.clock import FakeClock
 from agent.domain.config import settings_from_dict
 from agent.domain.models import parse_order
 from agent.domain.states import place
-from agent.outbox import ops
+from agent.outbox import print_jobs
 from agent.outbox.store import Outbox
 from agent.printing.presence import MISSES_TO_DROP, Change, Presence
 from agent.printing.worker import PrintWorker
@@ -103,7 +103,7 @@ class Kitchen:
         now = self.clock.now()
         placement = place(order, now=now, hold_unpaid=True, buffered=True, buffer_minutes=20)
         await self.outbox.submit(order, placement, key=f"harbour-kitchen:{order_id}")
-        await self.outbox.write(lambda c: ops.request_fallback(c, order_id, now=now, reason="test", skip=False))
+        await self.outbox.write(lambda c: print_jobs.request_fallback(c, order_id, now=now, reason="test", skip=False))
 
     async def print_due(self) -> list[bool]:
         return [await self.worker.print_job(job) for job in await self.outbox.due_print_jobs(self.clock.now())]

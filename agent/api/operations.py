@@ -14,8 +14,8 @@ from agent.domain.config import Settings
 from agent.domain.errors import FieldError, OrderInvalid, OrderNotFound
 from agent.domain.models import Money, Order, Text, field_errors, parse_order
 from agent.domain.states import Placement, State, place
-from agent.outbox import ops, snoozes
-from agent.outbox.ops import SubmitResult
+from agent.outbox import intake, print_jobs, snoozes
+from agent.outbox.intake import SubmitResult
 from agent.outbox.records import OrderRecord, order_detail, order_listing
 from agent.outbox.store import Outbox
 from agent.printing.worker import PrintWorker
@@ -103,7 +103,7 @@ class Orders:
         payment = update.model_dump(exclude_none=True)
         now = self.outbox.clock.now()
         record = await self.outbox.write(
-            lambda c: ops.mark_paid(c, order_id, payment, now=now, place_again=self.placement)
+            lambda c: intake.mark_paid(c, order_id, payment, now=now, place_again=self.placement)
         )
         log.info("order_paid", order_id=order_id, state=record.state.value)
         self.dispatcher.wake()
@@ -112,7 +112,7 @@ class Orders:
     async def cancel(self, order_id: str) -> OrderRecord:
         """Cancel an order the POS does not have."""
         now = self.outbox.clock.now()
-        record = await self.outbox.write(lambda c: ops.cancel(c, order_id, now=now))
+        record = await self.outbox.write(lambda c: intake.cancel(c, order_id, now=now))
         log.info("order_cancelled", order_id=order_id)
         self.printer.wake()
         return record
@@ -120,7 +120,7 @@ class Orders:
     async def resubmit(self, order_id: str) -> OrderRecord:
         """Queue a failed order again, attempts reset."""
         now = self.outbox.clock.now()
-        record = await self.outbox.write(lambda c: ops.resubmit(c, order_id, now=now))
+        record = await self.outbox.write(lambda c: intake.resubmit(c, order_id, now=now))
         log.info("order_resubmitted", order_id=order_id)
         self.dispatcher.wake()
         return record
@@ -128,7 +128,7 @@ class Orders:
     async def reprint(self, order_id: str) -> int:
         """Print the ticket again, marked REPRINT n; return n."""
         now = self.outbox.clock.now()
-        number = await self.outbox.write(lambda c: ops.request_reprint(c, order_id, now=now))
+        number = await self.outbox.write(lambda c: print_jobs.request_reprint(c, order_id, now=now))
         log.info("order_reprint_requested", order_id=order_id, reprint_no=number)
         self.printer.wake()
         return number

@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
     settings, _ = load_settings(args.config)
     logs.configure(settings.logging.level, settings.logging.format)
-    from agent.service.service import run_agent
+    from agent.service.daemon import run_agent
     from drivers.pos.errors import PosConfigError
 
     try:

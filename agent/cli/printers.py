@@ -257,7 +257,7 @@ def _read_order(
 
     Returns what is missing (the order, the job) as a message instead.
     """
-    from agent.outbox import ops, snoozes
+    from agent.outbox import print_jobs, snoozes
 
     path = settings.storage.path
     if not path.exists():
@@ -276,7 +276,7 @@ def _read_order(
             return record, stored_facts(PrintJob.from_row(job_row))
         now = datetime.now(UTC)
         flagged = {s.sku for s in snoozes.active(conn, now=now)}
-        copies = ops.copies_printed(conn, order_id, None)
+        copies = print_jobs.copies_printed(conn, order_id, None)
     finally:
         conn.close()
     late = late_minutes(

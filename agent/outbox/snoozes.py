@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from agent.outbox.ops import add_event
+from agent.outbox.events import add_event
 from agent.outbox.records import parse_ts, ts
 
 REOPEN_AT = time(8, 0)

@@ -1,8 +1,9 @@
 """The durable outbox: SQLite in WAL mode with ``synchronous=FULL``, written by group commit.
 
-Every write is a function from ``agent.outbox.ops`` run inside one transaction; writes that arrive
-together share that transaction and its fsync, and each caller is answered only after the commit
-that holds its own write. Reads go through a second connection and never wait for the writer.
+Every write is a function from the outbox's write modules (``events``, ``transitions``, ``intake``,
+``print_jobs``, ``retention``) run inside one transaction; writes that arrive together share that
+transaction and its fsync, and each caller is answered only after the commit that holds its own write.
+Reads (``queries``) go through a second connection and never wait for the writer.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +26,8 @@ from agent.domain.clock import Clock
 from agent.domain.errors import OutboxRefused, StorageError, StorageFull
 from agent.domain.models import Order
 from agent.domain.states import ErrorClass, Placement, State
-from agent.outbox import identity, ops
-from agent.outbox.records import EventRecord, OrderRecord, PrintJob, ts
+from agent.outbox import commit, events, identity, intake, queries, retention, transitions
+from agent.outbox.records import EventRecord, OrderRecord, PrintJob
 from agent.outbox.schema import migrate
 
 T = TypeVar("T")
@@ -36,7 +35,6 @@ Op = Callable[[sqlite3.Connection], T]
 
 log = structlog.get_logger("venue_agent.outbox")
 
-BUSY_TIMEOUT_MS = 5000
 EVENTS_CAP = 100_000
 MAX_BATCH = 256
 PURGE_SLICE = 200  # orders per purge commit: about 10 ms of deletes on a Pi
@@ -44,12 +42,6 @@ PURGE_SLICE = 200  # orders per purge commit: about 10 ms of deletes on a Pi
 
 def _disk_free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
-
-
-@dataclass
-class _Pending:
-    op: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
 
 
 class Outbox:
@@ -69,7 +61,7 @@ class Outbox:
         self._disk_free = disk_free
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._pending: list[_Pending] = []
+        self._pending: list[commit.Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disk_checked_at = -1.0
@@ -100,12 +92,12 @@ class Outbox:
         try:
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
             self._writer.row_factory = sqlite3.Row
-            await self._run_in_thread(self._writer, _configure_writer)
-            found = await self._run_in_thread(self._writer, identity.database_found)
+            await commit.run_in_thread(self._writer, commit.configure_writer)
+            found = await commit.run_in_thread(self._writer, identity.database_found)
             refusal = identity.check_database(marker, found, self.path)
             if refusal is None:
                 self.integrity = identity.integrity_result(
-                    await self._run_in_thread(self._writer, identity.integrity_check), self.clock.now()
+                    await commit.run_in_thread(self._writer, identity.integrity_check), self.clock.now()
                 )
                 if not self.integrity.ok:
                     refusal = identity.Refusal(
@@ -114,19 +106,19 @@ class Outbox:
             if refusal is not None:
                 await self.close()
                 raise _refused(refusal)
-            version = await self._run_in_thread(self._writer, migrate)
+            version = await commit.run_in_thread(self._writer, migrate)
             self.outbox_id = found.outbox_id or (marker.outbox_id if marker else identity.new_outbox_id())
             if found.outbox_id is None:
                 if marker is not None:
                     log.warning("outbox_id_adopted", path=str(self.path), outbox_id=self.outbox_id)
                 now = self.clock.now()
                 outbox_id = self.outbox_id
-                await self._run_in_thread(
-                    self._writer, lambda c: ops.kv_put(c, identity.OUTBOX_ID_KEY, outbox_id, now=now)
+                await commit.run_in_thread(
+                    self._writer, lambda c: events.kv_put(c, identity.OUTBOX_ID_KEY, outbox_id, now=now)
                 )
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
-            await self._run_in_thread(self._reader, _configure_reader)
+            await commit.run_in_thread(self._reader, commit.configure_reader)
         except sqlite3.Error as exc:
             await self.close()
             msg = f"cannot open the outbox at {self.path}: {exc}"
@@ -146,9 +138,9 @@ class Outbox:
         """
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            await self._run_in_thread(conn, _configure_reader)
+            await commit.run_in_thread(conn, commit.configure_reader)
             self.integrity = identity.integrity_result(
-                await self._run_in_thread(conn, identity.integrity_check), self.clock.now()
+                await commit.run_in_thread(conn, identity.integrity_check), self.clock.now()
             )
         except sqlite3.Error as exc:
             self.integrity = identity.IntegrityResult("failed", str(exc), self.clock.now())
@@ -185,7 +177,7 @@ class Outbox:
             msg = "the outbox is not open"
             raise StorageError(msg)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(op, future))
+        self._pending.append(commit.Pending(op, future))
         self._wake.set()
         return await future
 
@@ -198,9 +190,11 @@ class Outbox:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 started = time.perf_counter()
                 try:
-                    outcomes = await self._run_in_thread(self._writer, functools.partial(_run_batch, batch=batch))
+                    outcomes = await commit.run_in_thread(
+                        self._writer, functools.partial(commit.run_batch, batch=batch)
+                    )
                 except sqlite3.Error as exc:
-                    error = _storage_error(exc)
+                    error = commit.storage_error(exc)
                     log.error("outbox_write_failed", error=str(exc), batch=len(batch))
                     for item in batch:
                         if not item.future.done():
@@ -215,14 +209,6 @@ class Outbox:
                         item.future.set_result(value)
                     else:
                         item.future.set_exception(value)
-
-    @staticmethod
-    async def _run_in_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # aiosqlite owns one thread per connection; sending a whole batch over as one call costs one
-        # thread hop per group commit instead of one per statement.
-        raw = conn._conn
-        result: T = await conn._execute(fn, raw)  # type: ignore[no-untyped-call]
-        return result
 
     # ---- intake -----------------------------------------------------------------------------
 
@@ -240,17 +226,17 @@ class Outbox:
             msg = f"less than {self.min_free_mb} MB free on the disk holding {self.path}"
             raise StorageFull(msg)
 
-    async def submit(self, order: Order, placement: Placement, *, key: str) -> ops.SubmitResult:
+    async def submit(self, order: Order, placement: Placement, *, key: str) -> intake.SubmitResult:
         """Store a new order (or recognise a duplicate) durably; raise OrderConflict or StorageError."""
         self.check_space()
         now = self.clock.now()
-        return await self.write(lambda c: ops.submit(c, order, placement, key=key, now=now))
+        return await self.write(lambda c: intake.submit(c, order, placement, key=key, now=now))
 
     async def replace(self, order: Order, placement: Placement, *, base_key: str) -> tuple[OrderRecord, bool]:
         """Replace an order the POS does not have; return it and whether a reprint was requested."""
         self.check_space()
         now = self.clock.now()
-        return await self.write(lambda c: ops.replace(c, order, placement, base_key=base_key, now=now))
+        return await self.write(lambda c: intake.replace(c, order, placement, base_key=base_key, now=now))
 
     async def transition(
         self,
@@ -265,23 +251,25 @@ class Outbox:
         """Move one order to another state (with its event) in the next group commit."""
         now = self.clock.now()
         return await self.write(
-            lambda c: ops.transition(c, order_id, to, now=now, event=event, expect=expect, detail=detail, **fields)
+            lambda c: transitions.transition(
+                c, order_id, to, now=now, event=event, expect=expect, detail=detail, **fields
+            )
         )
 
     async def alert(self, alert: str, severity: str, payload: dict[str, Any], *, order_id: str | None = None) -> None:
         """Record an alert durably."""
         now = self.clock.now()
-        await self.write(lambda c: ops.add_alert(c, now, alert, severity, payload, order_id=order_id))
+        await self.write(lambda c: events.add_alert(c, now, alert, severity, payload, order_id=order_id))
 
     async def event(self, kind: str, detail: dict[str, Any] | None = None, *, order_id: str | None = None) -> None:
         """Record a component event durably."""
         now = self.clock.now()
-        await self.write(lambda c: ops.add_event(c, now, kind, order_id=order_id, detail=detail))
+        await self.write(lambda c: events.add_event(c, now, kind, order_id=order_id, detail=detail))
 
     async def kv_put(self, key: str, value: str) -> None:
         """Store a value durably under a key."""
         now = self.clock.now()
-        await self.write(lambda c: ops.kv_put(c, key, value, now=now))
+        await self.write(lambda c: events.kv_put(c, key, value, now=now))
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -290,176 +278,71 @@ class Outbox:
         if self._reader is None:
             msg = "the outbox is not open"
             raise StorageError(msg)
-        return await self._run_in_thread(self._reader, fn)
+        return await commit.run_in_thread(self._reader, fn)
 
     async def get(self, order_id: str) -> OrderRecord | None:
         """Return one order, or None."""
-        return await self.read(lambda c: ops.fetch(c, order_id))
+        return await self.read(lambda c: transitions.fetch(c, order_id))
 
     async def list_orders(self, *, state: State | None = None, limit: int = 50) -> list[OrderRecord]:
         """Return orders newest first, optionally in one state."""
-
-        def query(c: sqlite3.Connection) -> list[OrderRecord]:
-            if state is None:
-                rows = c.execute("SELECT * FROM orders ORDER BY received_at DESC, rowid DESC LIMIT ?", (limit,))
-            else:
-                rows = c.execute(
-                    "SELECT * FROM orders WHERE state = ? ORDER BY received_at DESC, rowid DESC LIMIT ?",
-                    (state.value, limit),
-                )
-            return [OrderRecord.from_row(r) for r in rows.fetchall()]
-
-        return await self.read(query)
+        return await self.read(functools.partial(queries.list_orders, state=state, limit=limit))
 
     async def orders_in(self, states: tuple[State, ...], *, limit: int = 10_000) -> list[OrderRecord]:
         """Return orders in any of ``states``, oldest due first."""
-        marks = ",".join("?" * len(states))
-        sql = f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY due_at LIMIT ?"  # noqa: S608
-        return await self.read(
-            lambda c: [OrderRecord.from_row(r) for r in c.execute(sql, (*[s.value for s in states], limit))]
-        )
+        return await self.read(functools.partial(queries.orders_in, states=states, limit=limit))
 
     async def history(self, order_id: str) -> list[EventRecord]:
         """Return an order's audit events, oldest first."""
-        return await self.read(
-            lambda c: [
-                EventRecord.from_row(r)
-                for r in c.execute("SELECT * FROM events WHERE order_id = ? ORDER BY seq", (order_id,))
-            ]
-        )
+        return await self.read(functools.partial(queries.history, order_id=order_id))
 
     async def events_since(self, seq: int, *, limit: int = 1000) -> list[EventRecord]:
         """Return audit events after ``seq``, oldest first."""
-        return await self.read(
-            lambda c: [
-                EventRecord.from_row(r)
-                for r in c.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
-            ]
-        )
+        return await self.read(functools.partial(queries.events_since, seq=seq, limit=limit))
 
     async def alerts(self, *, limit: int = 100) -> list[dict[str, Any]]:
         """Return the newest alerts, newest first."""
-
-        def query(c: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = c.execute("SELECT payload FROM alerts ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-            return [json.loads(r["payload"]) for r in rows]
-
-        return await self.read(query)
+        return await self.read(functools.partial(queries.alerts, limit=limit))
 
     async def print_jobs(self, order_id: str) -> list[PrintJob]:
         """Return an order's print jobs, oldest first."""
-        return await self.read(
-            lambda c: [
-                PrintJob.from_row(r)
-                for r in c.execute("SELECT * FROM print_jobs WHERE order_id = ? ORDER BY id", (order_id,))
-            ]
-        )
+        return await self.read(functools.partial(queries.print_jobs, order_id=order_id))
 
     async def due_print_jobs(self, now: datetime, *, limit: int = 20) -> list[PrintJob]:
         """Return pending print jobs whose time has come, oldest first."""
-        return await self.read(
-            lambda c: [
-                PrintJob.from_row(r)
-                for r in c.execute(
-                    # Without INDEXED BY, SQLite walks every job in id order (a month: 100,000 rows a round).
-                    "SELECT * FROM print_jobs INDEXED BY print_jobs_by_state"
-                    " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-                    (ts(now), limit),
-                )
-            ]
-        )
+        return await self.read(functools.partial(queries.due_print_jobs, now=now, limit=limit))
 
     async def counts(self) -> dict[str, int]:
         """Return how many orders are in each state (every state present, zero included)."""
-
-        def query(c: sqlite3.Connection) -> dict[str, int]:
-            found = {r[0]: r[1] for r in c.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
-            return {s.value: int(found.get(s.value, 0)) for s in State}
-
-        return await self.read(query)
+        return await self.read(queries.counts)
 
     async def oldest_pending(self) -> datetime | None:
         """Return the due time of the oldest order that is due and not yet in the POS."""
-
-        def query(c: sqlite3.Connection) -> datetime | None:
-            row = c.execute(
-                "SELECT MIN(due_at) FROM orders WHERE state IN ('queued', 'sending', 'retrying', 'awaiting_pos')"
-            ).fetchone()
-            return datetime.fromisoformat(row[0]) if row and row[0] else None
-
-        return await self.read(query)
+        return await self.read(queries.oldest_pending)
 
     async def last_injected(self) -> datetime | None:
         """Return when the most recent order reached the POS."""
-
-        def query(c: sqlite3.Connection) -> datetime | None:
-            row = c.execute("SELECT MAX(injected_at) FROM orders").fetchone()
-            return datetime.fromisoformat(row[0]) if row and row[0] else None
-
-        return await self.read(query)
+        return await self.read(queries.last_injected)
 
     async def next_deadline(self) -> datetime | None:
         """Return the earliest time a scheduled order or a retry becomes due."""
-
-        def query(c: sqlite3.Connection) -> datetime | None:
-            row = c.execute(
-                "SELECT MIN(t) FROM (SELECT MIN(due_at) AS t FROM orders WHERE state = 'scheduled'"
-                " UNION ALL SELECT MIN(next_attempt_at) FROM orders WHERE state = 'retrying')"
-            ).fetchone()
-            return datetime.fromisoformat(row[0]) if row and row[0] else None
-
-        return await self.read(query)
+        return await self.read(queries.next_deadline)
 
     async def health_figures(self) -> tuple[dict[str, int], datetime | None, datetime | None]:
         """Return (counts per state, oldest pending due time, last injection) in one read."""
-
-        def query(c: sqlite3.Connection) -> tuple[dict[str, int], datetime | None, datetime | None]:
-            found = {r[0]: r[1] for r in c.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
-            oldest = c.execute(
-                "SELECT MIN(due_at) FROM orders WHERE state IN ('queued', 'sending', 'retrying', 'awaiting_pos')"
-            ).fetchone()[0]
-            last = c.execute("SELECT MAX(injected_at) FROM orders").fetchone()[0]
-            return (
-                {s.value: int(found.get(s.value, 0)) for s in State},
-                datetime.fromisoformat(oldest) if oldest else None,
-                datetime.fromisoformat(last) if last else None,
-            )
-
-        return await self.read(query)
+        return await self.read(queries.health_figures)
 
     async def idle_until(self) -> tuple[bool, datetime | None]:
         """Return (an order is on its way to the POS or waits for a fallback, earliest scheduled/retry due time)."""
-
-        def query(c: sqlite3.Connection) -> tuple[bool, datetime | None]:
-            busy = c.execute(
-                "SELECT EXISTS (SELECT 1 FROM orders WHERE state IN ('queued', 'sending', 'retrying', 'awaiting_pos'))"
-                " OR EXISTS (SELECT 1 FROM orders WHERE state = 'failed' AND fallback_at IS NULL)"
-            ).fetchone()[0]
-            row = c.execute(
-                "SELECT MIN(t) FROM (SELECT MIN(due_at) AS t FROM orders WHERE state = 'scheduled'"
-                " UNION ALL SELECT MIN(next_attempt_at) FROM orders WHERE state = 'retrying')"
-            ).fetchone()
-            return bool(busy), datetime.fromisoformat(row[0]) if row and row[0] else None
-
-        return await self.read(query)
+        return await self.read(queries.idle_until)
 
     async def next_print_due(self) -> datetime | None:
         """Return when the earliest pending print job is due, or None."""
-
-        def query(c: sqlite3.Connection) -> datetime | None:
-            row = c.execute("SELECT MIN(next_attempt_at) FROM print_jobs WHERE state = 'pending'").fetchone()
-            return datetime.fromisoformat(row[0]) if row and row[0] else None
-
-        return await self.read(query)
+        return await self.read(queries.next_print_due)
 
     async def kv_get(self, key: str) -> str | None:
         """Return the value stored under a key, or None."""
-
-        def query(c: sqlite3.Connection) -> str | None:
-            row = c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-            return str(row[0]) if row else None
-
-        return await self.read(query)
+        return await self.read(functools.partial(queries.kv_get, key=key))
 
     def db_size_bytes(self) -> int:
         """Return the size of the database file and its WAL."""
@@ -481,7 +364,7 @@ class Outbox:
     async def recover(self) -> list[str]:
         """Requeue orders left in ``sending`` by a crash (same idempotency key); return their ids."""
         now = self.clock.now()
-        recovered = await self.write(lambda c: ops.recover_in_doubt(c, now=now))
+        recovered = await self.write(lambda c: transitions.recover_in_doubt(c, now=now))
         if recovered:
             log.warning("orders_in_doubt_requeued", count=len(recovered), order_ids=recovered[:20])
         return recovered
@@ -496,13 +379,13 @@ class Outbox:
         purged = 0
         while True:
             # A day of a busy venue is thousands of orders: in slices, so intake's commits go in between.
-            done = await self.write(lambda c: ops.purge(c, before=before, limit=PURGE_SLICE))
+            done = await self.write(lambda c: retention.purge(c, before=before, limit=PURGE_SLICE))
             purged += done
             if done < PURGE_SLICE:
                 break
         if purged:
             log.info("orders_purged", count=purged, retention_days=retention_days)
-        pruned, unpublished = await self.write(lambda c: ops.prune_component_events(c, cap=events_cap))
+        pruned, unpublished = await self.write(lambda c: retention.prune_component_events(c, cap=events_cap))
         if unpublished and forwarding:
             # Only after a very long broker outage: the ops console misses these, the local audit log keeps the rest.
             log.warning("events_pruned_unpublished", count=unpublished, cap=events_cap)
@@ -511,58 +394,9 @@ class Outbox:
         return purged
 
 
-def _configure_writer(conn: sqlite3.Connection) -> None:
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        msg = f"the outbox needs WAL mode, the file system gave {mode!r}"
-        raise sqlite3.OperationalError(msg)
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA foreign_keys=ON")
-
-
 def _refused(refusal: identity.Refusal) -> OutboxRefused:
     log.error("outbox_refused", reason=refusal.reason, message=refusal.message)
     return OutboxRefused(refusal.reason, refusal.message)
-
-
-def _configure_reader(conn: sqlite3.Connection) -> None:
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA query_only=ON")
-
-
-def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
-    """Run every op of a batch in one transaction, each under its own savepoint."""
-    outcomes: list[tuple[bool, Any]] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for item in batch:
-            conn.execute("SAVEPOINT op")
-            try:
-                value = item.op(conn)
-            except sqlite3.Error:
-                raise
-            except Exception as exc:  # a refused operation: undo it alone, keep the batch
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                outcomes.append((False, exc))
-            else:
-                conn.execute("RELEASE op")
-                outcomes.append((True, value))
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    return outcomes
-
-
-def _storage_error(exc: sqlite3.Error) -> StorageError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    text = str(exc)
-    if code == sqlite3.SQLITE_FULL or "full" in text.lower():
-        return StorageFull(f"the disk is full: {text}")
-    return StorageError(f"the outbox could not write: {text}")
 
 
 __all__ = ["ErrorClass", "Outbox", "State"]
