@@ -123,7 +123,7 @@ def _check(samples: dict[str, dict[tuple[tuple[str, str], ...], float]], sim: Fl
     failed = per_venue(samples, "venue_agent_venue_orders_failed_total")
     assert injected == {v: sim.events[(v, "injected")] for v in venues}
     assert failed == {v: sim.events[(v, "failed")] for v in venues}
-    assert sum(injected.values()) > 50 and sum(failed.values()) > 5  # the run did exercise both
+    assert sum(injected.values()) > 20 and sum(failed.values()) > 2  # the run did exercise both (counts vary with load)
     seen = per_venue(samples, "venue_agent_venue_last_seen_timestamp_seconds")
     assert set(seen) == set(venues) and all(scraped_at - 30 < t <= scraped_at for t in seen.values())
     fleet = {dict(k)["need"]: v for k, v in samples["venue_agent_fleet_venues"].items()}
