@@ -28,8 +28,12 @@ class _Stream(AsyncNetworkStream):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
+        # httpcore writes a request's head and body separately, then reads: one send for both instead of two.
+        self._unsent: list[bytes] = []
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._unsent:
+            await self._send(timeout)
         try:
             async with asyncio.timeout(timeout):
                 return await self._reader.read(max_bytes)
@@ -39,12 +43,18 @@ class _Stream(AsyncNetworkStream):
             raise httpcore.ReadError(str(exc)) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
+        if buffer:
+            self._unsent.append(buffer)
+            if sum(map(len, self._unsent)) > _READ_LIMIT:
+                await self._send(timeout)
+
+    async def _send(self, timeout: float | None) -> None:
+        data = b"".join(self._unsent)
+        self._unsent.clear()
         if self._writer.is_closing():
             raise httpcore.WriteError("the connection is closed")
         try:
-            self._writer.write(buffer)
+            self._writer.write(data)
             if self._writer.transport.get_write_buffer_size() > _READ_LIMIT:
                 async with asyncio.timeout(timeout):
                     await self._writer.drain()
