@@ -17,7 +17,7 @@ from typing import Any
 
 import httpcore
 import httpx
-from httpcore._backends.base import SOCKET_OPTION, AsyncNetworkBackend, AsyncNetworkStream
+from httpcore import SOCKET_OPTION, AsyncNetworkBackend, AsyncNetworkStream
 
 _READ_LIMIT = 2**16
 
