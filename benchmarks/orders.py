@@ -378,6 +378,17 @@ def _in_window(times: list[float], i: int) -> int:
     return i - j + 1
 
 
+async def run_drain_only(report: Report, workdir: Path, *, total: int) -> None:
+    """(d), (e) alone, for ``run.py --only drain``: ``total`` queued orders into an unthrottled simulator."""
+    with children(workdir) as procs:
+        sim = Sim(procs)
+        try:
+            await sim.ready()
+            await run_drain(report, procs, sim, workdir, total=total)
+        finally:
+            await sim.client.aclose()
+
+
 async def run_processes(report: Report, workdir: Path) -> None:
     with children(workdir) as procs:
         sim = Sim(procs)

@@ -18,7 +18,9 @@ overwriting the previous one. The whole run takes about 15 minutes on a quiet 2-
 ``--only tickets``
     (g) for every banner kind at 32/42/48 columns and (j), about 20 s;
 ``--only mqtt``
-    (i), in ``benchmarks/publishing.py``, three to four minutes.
+    (i), in ``benchmarks/publishing.py``, three to four minutes;
+``--only drain``
+    (d), (e) alone: the drain of ``--drain-orders`` queued orders (10,000 unless told), 10 to 80 s.
 
 Measures:
 
@@ -63,7 +65,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.box import run_box  # noqa: E402
 from benchmarks.cycle import run_outbox_vs_persist_queue  # noqa: E402
 from benchmarks.harness import RESULTS, Report, machine_header, render  # noqa: E402
-from benchmarks.orders import run_processes  # noqa: E402
+from benchmarks.orders import run_drain_only, run_processes  # noqa: E402
 from benchmarks.tickets import run_printing, run_queues, run_ticket_kinds  # noqa: E402
 
 
@@ -80,14 +82,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
         "--only",
-        choices=["cycle", "box", "printing", "tickets", "mqtt"],
+        choices=["cycle", "box", "printing", "tickets", "mqtt", "drain"],
         help="run only these measures: cycle = (a) outbox vs persist-queue at +0/+2/+10 ms per fsync (about "
         "1 min); box = (a) then (l) end to end on an SD card, (k) idle, (m) a month of orders, (n) the slow box "
         "(about 8 min); printing = (g) ticket rendering, (h) fallback ticket latency and the "
         "RSS of an agent with python-escpos loaded (about 30 s); tickets = (g) for every ticket kind and (j) "
-        "a hung printer next to a healthy one (about 20 s); mqtt = (i) order figures with the MQTT broker "
+        "a hung printer next to a healthy one (about 20 s); drain = (d), (e) the drain of --drain-orders queued orders "
+        "and start-up with them pending; mqtt = (i) order figures with the MQTT broker "
         "down, and the backlog's publication when it comes back (3-4 min); the table is printed, "
         "results.md is left alone",
+    )
+    parser.add_argument(
+        "--drain-orders",
+        type=int,
+        default=10_000,
+        help="orders queued for --only drain (10,000 unless told; a smaller drain is a quicker comparison)",
     )
     return parser.parse_args(argv)
 
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             run_outbox_vs_persist_queue(report, workdir)
         if args.only is None:
             asyncio.run(run_processes(report, workdir))
+        if args.only == "drain":
+            asyncio.run(run_drain_only(report, workdir, total=args.drain_orders))
         if args.only in (None, "box"):
             asyncio.run(run_box(report, workdir))
         if args.only in (None, "printing"):

@@ -26,6 +26,7 @@ from drivers.pos.http_mapping import (
     classify_readiness,
     classify_response,
 )
+from drivers.pos.lean_net import lean_transport
 from drivers.pos.mdns import MDNS_SCHEME, MdnsResolver
 
 log = structlog.get_logger("venue_agent.pos.http")
@@ -77,14 +78,15 @@ class HttpDriver:
             self._resolver = MdnsResolver(timeout_seconds=min(timeout_seconds, 5.0))
             self._owns_resolver = True
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # A few keep-alive connections suffice (sends are rate limited); a big pool costs a scan per request.
+        limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
         # A POS on the LAN is never reached through the environment's HTTP proxy.
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
-            transport=transport,
+            transport=transport or lean_transport(limits),
             headers=headers,
             trust_env=False,
-            # A few keep-alive connections suffice (sends are rate limited); a big pool costs a scan per request.
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            limits=limits,
         )
 
     async def inject(self, request: InjectRequest) -> InjectResult:
