@@ -30,7 +30,8 @@ MONTH_ORDERS = 100_000
 DAYS = 31  # the oldest day is past the 30-day retention: the purge's work
 PURGE_SUBMITTERS = 16
 
-# The hot queries, as the agent runs them (store.py / ops.py); EXPLAIN QUERY PLAN names the index each uses.
+# The hot queries, as the agent runs them (agent/outbox/queries.py, transitions.py, print_jobs.py);
+# EXPLAIN QUERY PLAN names the index each uses.
 QUERIES = {
     "orders list (newest 50)": "SELECT * FROM orders ORDER BY received_at DESC, rowid DESC LIMIT 50",
     "orders list --state failed": (

@@ -50,7 +50,7 @@ def imports_of(path: Path, *, typing_only: bool = True) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
-            # ``from agent.outbox import ops`` imports the module agent.outbox.ops.
+            # ``from agent.outbox import transitions`` imports the module agent.outbox.transitions.
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
@@ -107,7 +107,7 @@ def test_drivers_import_only_the_domain(path: Path) -> None:
 def test_no_import_cycles() -> None:
     modules = known_modules()
     graph = {module_name(p): imports_of(p, typing_only=False) & modules for p in sources("agent", "drivers")}
-    # A package's __init__ is not an edge worth following: importing agent.outbox.ops names agent.outbox too.
+    # A package's __init__ is not an edge worth following: importing agent.outbox.transitions names agent.outbox too.
     graph = {m: {d for d in deps if d != m and not m.startswith(d + ".")} for m, deps in graph.items()}
     cycles: list[list[str]] = []
     state: dict[str, int] = {}

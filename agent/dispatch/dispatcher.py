@@ -29,7 +29,7 @@ from agent.domain.clock import Clock
 from agent.domain.config import Settings
 from agent.domain.errors import OrderConflict, StorageError
 from agent.domain.states import ErrorClass, State
-from agent.outbox import ops, snoozes
+from agent.outbox import events, intake, print_jobs, snoozes, transitions
 from agent.outbox.records import OrderRecord
 from agent.outbox.store import Outbox
 from drivers.pos.base import (
@@ -51,7 +51,7 @@ SNOOZE_SOURCES = {"lightspeed_k": "lightspeed"}
 MAX_WAIT_AFTER_DUE = timedelta(hours=24)
 SCHEDULER_TICK_SECONDS = 1.0
 # An idle loop (nothing on its way, nothing due sooner) sleeps this long at most: woken by new work, it still
-# marks progress well within the watchdog's stale limit (service.WATCHDOG_STALE_FLOOR_SECONDS).
+# marks progress well within the watchdog's stale limit (daemon.WATCHDOG_STALE_FLOOR_SECONDS in agent/service).
 IDLE_SECONDS = 30.0
 PROBE_INTERVAL_SECONDS = 30.0
 MAX_IN_FLIGHT = 32
@@ -159,8 +159,8 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[OrderRecord]:
         now = self.clock.now()
         if self.circuit.allows_orders():
-            return await self.outbox.write(lambda c: ops.claim(c, now=now, limit=limit, count_strike=True))
-        probe = await self.outbox.write(lambda c: ops.claim_probe(c, now=now))
+            return await self.outbox.write(lambda c: transitions.claim(c, now=now, limit=limit, count_strike=True))
+        probe = await self.outbox.write(lambda c: transitions.claim_probe(c, now=now))
         if probe is None:
             self.circuit.order_probe_unclaimed(now)
             return []
@@ -344,7 +344,7 @@ class Dispatcher:
         )
 
         def change(c: Any) -> OrderRecord:
-            updated = ops.transition(
+            updated = transitions.transition(
                 c,
                 record.id,
                 State.FAILED,
@@ -356,7 +356,7 @@ class Dispatcher:
                 next_attempt_at=None,
                 detail={"reason": reason, "skus": list(skus)} if skus else {"reason": reason},
             )
-            ops.add_alert(c, now, "order_failed", "critical", alert, order_id=record.id)
+            events.add_alert(c, now, "order_failed", "critical", alert, order_id=record.id)
             if error_class is ErrorClass.UNAVAILABLE and skus:
                 until = snoozes.snooze_until(now, self.settings.venue.tz)
                 source = SNOOZE_SOURCES.get(self.driver.name, self.driver.name)
@@ -384,7 +384,7 @@ class Dispatcher:
         """Resume injection after re-authorisation; orders that failed on credentials go back in the queue."""
         self.pos.auth_required = False
         now = self.clock.now()
-        count = await self.outbox.write(lambda c: ops.requeue_failed(c, ErrorClass.AUTH, now=now, reason=reason))
+        count = await self.outbox.write(lambda c: intake.requeue_failed(c, ErrorClass.AUTH, now=now, reason=reason))
         log.info("pos_auth_restored", requeued=count)
         self.wake()
         return count
@@ -426,12 +426,12 @@ class Dispatcher:
         now = self.clock.now()
         release, self._release_retries = self._release_retries and not self.paused, False
         moved = await self.outbox.write(
-            lambda c: ops.promote(c, now=now, retries_too=not self.paused, all_retries=release)
+            lambda c: transitions.promote(c, now=now, retries_too=not self.paused, all_retries=release)
         )
         if moved:
             self._wake.set()
         await self._check_awaiting()
-        overdue = await self.outbox.write(lambda c: ops.fail_overdue(c, now=now, max_wait=MAX_WAIT_AFTER_DUE))
+        overdue = await self.outbox.write(lambda c: transitions.fail_overdue(c, now=now, max_wait=MAX_WAIT_AFTER_DUE))
         for record in overdue:
             await self.outbox.alert(
                 "order_failed",
@@ -473,7 +473,7 @@ class Dispatcher:
         now = self.clock.now()
         not_ready = self.paused or self.pos.not_ready
         candidates = await self.outbox.read(
-            lambda c: ops.fallback_candidates(
+            lambda c: transitions.fallback_candidates(
                 c,
                 now=now,
                 print_after_seconds=fb.print_after_seconds,
@@ -497,9 +497,9 @@ class Dispatcher:
             )
 
             def change(c: Any, r: OrderRecord = record, why: str = reason, p: dict[str, Any] = payload) -> bool:
-                done = ops.request_fallback(c, r.id, now=now, reason=why, skip=fb.after_print == "skip")
+                done = print_jobs.request_fallback(c, r.id, now=now, reason=why, skip=fb.after_print == "skip")
                 if done:
-                    ops.add_alert(c, now, "fallback_printed", "warning", p, order_id=r.id)
+                    events.add_alert(c, now, "fallback_printed", "warning", p, order_id=r.id)
                 return done
 
             if await self.outbox.write(change):
