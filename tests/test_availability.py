@@ -1,4 +1,4 @@
-"""The availability rule and its debounce (SPEC §8 ``P/availability``), pure: verdicts in, published values out."""
+"""The availability rule and its debounce (docs/availability.md), pure: verdicts in, published values out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Availability end to end (SPEC §8 ``P/availability``, §5 ``GET /v1/availability``): real processes, real broker.
+"""Availability end to end (``P/availability`` and ``GET /v1/availability``): real processes, real broker.
 
 ``venue-agent run`` and ``venue-agent pos-sim`` as processes, a real mosquitto, and a fake ESC/POS printer on TCP
 9100 that runs out of paper. The POS goes down and the printer is out of paper: the retained message says

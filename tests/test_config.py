@@ -269,7 +269,7 @@ url = "http://127.0.0.1:9/orders"
 
 
 class TestLightspeedRules:
-    """Rules that follow from the Lightspeed K-Series API (SPEC §7.1), checked before anything runs."""
+    """Rules that follow from the Lightspeed K-Series API (docs/lightspeed-k.md), checked before anything runs."""
 
     def test_check_refuses_a_confirm_timeout_under_60_naming_the_key_and_why(self, tmp_path: Path) -> None:
         """Lightspeed tries the till for >= 60 s: a shorter wait would print a fallback the till may still get."""
@@ -307,7 +307,7 @@ class TestLightspeedRules:
 
 
 class TestTickets:
-    """The ``[tickets]`` section (SPEC §3)."""
+    """The ``[tickets]`` section (docs/configuration.md)."""
 
     def test_defaults(self) -> None:
         """Late after 10 minutes, no extra allergy words, no QR code."""

@@ -1,4 +1,4 @@
-"""The intake HTTP API (SPEC §5) against a real agent on a loopback socket and the real POS simulator."""
+"""The intake HTTP API (docs/intake-api.md) against a real agent on a loopback socket and the real POS simulator."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ async def test_same_id_with_other_content_is_a_conflict(running: RunningAgent) -
     assert (await detail(running))["order"]["notes"] == "No cutlery"
 
 
-# ---- 422: every rule of SPEC §4 ------------------------------------------------------------------------------
+# ---- 422: every rule of the order schema -------------------------------------------------------------------
 
 
 def _with(path: tuple[str | int, ...], value: Any) -> Callable[[], dict[str, Any]]:
@@ -223,7 +223,7 @@ INVALID = [
 async def test_invalid_order_is_refused_and_not_stored(
     shared: RunningAgent, build: Callable[[], Any], loc: list[str | int], words: str
 ) -> None:
-    """An order breaking a rule of SPEC §4 gets 422 naming the field, and nothing is stored."""
+    """An order breaking a rule of the order schema gets 422 naming the field, and nothing is stored."""
     running = shared
     body = build()
     if isinstance(body, bytes):

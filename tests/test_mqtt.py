@@ -1,4 +1,4 @@
-"""The MQTT reporter (SPEC §8) against a real mosquitto: presence, Will, health, store-and-forward, alerts."""
+"""The MQTT reporter (docs/mqtt.md) against a real mosquitto: presence, Will, health, store-and-forward, alerts."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def mqtt_settings(tmp_path: Path, sim: Sim, broker: Mosquitto, **mqtt: Any) -> S
 
 
 async def test_birth_health_and_offline_on_close(tmp_path: Path, sim: Sim, broker: Mosquitto) -> None:
-    """On connect: retained online status (boot_id, version, seq) and retained §8 health; close() leaves offline."""
+    """On connect: retained online status (boot_id, version, seq) and retained health; close() leaves offline."""
     async with run_agent(mqtt_settings(tmp_path, sim, broker)) as running:
         async with subscribed(broker.port, f"{P}/status", f"{P}/health") as sub:
             statuses = await sub.wait(f"{P}/status", lambda s: bool(s) and s[-1]["state"] == "online")

@@ -1,4 +1,4 @@
-"""The intake HTTP API (SPEC §5): a Starlette app served inside the agent's own event loop."""
+"""The intake HTTP API (docs/intake-api.md): a Starlette app served inside the agent's own event loop."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def create_app(
         return JSONResponse({"authorized": True, "requeued": requeued})
 
     async def clear_snoozes(request: Request) -> Response:
-        # Operator endpoint (``venue-agent snoozes clear``), like /v1/pos/authorize: not part of SPEC §5.
+        # Operator endpoint (``venue-agent snoozes clear``), like /v1/pos/authorize: not for the ordering platform.
         body = await read_json(request)
         if not isinstance(body, dict):
             raise OrderInvalid([FieldError(("body",), "an object with skus or all is required")])

@@ -28,7 +28,7 @@ from typing import Any
 
 from agent.domain.errors import BodyInvalid, FieldError
 
-MAX_DEPTH = 32  # a §4 order nests at most 10 levels (items > modifiers x 3); webhooks and commands fewer
+MAX_DEPTH = 32  # an intake order nests at most 10 levels (items > modifiers x 3); webhooks and commands fewer
 MAX_NUMBER_LENGTH = 50  # characters of one number literal; money is at most 9 digits
 
 BODY: tuple[str | int, ...] = ("body",)

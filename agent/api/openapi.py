@@ -94,7 +94,7 @@ def _order_links() -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    """Return the OpenAPI document of every endpoint of SPEC §5 served by this version."""
+    """Return the OpenAPI document of every intake endpoint served by this version."""
     order_schema = Order.model_json_schema(ref_template=REF)
     defs = order_schema.pop("$defs", {})
     if "Fulfillment" in defs:

@@ -1,4 +1,4 @@
-"""``venue-agent config check`` (SPEC §3): every problem at once, where each secret comes from, and a summary.
+"""``venue-agent config check``: every problem at once, where each secret comes from, and a summary.
 
 Shared with ``venue-agent doctor``, whose first checks are exactly these.
 """

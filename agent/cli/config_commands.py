@@ -1,4 +1,4 @@
-"""``venue-agent config check|show|init``: validate, print and start the technician's config file (SPEC §3, §10)."""
+"""``venue-agent config check|show|init``: validate, print and start the technician's config file ."""
 
 from __future__ import annotations
 

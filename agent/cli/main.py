@@ -1,4 +1,4 @@
-"""The ``venue-agent`` command line (SPEC §10). Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config."""
+"""The ``venue-agent`` command line (docs/operations.md). Exit codes: 0 ok, 1 runtime failure, 2 bad usage or config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``venue-agent orders``: list, show, resubmit, cancel and reprint (SPEC §10); read from the outbox file when the
+"""``venue-agent orders``: list, show, resubmit, cancel and reprint; read from the outbox file when the
 agent cannot be asked."""
 
 from __future__ import annotations

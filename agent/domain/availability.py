@@ -1,4 +1,4 @@
-"""Can this kitchen take an order now (SPEC §8 ``P/availability``)? The rule and its debounce, pure code.
+"""Can this kitchen take an order now (``P/availability``, docs/availability.md)? The rule and its debounce, pure code.
 
 An order taken now reaches the kitchen by the POS or on a fallback ticket. ``accepting`` is false when it could
 reach neither (the POS is down or needs re-authorisation, and no fallback printer can print or fallback is off),
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-# Printer states (as SPEC §8 health names them) in which a ticket sent now would not come out. ``unknown`` (not read
+# Printer states (as the health report names them) in which a ticket sent now would not come out. ``unknown`` (not read
 # yet, or a printer that cannot tell) is not among them: the print worker tries such a printer, so it is a path.
 BLOCKED_PRINTER_STATES = frozenset({"paper_out", "offline", "error", "cover_open"})
 # POS states (PosStatus.state) in which an order taken now would not go into the POS.
@@ -39,7 +39,7 @@ class Inputs:
 
     pos_state: str  # ok | degraded | down | auth_required
     fallback_enabled: bool
-    # The fallback printers' states (name -> SPEC §8 printer state), in failover order.
+    # The fallback printers' states (name -> printer state as health reports it), in failover order.
     printers: Mapping[str, str]
     disk_full: bool  # free space below storage.min_free_mb: intake answers 503
     storage_open: bool  # the outbox takes writes
@@ -88,7 +88,7 @@ class Availability:
     seq: int
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the SPEC §8 payload (``detail`` added for people)."""
+        """Return the ``P/availability`` payload (``detail`` added for people)."""
         return {
             "accepting": self.accepting,
             "reason": self.reason,

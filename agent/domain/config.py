@@ -1,4 +1,4 @@
-"""The technician's configuration: one TOML file plus ``VENUE_AGENT_<SECTION>__<KEY>`` overrides (SPEC §3).
+"""The technician's configuration: one TOML file plus ``VENUE_AGENT_<SECTION>__<KEY>`` overrides.
 
 The public face of the settings: ``Settings`` (one field per TOML table) and its loading live here; each table's
 model lives in the module of its concern (config_venue, config_sections, config_pos, config_printers), the ``Section``

@@ -1,4 +1,4 @@
-"""``[pos]`` and one sub-table per POS driver, with what each driver requires (SPEC §7)."""
+"""``[pos]`` and one sub-table per POS driver, with what each driver requires (docs/<driver>.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LIGHTSPEED_MIN_CONFIRM_SECONDS = 60
 
 
 class LightspeedKSettings(Section):
-    """``[pos.lightspeed_k]``: Lightspeed Restaurant K-Series (SPEC §7.1)."""
+    """``[pos.lightspeed_k]``: Lightspeed Restaurant K-Series (docs/lightspeed-k.md)."""
 
     base_url: str = "https://api.lsk.lightspeed.app"
     business_location_id: int | None = None
@@ -41,7 +41,7 @@ class LightspeedKSettings(Section):
     service_charge_sku: str = "STOREKIT_SERVICE_CHARGE"
     payment_method: str = "STOREKIT"
     native_discounts: bool = False
-    # Not in SPEC §7.1: the native discount codes (pos_ids) that are percentages in the POS, so they may ride on
+    # the native discount codes (pos_ids) that are percentages in the POS, so they may ride on
     # every item line; any other code is taken as an amount and goes on one line only (README, Lightspeed).
     percentage_discount_codes: list[str] = Field(default_factory=list)
     webhook_username: str | None = None
@@ -62,7 +62,7 @@ class LightspeedKSettings(Section):
 
 
 class SquareSettings(Section):
-    """``[pos.square]``: Square Orders API (SPEC §7.2)."""
+    """``[pos.square]``: Square Orders API (docs/square.md)."""
 
     base_url: str = "https://connect.squareup.com"
     location_id: str | None = None
@@ -85,7 +85,7 @@ class SquareSettings(Section):
 
 
 class HttpPosSettings(Section):
-    """``[pos.http]``: a POS terminal or in-house POS on the LAN (SPEC §7.3)."""
+    """``[pos.http]``: a POS terminal or in-house POS on the LAN (docs/http-pos.md)."""
 
     url: Annotated[str, Field(min_length=1)]
     hmac_secret: SecretStr | None = None

@@ -1,4 +1,4 @@
-"""``[[printers]]``: one kitchen printer each (SPEC §3, §9)."""
+"""``[[printers]]``: one kitchen printer each (docs/printers.md)."""
 
 from __future__ import annotations
 
@@ -36,14 +36,14 @@ class PrinterSettings(Section):
     roles: list[PrinterRole] = Field(default_factory=_fallback_role)
     categories: list[str] | None = None
     buzzer: bool | BuzzerKind = True
-    # Not in SPEC §3: how a ticket is confirmed. true (default): the printer's own word that the job came out where
+    # how a ticket is confirmed. true (default): the printer's own word that the job came out where
     # its profile has one (Epson GS ( H process ID or GS r), else its status after the job; "process_id",
     # "transmit_status" or "status" force one; false for a printer that never answers DLE EOT, whose tickets
     # then count as printed once written.
     confirm: bool | Literal["process_id", "transmit_status", "status"] = True
-    # Not in SPEC §3: the code page forced on this printer (default CP858 where the profile has it).
+    # the code page forced on this printer (default CP858 where the profile has it).
     code_page: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] | None = None
-    # Not in SPEC §3: what a file printer writes; default escpos for a path under /dev/, else text.
+    # what a file printer writes; default escpos for a path under /dev/, else text.
     format: Literal["text", "escpos"] | None = None
 
     @property

@@ -121,7 +121,7 @@ class FallbackSettings(Section):
 
 
 class MqttSettings(Section):
-    """``[mqtt]``: health and control over MQTT (SPEC §8)."""
+    """``[mqtt]``: health and control over MQTT (docs/mqtt.md)."""
 
     enabled: bool = False
     host: str | None = None
@@ -168,7 +168,7 @@ class DiscoverySettings(Section):
 
 
 class TicketSettings(Section):
-    """``[tickets]``: what a kitchen ticket says beyond the order itself (SPEC §3, §9)."""
+    """``[tickets]``: what a kitchen ticket says beyond the order itself (docs/printers.md)."""
 
     # A ticket printed more than this after its order became due carries LATE - n MIN.
     late_after_minutes: Annotated[int, Field(ge=0, le=24 * 60)] = 10
@@ -197,7 +197,7 @@ class TicketSettings(Section):
 
 
 class AvailabilitySettings(Section):
-    """``[availability]``: what the ordering platform is told about taking orders (SPEC §8 ``P/availability``)."""
+    """``[availability]``: what the ordering platform is told about taking orders (docs/availability.md)."""
 
     # How long a change to "not accepting" (or of its reason) must last before it is published; back to
     # accepting is published at once (docs/availability.md).

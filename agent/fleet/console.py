@@ -1,4 +1,4 @@
-"""``venue-agent console``: a fleet view of every venue's MQTT reports (SPEC §8), optionally as Prometheus metrics."""
+"""``venue-agent console``: a fleet view of every venue's MQTT reports (docs/fleet.md), or as Prometheus metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fleet as the console sees it: per-venue rows folded from agents' MQTT messages (SPEC §8). Pure, no I/O."""
+"""The fleet as the console sees it: per-venue rows folded from agents' MQTT messages (docs/mqtt.md). Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def _status(row: VenueRow, message: dict[str, Any], now: float) -> None:
     if same_boot and seq is not None and row.seq is not None and seq < row.seq:
         return  # an older connection of this boot (a late Will or a stale birth)
     if state == "offline" and row.state == "online" and boot_id is not None and not same_boot:
-        return  # a Will from an earlier boot delivered after the new birth (edge-building-blocks §2.1)
+        return  # a Will from an earlier boot delivered after the new birth
     if state == "online" and (boot_id != row.boot_id or seq != row.seq or row.state != "online"):
         row.alerts = []  # alerts are counted per connection: a new birth starts a clean slate
     if state == "offline" and row.state == "online":

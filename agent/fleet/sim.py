@@ -1,7 +1,7 @@
 """One simulated venue for ``fleet-sim``: orders, faults and what a real agent would publish about them. Pure code.
 
 A ``SimVenue`` is advanced by ``tick(now)`` with a seeded ``random.Random``; it returns the messages a real agent
-would publish (SPEC §8), built with the agent's own alert texts, and answers commands as ``agent.mqtt.commands``
+would publish (docs/mqtt.md), built with the agent's own alert texts, and answers commands as ``agent.mqtt.commands``
 does. Its orders are not durable, and its health, availability and events are those of a simplified agent: orders
 are received, then injected, failed, retried while the POS is down, or printed as fallback tickets.
 """
@@ -280,7 +280,7 @@ class SimVenue:
     # ---- availability ----------------------------------------------------------------------------
 
     def can_take_orders(self) -> bool:
-        """Whether an order taken now could reach the POS or paper (SPEC §8 ``P/availability``)."""
+        """Whether an order taken now could reach the POS or paper (``P/availability``, docs/availability.md)."""
         return self.pos_state == "ok" or self._printer_ok()
 
     def availability(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The MQTT reporter (SPEC §8): presence, health and store-and-forward of events and alerts to the ops console.
+"""The MQTT reporter (docs/mqtt.md): presence, health and store-and-forward of events and alerts to the ops console.
 
 Nothing in the order path awaits this module: the outbox is the durability layer, and this reporter only reads
 unpublished rows from it and marks them published after the broker acknowledged them (QoS 1 PUBACK).
@@ -278,7 +278,7 @@ class MqttReporter:
             await asyncio.gather(*waits, return_exceptions=True)
 
     async def _availability_loop(self, client: aiomqtt.Client) -> None:
-        """Publish the retained availability on every connect, then each time it changes (SPEC §8)."""
+        """Publish the retained availability on every connect, then each time it changes (docs/mqtt.md)."""
         while True:
             # Cleared before reading: a change landing during the publish sets it again and is not missed.
             self.availability_changed.clear()

@@ -95,7 +95,7 @@ def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: 
 def claim_probe(conn: sqlite3.Connection, *, now: datetime) -> OrderRecord | None:
     """Move the oldest due waiting order (queued, or retrying whatever its wait) to ``sending`` as the circuit's probe.
 
-    The probe spends no strike: the POS is not believed up while the circuit is open (SPEC §6). The other
+    The probe spends no strike: the POS is not believed up while the circuit is open (docs/order-flow.md). The other
     retries stay ``retrying``.
     """
     promote(conn, now=now, retries_too=False)

@@ -32,7 +32,7 @@ log = structlog.get_logger("venue_agent.printing")
 
 PROBE_INTERVAL_SECONDS = 60.0
 
-# SPEC §8 names printer states ok|paper_low|paper_out|offline|error; a cover left open is an error there.
+# Health (docs/mqtt.md) names printer states ok|paper_low|paper_out|offline|error; a cover left open is an error there.
 HEALTH_STATES = {PrinterStatus.COVER_OPEN: "error"}
 
 
@@ -62,13 +62,13 @@ class PrinterWatch:
         return {name: slot.state.status.value for name, slot in self.slots.items()}
 
     def health(self) -> list[dict[str, Any]]:
-        """Return the printers as SPEC §8 health reports them, with the detail of the last status read."""
+        """Return the printers as the health report gives them, with the detail of the last status read."""
         return [
             {
                 "name": name,
                 "state": HEALTH_STATES.get(slot.state.status, slot.state.status.value),
                 "detail": slot.state.detail,
-                # Not in SPEC §8: whether a ticket counts as printed on the printer's own word (confirmed)
+                # whether a ticket counts as printed on the printer's own word (confirmed)
                 # or only on its status after the job (unconfirmed), and by which command.
                 "confirmation": "confirmed" if slot.confirmation in CONFIRM_KINDS else "unconfirmed",
                 "confirmed_by": slot.confirmation,

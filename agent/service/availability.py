@@ -1,4 +1,4 @@
-"""Reads the running agent's POS, printers and storage, and keeps the published availability (SPEC §8).
+"""Reads the running agent's POS, printers and storage, and keeps the published availability (docs/mqtt.md).
 
 The rule and its debounce are pure (agent/domain/availability.py); this is the edge that reads their inputs from
 memory every ``CHECK_SECONDS``, keeps ``seq`` in the outbox's key-value store so it survives restarts, records
