@@ -27,3 +27,14 @@ async def run_box(report: Report, workdir: Path) -> None:
             await run_slow_box(report, procs, sim, workdir, idle_seconds=IDLE_SECONDS)
         finally:
             await sim.client.aclose()
+
+
+async def run_idle_only(report: Report, workdir: Path) -> None:
+    """(k) alone: ``.venv/bin/python benchmarks/run.py --only idle`` (about 75 s)."""
+    with children(workdir) as procs:
+        sim = Sim(procs)
+        try:
+            await sim.ready()
+            await run_idle(report, procs, sim, workdir)
+        finally:
+            await sim.client.aclose()

@@ -19,6 +19,8 @@ overwriting the previous one. The whole run takes about 15 minutes on a quiet 2-
     (g) for every banner kind at 32/42/48 columns and (j), about 20 s;
 ``--only mqtt``
     (i), in ``benchmarks/publishing.py``, three to four minutes;
+``--only idle``
+    (k) alone: an idle agent's CPU and wake-ups over 60 s (about 75 s).
 ``--only drain``
     (d), (e) alone: the drain of ``--drain-orders`` queued orders (10,000 unless told), 10 to 80 s.
 
@@ -62,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: make ``agent`` and ``tests`` importable
 
-from benchmarks.box import run_box  # noqa: E402
+from benchmarks.box import run_box, run_idle_only  # noqa: E402
 from benchmarks.cycle import run_outbox_vs_persist_queue  # noqa: E402
 from benchmarks.harness import RESULTS, Report, machine_header, render  # noqa: E402
 from benchmarks.orders import run_drain_only, run_processes  # noqa: E402
@@ -82,10 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
         "--only",
-        choices=["cycle", "box", "printing", "tickets", "mqtt", "drain"],
+        choices=["cycle", "box", "idle", "printing", "tickets", "mqtt", "drain"],
         help="run only these measures: cycle = (a) outbox vs persist-queue at +0/+2/+10 ms per fsync (about "
         "1 min); box = (a) then (l) end to end on an SD card, (k) idle, (m) a month of orders, (n) the slow box "
-        "(about 8 min); printing = (g) ticket rendering, (h) fallback ticket latency and the "
+        "(about 8 min); idle = (k) alone (about 75 s); printing = (g) ticket rendering, (h) fallback ticket latency "
+        "and the "
         "RSS of an agent with python-escpos loaded (about 30 s); tickets = (g) for every ticket kind and (j) "
         "a hung printer next to a healthy one (about 20 s); drain = (d), (e) the drain of --drain-orders queued orders "
         "and start-up with them pending; mqtt = (i) order figures with the MQTT broker "
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             run_outbox_vs_persist_queue(report, workdir)
         if args.only is None:
             asyncio.run(run_processes(report, workdir))
+        if args.only == "idle":
+            asyncio.run(run_idle_only(report, workdir))
         if args.only == "drain":
             asyncio.run(run_drain_only(report, workdir, total=args.drain_orders))
         if args.only in (None, "box"):

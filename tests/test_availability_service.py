@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.service.availability import CHECK_SECONDS
 from tests.conftest import RunningAgent, Sim, agent_settings, run_agent
 from tests.mosquitto import Mosquitto, _broker  # noqa: F401  (the broker fixture)
 from tests.test_mqtt import mqtt_settings, subscribed
@@ -33,7 +34,7 @@ async def test_pause_waits_the_debounce_and_seq_survives_a_restart(tmp_path: Pat
         assert (first["accepting"], first["reason"], first["seq"]) == (True, "ok", 1)
         await sim.state.apply_faults({"not_ready": True})  # probes agree with the notification below
         await running.agent.dispatcher.readiness_pushed(ready=False, detail="app closed", conditions={})
-        await running.advance(1)
+        await running.advance(CHECK_SECONDS)  # the next reading sees the POS down
         began = running.clock.now()
         await running.advance(DEBOUNCE - 2)
         assert (await availability(running)) == first, "paused before the debounce ran out"

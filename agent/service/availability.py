@@ -21,13 +21,14 @@ from agent.domain.config import Settings
 from agent.domain.errors import StorageError
 from agent.outbox.store import Outbox
 from agent.printing.worker import PrintWorker
+from agent.service.components import CHECK_SECONDS as COMPONENTS_CHECK_SECONDS
 from agent.service.components import disk_state
 
 log = structlog.get_logger("venue_agent.availability")
 
-# Reading the inputs is a few attribute reads and one statvfs. Once a second, on the whole second, shares the
-# wake-up of the component watcher: an idle kitchen wakes the box at most twice a second (docs/benchmarks.md).
-CHECK_SECONDS = 1.0
+# Reading the inputs is a few attribute reads and one statvfs, on the component watcher's beat so both share one
+# wake-up: an idle kitchen wakes the box at most twice a second (docs/benchmarks.md).
+CHECK_SECONDS = COMPONENTS_CHECK_SECONDS
 KV_KEY = "availability"
 
 

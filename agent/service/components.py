@@ -19,7 +19,9 @@ from agent.outbox.store import Outbox
 
 log = structlog.get_logger("venue_agent.components")
 
-CHECK_SECONDS = 1.0
+# Every 2 s, on the even second: an idle box wakes for this, so it is as rare as a change can wait (a printer's or
+# the POS's state is known sooner where it matters: the worker and the dispatcher act on it at once).
+CHECK_SECONDS = 2.0
 
 States = dict[str, str]
 # Below this much more than storage.min_free_mb (or twice it, if more), the disk is "low" and ops is told.
