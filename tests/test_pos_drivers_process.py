@@ -577,20 +577,19 @@ async def test_lightspeed_client_credentials_go_by_basic_to_a_real_pos_sim_proce
         await wait_state(client, agent, "ord_ls_basic", "queued")
         assert not [o for o in (await client.get(f"{sim.base}/_sim/orders")).json()]
 
-        # The technician corrects client_secret and restarts the agent.
+        # The technician corrects client_secret and restarts the agent. The simulator learns where to deliver its
+        # notifications first: the restarted agent may inject the held order before its API is seen to answer.
         await sigterm(agent, within=15)
+        webhooks = {
+            "webhook_url": f"{agent.base}/v1/webhooks/lightspeed",
+            "webhook_username": USER,
+            "webhook_password": PASSWORD,
+            "confirm_delay_seconds": 0.05,
+        }
+        assert (await client.post(control, json=webhooks)).status_code == 200
         agent.config.write_text(good, encoding="utf-8")
         agent.start()
         await agent.wait_ready(client, timeout=30)  # a loaded CI box starts slowly
-        await client.post(
-            control,
-            json={
-                "webhook_url": f"{agent.base}/v1/webhooks/lightspeed",
-                "webhook_username": USER,
-                "webhook_password": PASSWORD,
-                "confirm_delay_seconds": 0.05,
-            },
-        )
         shown = await wait_state(client, agent, "ord_ls_basic", "injected", timeout=15)
         assert shown["pos_reference"]
         await wait_pos_state(client, agent, "ok", timeout=20)
