@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -26,10 +27,17 @@ from drivers.pos.http_mapping import (
     classify_readiness,
     classify_response,
 )
-from drivers.pos.lean_net import lean_transport
+from drivers.pos.lean_http import LeanTransport
 from drivers.pos.mdns import MDNS_SCHEME, MdnsResolver
 
 log = structlog.get_logger("venue_agent.pos.http")
+
+# Sends are rate limited: a few keep-alive connections suffice.
+MAX_CONNECTIONS = 8
+try:
+    USER_AGENT = f"venue-agent/{version('venue-agent')}"
+except PackageNotFoundError:  # run from a source tree that was never installed
+    USER_AGENT = "venue-agent"
 
 # Failures before the request left this box; any other failure leaves the POS possibly holding the order.
 _NOT_SENT = (
@@ -77,17 +85,14 @@ class HttpDriver:
         if self._mdns_name is not None and resolver is None:
             self._resolver = MdnsResolver(timeout_seconds=min(timeout_seconds, 5.0))
             self._owns_resolver = True
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # A few keep-alive connections suffice (sends are rate limited); a big pool costs a scan per request.
-        limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
-        # A POS on the LAN is never reached through the environment's HTTP proxy.
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_seconds),
-            transport=transport or lean_transport(limits),
-            headers=headers,
-            trust_env=False,
-            limits=limits,
-        )
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = httpx.Timeout(timeout_seconds).as_dict()
+        # httpx's request and response types over a lean transport, without httpx's client around them: a POS on
+        # the LAN needs no proxy from the environment, cookies, redirects or auth flows, and those layers cost more
+        # CPU per order than the exchange itself (docs/benchmarks.md).
+        self._transport = transport or LeanTransport(max_connections=MAX_CONNECTIONS)
 
     async def inject(self, request: InjectRequest) -> InjectResult:
         """POST the order; every network or POS behaviour becomes a result, never an exception."""
@@ -100,7 +105,7 @@ class HttpDriver:
         headers, body = build_request(request, hmac_secret=self._hmac_secret, now_unix=self._clock_unix())
         started = time.perf_counter()
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            response = await self._call("POST", url, content=body, headers=headers)
         except _HTTPX_ERRORS as exc:
             failure = self._network_failure(exc)
             log.warning(
@@ -125,7 +130,7 @@ class HttpDriver:
             return Readiness(ReadinessState.UNREACHABLE, detail=str(exc))
         started = time.perf_counter()
         try:
-            response = await self._client.get(url)
+            response = await self._call("GET", url)
         except _HTTPX_ERRORS as exc:
             self._forget_on_connect_error(exc)
             log.info("pos_probe_failed", driver=self.name, reason=_describe(exc))
@@ -138,7 +143,7 @@ class HttpDriver:
         key = request.idempotency_key
         try:
             url = f"{await self._order_url()}/{quote(key, safe='')}"
-            response = await self._client.get(url)
+            response = await self._call("GET", url)
         except PosResolveError as exc:
             log.info("pos_confirmation_failed", driver=self.name, idempotency_key=key, reason=str(exc))
             return None
@@ -155,9 +160,26 @@ class HttpDriver:
 
     async def aclose(self) -> None:
         """Close the HTTP client (and the mDNS resolver this driver started)."""
-        await self._client.aclose()
+        await self._transport.aclose()
         if self._resolver is not None and self._owns_resolver:
             await self._resolver.aclose()
+
+    async def _call(
+        self, method: str, url: str, *, content: bytes = b"", headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        request = httpx.Request(
+            method,
+            url,
+            headers={**self._headers, **headers} if headers else self._headers,
+            content=content,
+            extensions={"timeout": self._timeout},
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def _order_url(self) -> str:
         if self._mdns_name is None:
