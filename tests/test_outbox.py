@@ -58,6 +58,33 @@ class TestDurability:
         sync = await outbox.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
         assert sync == 2  # FULL
 
+    async def test_the_checkpointer_copies_acknowledged_orders_into_the_database_file(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Shortly after writes, the database file alone (without its WAL) holds them; with no writes, no checkpoint."""
+        outbox = Outbox(tmp_path / "o.db", clock=clock, min_free_mb=0, checkpoint_after_seconds=0.05)
+        await outbox.open()
+        try:
+            assert outbox.checkpoints == 0
+            await asyncio.gather(*(submit(outbox, parsed(f"o{i}")) for i in range(50)))
+            for _ in range(200):
+                if outbox.checkpoints:
+                    break
+                await asyncio.sleep(0.01)
+            assert outbox.checkpoints == 1
+            # The WAL still exists beside it: a copy of the database file alone shows what reached it.
+            alone = tmp_path / "copy.db"
+            alone.write_bytes(outbox.path.read_bytes())
+            conn = sqlite3.connect(alone)
+            assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 50
+            conn.close()
+            # Only a commit schedules a checkpoint: reads and silence add none.
+            await outbox.list_orders()
+            await asyncio.sleep(0.15)
+            assert outbox.checkpoints == 1
+        finally:
+            await outbox.close()
+
     async def test_concurrent_intakes_share_a_commit(self, outbox: Outbox) -> None:
         """200 orders arriving together are committed in a handful of transactions, all durable."""
         before = outbox.commits

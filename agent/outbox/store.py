@@ -38,6 +38,7 @@ log = structlog.get_logger("venue_agent.outbox")
 EVENTS_CAP = 100_000
 MAX_BATCH = 256
 PURGE_SLICE = 200  # orders per purge commit: about 10 ms of deletes on a Pi
+CHECKPOINT_AFTER_SECONDS = 1.0  # how long after a write the checkpointer copies the WAL into the database
 
 
 def _disk_free_bytes(path: Path) -> int:
@@ -54,6 +55,7 @@ class Outbox:
         clock: Clock,
         min_free_mb: int = 50,
         disk_free: Callable[[Path], int] = _disk_free_bytes,
+        checkpoint_after_seconds: float = CHECKPOINT_AFTER_SECONDS,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -64,6 +66,12 @@ class Outbox:
         self._pending: list[commit.Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_due = asyncio.Event()
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._checkpoint_after = checkpoint_after_seconds
+        self.checkpoints = 0
         self._disk_checked_at = -1.0
         self._disk_ok = True
         self.last_commit_ms = 0.0
@@ -119,6 +127,8 @@ class Outbox:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             self._reader.row_factory = sqlite3.Row
             await commit.run_in_thread(self._reader, commit.configure_reader)
+            self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+            await commit.run_in_thread(self._checkpointer, commit.configure_checkpointer)
         except sqlite3.Error as exc:
             await self.close()
             msg = f"cannot open the outbox at {self.path}: {exc}"
@@ -130,6 +140,7 @@ class Outbox:
             identity.write_marker(marker_file, identity.Marker(self.outbox_id, version, created))
             log.info("outbox_marker_written", path=str(marker_file), outbox_id=self.outbox_id, schema=version)
         self._task = asyncio.create_task(self._write_loop(), name="venue-agent outbox writer")
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="venue-agent outbox checkpointer")
 
     async def check_integrity(self) -> identity.IntegrityResult:
         """Run ``PRAGMA quick_check`` on a connection (and thread) of its own; keep and return the result.
@@ -158,11 +169,20 @@ class Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for conn in (self._reader, self._writer):
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
+        if self._checkpoint_task is not None:
+            # A checkpoint under way finishes on its thread; closing the last connection checkpoints the rest.
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+        for conn in (self._checkpointer, self._reader, self._writer):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
-        self._reader = self._writer = None
+        self._checkpointer = self._reader = self._writer = None
 
     @property
     def is_open(self) -> bool:
@@ -202,6 +222,7 @@ class Outbox:
                     continue
                 self.last_commit_ms = (time.perf_counter() - started) * 1000
                 self.commits += 1
+                self._schedule_checkpoint()
                 for item, (ok, value) in zip(batch, outcomes, strict=True):
                     if item.future.done():
                         continue
@@ -209,6 +230,25 @@ class Outbox:
                         item.future.set_result(value)
                     else:
                         item.future.set_exception(value)
+
+    def _schedule_checkpoint(self) -> None:
+        if self._checkpoint_timer is None and self._checkpointer is not None:
+            self._checkpoint_timer = asyncio.get_running_loop().call_later(
+                self._checkpoint_after, self._checkpoint_due.set
+            )
+
+    async def _checkpoint_loop(self) -> None:
+        assert self._checkpointer is not None
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due.clear()
+            self._checkpoint_timer = None  # writes from now on schedule the next one
+            try:
+                await commit.run_in_thread(self._checkpointer, commit.checkpoint)
+            except sqlite3.Error as exc:  # the writer's own autocheckpoint remains the backstop
+                log.warning("outbox_checkpoint_failed", error=str(exc))
+            else:
+                self.checkpoints += 1
 
     # ---- intake -----------------------------------------------------------------------------
 
