@@ -41,6 +41,15 @@ def add_event(
     )
 
 
+def add_events(conn: sqlite3.Connection, now: datetime, kind: str, order_ids: list[str], *, state: State) -> None:
+    """Append the same audit event (no detail) for each of ``order_ids``, in that order."""
+    stamp, value = ts(now), state.value
+    conn.executemany(
+        "INSERT INTO events (ts, type, order_id, state) VALUES (?, ?, ?, ?)",
+        [(stamp, kind, order_id, value) for order_id in order_ids],
+    )
+
+
 def add_alert(
     conn: sqlite3.Connection,
     now: datetime,

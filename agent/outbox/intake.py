@@ -31,9 +31,21 @@ class SubmitResult:
     duplicate: bool
 
 
-def submit(conn: sqlite3.Connection, order: Order, placement: Placement, *, key: str, now: datetime) -> SubmitResult:
-    """Insert a new order, or recognise a duplicate; raise OrderConflict for the same id with other content."""
-    digest = order.content_hash()
+def submit(
+    conn: sqlite3.Connection,
+    order: Order,
+    placement: Placement,
+    *,
+    key: str,
+    now: datetime,
+    digest: str | None = None,
+    body: str | None = None,
+) -> SubmitResult:
+    """Insert a new order, or recognise a duplicate; raise OrderConflict for the same id with other content.
+
+    ``digest`` and ``body`` (the order's content hash and JSON) may come computed, off the writer's thread.
+    """
+    digest = digest or order.content_hash()
     row = conn.execute("SELECT content_hash, state FROM orders WHERE id = ?", (order.id,)).fetchone()
     if row is not None:
         if row["content_hash"] == digest:
@@ -49,7 +61,7 @@ def submit(conn: sqlite3.Connection, order: Order, placement: Placement, *, key:
         (
             order.id,
             digest,
-            order.model_dump_json(),
+            body or order.model_dump_json(),
             order.display_code or "",
             placement.state.value,
             key,

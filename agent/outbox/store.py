@@ -270,7 +270,11 @@ class Outbox:
         """Store a new order (or recognise a duplicate) durably; raise OrderConflict or StorageError."""
         self.check_space()
         now = self.clock.now()
-        return await self.write(lambda c: intake.submit(c, order, placement, key=key, now=now))
+        # Hashed and serialised here: the writer's thread is the one every commit waits for.
+        digest, body = order.content_hash(), order.model_dump_json()
+        return await self.write(
+            lambda c: intake.submit(c, order, placement, key=key, now=now, digest=digest, body=body)
+        )
 
     async def replace(self, order: Order, placement: Placement, *, base_key: str) -> tuple[OrderRecord, bool]:
         """Replace an order the POS does not have; return it and whether a reprint was requested."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -9,7 +10,7 @@ from typing import Any
 
 from agent.domain.errors import OrderConflict, OrderNotFound
 from agent.domain.states import ErrorClass, State, can_move
-from agent.outbox.events import add_event
+from agent.outbox.events import add_event, add_events
 from agent.outbox.records import OrderRecord, ts
 
 
@@ -39,13 +40,7 @@ def transition(
     **fields: Any,
 ) -> OrderRecord:
     """Move one order to ``to`` (setting ``fields``) and log the event; OrderConflict if not allowed."""
-    found = conn.execute("SELECT state FROM orders WHERE id = ?", (order_id,)).fetchone()
-    if found is None:
-        raise OrderNotFound(order_id)
-    state = State(found[0])
-    allowed = frozenset(expect) if expect is not None else None
-    if (allowed is not None and state not in allowed) or not can_move(state, to):
-        raise OrderConflict(f"the order is {state.value}", state=state.value)
+    sources = _sources(to, None if expect is None else frozenset(expect))
     columns = {"state": to.value, "updated_at": ts(now)}
     for name, value in fields.items():
         if isinstance(value, datetime):
@@ -56,8 +51,16 @@ def transition(
             value = int(value)
         columns[name] = value
     assignments = ", ".join(f"{name} = ?" for name in columns)
-    sql = f"UPDATE orders SET {assignments} WHERE id = ? RETURNING *"  # noqa: S608
-    (row,) = conn.execute(sql, (*columns.values(), order_id)).fetchall()
+    # The allowed source states go into the UPDATE itself: one statement on the usual path, a read only to say why not.
+    marks = ",".join("?" * len(sources))
+    sql = f"UPDATE orders SET {assignments} WHERE id = ? AND state IN ({marks}) RETURNING *"  # noqa: S608
+    rows = conn.execute(sql, (*columns.values(), order_id, *sources)).fetchall()
+    if not rows:
+        found = conn.execute("SELECT state FROM orders WHERE id = ?", (order_id,)).fetchone()
+        if found is None:
+            raise OrderNotFound(order_id)
+        raise OrderConflict(f"the order is {found[0]}", state=found[0])
+    (row,) = rows
     error_class = fields.get("error_class")
     add_event(
         conn,
@@ -69,6 +72,12 @@ def transition(
         detail=detail,
     )
     return OrderRecord.from_row(row)
+
+
+@functools.cache
+def _sources(to: State, expect: frozenset[State] | None) -> tuple[str, ...]:
+    """Return the states an order may move to ``to`` from (within ``expect`` when given), as stored."""
+    return tuple(s.value for s in State if can_move(s, to) and (expect is None or s in expect))
 
 
 def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: bool) -> list[OrderRecord]:
@@ -87,8 +96,7 @@ def claim(conn: sqlite3.Connection, *, now: datetime, limit: int, count_strike: 
         (stamp, 1 if count_strike else 0, stamp, limit),
     ).fetchall()
     claimed = sorted((OrderRecord.from_row(r) for r in rows), key=lambda r: (r.due_at, r.received_at))
-    for record in claimed:
-        add_event(conn, now, "sending", order_id=record.id, state=State.SENDING)
+    add_events(conn, now, "sending", [record.id for record in claimed], state=State.SENDING)
     return claimed
 
 
