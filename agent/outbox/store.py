@@ -230,6 +230,9 @@ class Outbox:
                         item.future.set_result(value)
                     else:
                         item.future.set_exception(value)
+                # One turn of the loop first: the callers just answered queue their next writes (the dispatcher's
+                # next claim, a submitter's next order) into the coming commit instead of the one after it.
+                await asyncio.sleep(0)
 
     def _schedule_checkpoint(self) -> None:
         if self._checkpoint_timer is None and self._checkpointer is not None:
