@@ -23,6 +23,8 @@ overwriting the previous one. The whole run takes about 15 minutes on a quiet 2-
     (k) alone: an idle agent's CPU and wake-ups over 60 s (about 75 s).
 ``--only drain``
     (d), (e) alone: the drain of ``--drain-orders`` queued orders (10,000 unless told), 10 to 80 s.
+``--only transport``
+    (d') the HTTP driver's client CPU per order against httpx's AsyncClient, about 20 s.
 
 Measures:
 
@@ -33,6 +35,7 @@ Measures:
     is dispatched and intake is measured alone);
 (c) agent overhead from the 202 to the POS simulator receiving the order, at 20 orders/s;
 (d) drain of 10,000 queued orders into an unthrottled simulator, and 400 orders at 20/s;
+(d') the HTTP driver's client CPU per order: its transport against httpx's AsyncClient;
 (e) start-up to ready with 10,000 pending orders;
 (f) peak RSS (VmHWM) of the agent processes, and of agents with python-escpos loaded (a network printer);
 (g) a 20-line kitchen ticket laid out and rendered to ESC/POS bytes (and the one-off python-escpos load);
@@ -69,6 +72,7 @@ from benchmarks.cycle import run_outbox_vs_persist_queue  # noqa: E402
 from benchmarks.harness import RESULTS, Report, machine_header, render  # noqa: E402
 from benchmarks.orders import run_drain_only, run_processes  # noqa: E402
 from benchmarks.tickets import run_printing, run_queues, run_ticket_kinds  # noqa: E402
+from benchmarks.transport import run_transport  # noqa: E402
 
 
 def run_mqtt(report: Report, workdir: Path) -> None:
@@ -84,14 +88,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
         "--only",
-        choices=["cycle", "box", "idle", "printing", "tickets", "mqtt", "drain"],
+        choices=["cycle", "box", "idle", "printing", "tickets", "mqtt", "drain", "transport"],
         help="run only these measures: cycle = (a) outbox vs persist-queue at +0/+2/+10 ms per fsync (about "
         "1 min); box = (a) then (l) end to end on an SD card, (k) idle, (m) a month of orders, (n) the slow box "
         "(about 8 min); idle = (k) alone (about 75 s); printing = (g) ticket rendering, (h) fallback ticket latency "
         "and the "
         "RSS of an agent with python-escpos loaded (about 30 s); tickets = (g) for every ticket kind and (j) "
         "a hung printer next to a healthy one (about 20 s); drain = (d), (e) the drain of --drain-orders queued orders "
-        "and start-up with them pending; mqtt = (i) order figures with the MQTT broker "
+        "and start-up with them pending; transport = (d') the HTTP driver's client CPU per order against httpx's "
+        "AsyncClient (about 20 s); mqtt = (i) order figures with the MQTT broker "
         "down, and the backlog's publication when it comes back (3-4 min); the table is printed, "
         "results.md is left alone",
     )
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_drain_only(report, workdir, total=args.drain_orders))
         if args.only in (None, "box"):
             asyncio.run(run_box(report, workdir))
+        if args.only in (None, "transport"):
+            asyncio.run(run_transport(report, workdir))
         if args.only in (None, "printing"):
             asyncio.run(run_printing(report, workdir))
         if args.only in (None, "tickets"):
