@@ -72,10 +72,7 @@ class NoCompiler(RuntimeError):
 
 def build(workdir: Path) -> Path:
     """Compile the shim into ``workdir``; return the shared library's path."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        msg = "the fsync shim needs a C compiler: apt-get install gcc"
-        raise NoCompiler(msg)
+    compiler = shutil.which("cc") or shutil.which("gcc") or install_compiler()
     source, library = workdir / "fsync_shim.c", workdir / "fsync_shim.so"
     source.write_text(SOURCE, encoding="utf-8")
     subprocess.run(
@@ -84,6 +81,27 @@ def build(workdir: Path) -> Path:
         capture_output=True,
     )
     return library
+
+
+def install_compiler() -> str:
+    """Install gcc with apt (through sudo unless root), as scripts/setup installs what it needs; return its path."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        msg = "the fsync shim needs a C compiler (cc or gcc), and this machine has no apt-get to install one"
+        raise NoCompiler(msg)
+    sudo: list[str] = [] if os.geteuid() == 0 else ["sudo"]
+    print("benchmark: installing gcc for the fsync shim (apt-get install gcc)", flush=True)
+    quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "gcc"]):
+        done = subprocess.run([*sudo, *step], env=quiet, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            msg = f"the fsync shim needs a C compiler; {' '.join(step)} failed: {done.stderr.strip()[-500:]}"
+            raise NoCompiler(msg)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        msg = "gcc was installed but neither cc nor gcc is on PATH"
+        raise NoCompiler(msg)
+    return compiler
 
 
 def env_for(library: Path, delay_ms: float, count_file: Path | None = None) -> dict[str, str]:
