@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from agent import __version__
 from agent.domain.config import Settings
+from agent.service.components import CHECK_SECONDS as COMPONENTS_CHECK_SECONDS
 from tests.conftest import Sim, agent_settings, eventually, make_order, run_agent
 
 # _broker and _persistent_broker are fixtures: importing them registers "broker" and "persistent_broker" here.
@@ -200,7 +201,7 @@ async def test_health_is_published_at_once_when_a_component_changes(
         sim.state.faults.auth_expired = True
         await running.client.post("/v1/orders", json=make_order("ord_auth"))
         await running.wait_state("ord_auth", "failed")
-        await running.advance(1)  # the component watcher reads the states once a second (agent clock)
+        await running.advance(COMPONENTS_CHECK_SECONDS)  # the component watcher's next read (agent clock)
         health = await sub.wait(f"{P}/health", lambda h: h[-1]["pos"]["state"] == "auth_required")
         events = await sub.wait(f"{P}/events", lambda e: any(x["type"] == "component_changed" for x in e))
     assert len(health) == 2
