@@ -18,7 +18,9 @@ import persistqueue
 
 ROOT = Path(__file__).resolve().parents[1]
 VENUE = "harbour-kitchen"
-BIN = Path(sys.executable).with_name("venue-agent")
+# The agent and the simulator under test: the development install beside this Python, unless
+# $BENCH_AGENT_BIN names another (e.g. a virtualenv with the runtime dependencies only, as on a box).
+BIN = Path(os.environ.get("BENCH_AGENT_BIN") or Path(sys.executable).with_name("venue-agent"))
 RESULTS = ROOT / "benchmarks" / "results.md"
 
 
